@@ -1,0 +1,62 @@
+//! MetricsActor: turns round reports into Prometheus updates; the one writer of the recorder.
+
+use actix::prelude::*;
+
+use crate::metrics::*;
+
+/// What a finished round changed, per table and target.
+#[derive(Message, Debug, Default)]
+#[rtype(result = "()")]
+pub struct RoundMetrics {
+    pub sync: String,
+    pub source: String,
+    pub good: bool,
+    pub duration_secs: f64,
+    /// (table, target, inserted, deleted)
+    pub rows: Vec<(String, String, u64, u64)>,
+    /// (table, pending rows)
+    pub pending: Vec<(String, u64)>,
+    /// (target, lag seconds)
+    pub lag: Vec<(String, f64)>,
+    /// (database, kind)
+    pub errors: Vec<(String, &'static str)>,
+    pub last_good_unix: Option<f64>,
+}
+
+pub struct MetricsActor;
+
+impl Actor for MetricsActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<RoundMetrics> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, m: RoundMetrics, _: &mut Context<Self>) {
+        let sync = m.sync.clone();
+        for (table, target, ins, del) in m.rows {
+            let labels = [("sync", sync.clone()), ("table", table), ("target", target)];
+            metrics::counter!(ROWS_INSERTED, &labels).increment(ins);
+            metrics::counter!(ROWS_DELETED, &labels).increment(del);
+        }
+        for (table, n) in m.pending {
+            metrics::gauge!(PENDING, "sync" => sync.clone(), "source" => m.source.clone(), "table" => table)
+                .set(n as f64);
+        }
+        for (target, lag) in m.lag {
+            metrics::gauge!(LAG, "sync" => sync.clone(), "source" => m.source.clone(), "target" => target)
+                .set(lag);
+        }
+        for (database, kind) in m.errors {
+            metrics::counter!(ERRORS, "sync" => sync.clone(), "database" => database, "kind" => kind)
+                .increment(1);
+        }
+        let result = if m.good { "good" } else { "bad" };
+        metrics::counter!(ROUNDS, "sync" => sync.clone(), "result" => result).increment(1);
+        metrics::gauge!(SYNC_STATE, "sync" => sync.clone()).set(if m.good { 1.0 } else { 0.0 });
+        metrics::histogram!(ROUND_DURATION, "sync" => sync.clone()).record(m.duration_secs);
+        if let Some(t) = m.last_good_unix {
+            metrics::gauge!(LAST_GOOD, "sync" => sync).set(t);
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The daemon's actors (one actix System, single-threaded):
+//!
+//! - `DatabaseActor`, one per database: its pool, its server facts, its LISTEN session; it
+//!   forwards change notifications to the syncs reading from it.
+//! - `TableActor`, one per (sync, table): the table's plan (columns, key, SQL) and counters.
+//! - `SyncActor`, one per sync: the lease, round scheduling, status, error backoff.
+//! - `MetricsActor`: the only writer of the Prometheus recorder.
+//!
+//! A round runs inside its SyncActor as one future that spans every table, so one target's
+//! round is always one transaction. `daemon` wires them together and handles signals.
+
+pub mod daemon;
+pub mod database;
+pub mod metrics;
+pub mod sync;
+pub mod table;

@@ -1,0 +1,427 @@
+//! SyncActor: one per sync. Holds the sync's lease (an advisory lock on its first source),
+//! prepares table plans, runs rounds on kicks (notifications, the poll timer, `drover kick`),
+//! coalesces kicks that arrive during a round into one follow-up round, backs off on errors,
+//! and keeps the status that `/status` serves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use crate::actors::database::{DatabaseActor, DbHandle, GetHandle, Kick, Subscribe};
+use crate::actors::metrics::{MetricsActor, RoundMetrics};
+use crate::actors::table::{Applied, Prepare, TableActor};
+use crate::pg::error::{ErrorKind, PgError};
+use crate::pg::Endpoint;
+use crate::round::apply::{SourceSide, TargetSide};
+use crate::round::plan::fk_order;
+use crate::round::snapshot::ProgressCache;
+use crate::round::{run_round, RoundInput, RoundReport, TablePlan};
+use crate::status::SyncStatus;
+use crate::topology::SyncPlan;
+
+mod schedule;
+pub use schedule::{Next, Schedule};
+
+/// Safety-net poll: catches changes whose notification was missed (LISTEN reconnecting).
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a daemon without the lease tries to take it.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
+
+#[derive(Message)]
+#[rtype(result = "SyncStatus")]
+pub struct GetStatus;
+
+/// Finish the current round, then stop starting new ones.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// The lease session ended (generation tells stale sessions apart).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LeaseLost(u64);
+
+/// Everything a round needs, built once the lease is held.
+struct Prepared {
+    source: SourceSide,
+    targets: Vec<TargetSide>,
+    tables: Vec<Arc<TablePlan>>,
+}
+
+pub struct SyncActor {
+    plan: SyncPlan,
+    lease_endpoint: Endpoint,
+    databases: HashMap<String, Addr<DatabaseActor>>,
+    tables: Vec<Addr<TableActor>>,
+    metrics: Addr<MetricsActor>,
+    prepared: Option<Arc<Prepared>>,
+    progress: ProgressCache,
+    schedule: Schedule,
+    status: SyncStatus,
+    lease_client: Option<tokio_postgres::Client>,
+    lease_generation: u64,
+    preparing: bool,
+    stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub struct SyncDeps {
+    pub plan: SyncPlan,
+    pub lease_endpoint: Endpoint,
+    pub databases: HashMap<String, Addr<DatabaseActor>>,
+    pub tables: Vec<Addr<TableActor>>,
+    pub metrics: Addr<MetricsActor>,
+}
+
+impl SyncActor {
+    pub fn new(d: SyncDeps) -> Self {
+        let status = SyncStatus {
+            name: d.plan.name.clone(),
+            state: "starting".into(),
+            last_good: None,
+            last_bad: None,
+            last_error: None,
+            rows_inserted: 0,
+            rows_deleted: 0,
+            conflicts: 0,
+            lag_seconds: 0.0,
+            pending_rows: 0,
+            lease: "waiting".into(),
+            relgroup: d.plan.relgroup.clone(),
+            sources: d.plan.sources.clone(),
+            targets: d.plan.targets.clone(),
+            tables: d.plan.tables.len(),
+            rounds: 0,
+            last_round_ms: None,
+        };
+        SyncActor {
+            plan: d.plan,
+            lease_endpoint: d.lease_endpoint,
+            databases: d.databases,
+            tables: d.tables,
+            metrics: d.metrics,
+            prepared: None,
+            progress: ProgressCache::default(),
+            schedule: Schedule::default(),
+            status,
+            lease_client: None,
+            lease_generation: 0,
+            preparing: false,
+            stop_waiters: Vec::new(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.plan.name
+    }
+
+    /// Tries to take the sync's advisory lock on a dedicated session.
+    fn acquire_lease(&mut self, ctx: &mut Context<Self>) {
+        if self.schedule.stopping {
+            return;
+        }
+        self.lease_generation += 1;
+        let generation = self.lease_generation;
+        let endpoint = self.lease_endpoint.clone();
+        let key = lease_key(&self.plan.name);
+        let purpose = format!("{}:lease", self.plan.name);
+        let me = ctx.address();
+        let fut = async move {
+            let (client, conn) = endpoint.connect_raw(&purpose).await?;
+            actix_rt::spawn(async move {
+                let _ = conn.await;
+                me.do_send(LeaseLost(generation));
+            });
+            let held: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await
+                .map_err(|e| PgError::query(&endpoint.name, "take the sync lease", e))?
+                .get(0);
+            Ok::<_, PgError>((client, held))
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok((client, true)) if generation == act.lease_generation => {
+                tracing::info!(sync = %act.name(), "lease taken: running this sync");
+                act.lease_client = Some(client);
+                act.status.lease = "held".into();
+                act.prepare(ctx);
+            }
+            Ok(_) => {
+                tracing::debug!(sync = %act.name(), "lease held by another daemon");
+                ctx.run_later(LEASE_RETRY, |act, ctx| act.acquire_lease(ctx));
+            }
+            Err(e) => {
+                act.record_error(&e);
+                ctx.run_later(LEASE_RETRY, |act, ctx| act.acquire_lease(ctx));
+            }
+        }));
+    }
+
+    /// Reads server facts and table plans; on success subscribes to kicks and runs a round.
+    fn prepare(&mut self, ctx: &mut Context<Self>) {
+        if self.preparing {
+            return;
+        }
+        self.preparing = true;
+        let plan = self.plan.clone();
+        let dbs = self.databases.clone();
+        let tables = self.tables.clone();
+        let fut = async move {
+            let mut handles: HashMap<String, DbHandle> = HashMap::new();
+            for db in plan.databases() {
+                let h = dbs[db]
+                    .send(GetHandle)
+                    .await
+                    .map_err(|e| PgError::setup(db, format!("database actor gone: {e}")))??;
+                handles.insert(db.to_string(), h);
+            }
+            let source = &plan.sources[0];
+            let targets: Vec<DbHandle> = plan
+                .receivers_of(source)
+                .map(|d| handles[d].clone())
+                .collect();
+            let mut plans = Vec::new();
+            for t in &tables {
+                let p = t
+                    .send(Prepare {
+                        sources: vec![handles[source].clone()],
+                        targets: targets.clone(),
+                    })
+                    .await
+                    .map_err(|e| PgError::setup(source, format!("table actor gone: {e}")))??;
+                plans.push((*p).clone());
+            }
+            let ordered = fk_order(plans).into_iter().map(Arc::new).collect();
+            Ok::<_, PgError>(Prepared {
+                source: SourceSide {
+                    name: source.clone(),
+                    pool: handles[source].pool.clone(),
+                },
+                targets: targets
+                    .iter()
+                    .map(|h| TargetSide {
+                        name: h.name.clone(),
+                        pool: h.pool.clone(),
+                        replica_role: h.facts.replica_role,
+                    })
+                    .collect(),
+                tables: ordered,
+            })
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.preparing = false;
+            match res {
+                Ok(p) => {
+                    act.schedule.backoff_over();
+                    let first = act.prepared.is_none();
+                    act.prepared = Some(Arc::new(p));
+                    act.progress = ProgressCache::default();
+                    if first {
+                        for s in &act.plan.sources {
+                            act.databases[s].do_send(Subscribe(ctx.address().recipient()));
+                        }
+                        ctx.run_interval(POLL_INTERVAL, |_, ctx| ctx.notify(Kick));
+                    }
+                    ctx.notify(Kick);
+                }
+                Err(e) => {
+                    act.record_error(&e);
+                    let wait = act.schedule.failed();
+                    ctx.run_later(wait, |act, ctx| act.prepare(ctx));
+                }
+            }
+        }));
+    }
+
+    fn start_round(&mut self, ctx: &mut Context<Self>) {
+        let Some(prepared) = self.prepared.clone() else {
+            return;
+        };
+        self.schedule.started();
+        let mut cache = std::mem::take(&mut self.progress);
+        let sync = self.plan.name.clone();
+        let fut = async move {
+            let report = run_round(RoundInput {
+                sync: &sync,
+                source: &prepared.source,
+                targets: &prepared.targets,
+                tables: &prepared.tables,
+                progress: &mut cache,
+            })
+            .await;
+            (report, cache)
+        };
+        ctx.spawn(fut.into_actor(self).map(|(report, cache), act, ctx| {
+            act.progress = cache;
+            act.round_done(report, ctx);
+        }));
+    }
+
+    fn round_done(&mut self, report: RoundReport, ctx: &mut Context<Self>) {
+        let (inserted, deleted) = report.rows();
+        let now = Utc::now();
+        let good = report.ok();
+        self.status.rounds += 1;
+        self.status.rows_inserted += inserted;
+        self.status.rows_deleted += deleted;
+        self.status.last_round_ms = Some(report.duration.as_secs_f64() * 1000.0);
+        let pending: u64 = report.pending.values().sum();
+        let lag = report
+            .oldest_pending
+            .map(|o| (now - o).num_milliseconds().max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        self.status.lag_seconds = if good { 0.0 } else { lag };
+        self.status.pending_rows = if good { 0 } else { pending };
+        let mut m = RoundMetrics {
+            sync: self.plan.name.clone(),
+            source: self.plan.sources[0].clone(),
+            good,
+            duration_secs: report.duration.as_secs_f64(),
+            ..Default::default()
+        };
+        if let Some(p) = &self.prepared {
+            for (i, t) in p.tables.iter().enumerate() {
+                let mut ti = 0;
+                let mut td = 0;
+                for tr in &report.targets {
+                    if let (Ok(true), Some(c)) = (&tr.result, tr.tables.get(&t.display)) {
+                        ti += c.inserted;
+                        td += c.deleted;
+                        m.rows
+                            .push((t.display.clone(), tr.target.clone(), c.inserted, c.deleted));
+                    }
+                }
+                if ti + td > 0 {
+                    if let Some(a) = self.tables.get(i) {
+                        a.do_send(Applied {
+                            inserted: ti,
+                            deleted: td,
+                        });
+                    }
+                }
+                m.pending.push((
+                    t.display.clone(),
+                    report.pending.get(&t.display).copied().unwrap_or(0),
+                ));
+            }
+            for tr in &report.targets {
+                let l = if tr.result.is_ok() { 0.0 } else { lag };
+                m.lag.push((tr.target.clone(), l));
+            }
+        }
+        if good {
+            self.status.state = "good".into();
+            self.status.last_good = Some(now);
+            m.last_good_unix = Some(now.timestamp_millis() as f64 / 1000.0);
+            if inserted + deleted > 0 {
+                tracing::info!(sync = %self.plan.name, inserted, deleted, elapsed_ms = report.duration.as_millis() as u64, "round applied changes");
+            }
+        } else if let Some(e) = report.first_error() {
+            m.errors.push((e.database().to_string(), e.kind().as_str()));
+            self.record_error(e);
+        }
+        let reprepare = report
+            .first_error()
+            .is_some_and(|e| matches!(e.kind(), ErrorKind::Schema));
+        self.metrics.do_send(m);
+
+        match self.schedule.finished(good, inserted + deleted > 0) {
+            Next::Stop => {
+                for w in self.stop_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+            Next::Now => ctx.notify(Kick),
+            Next::After(wait) => {
+                ctx.run_later(wait, move |act, ctx| {
+                    act.schedule.backoff_over();
+                    if reprepare {
+                        act.prepare(ctx);
+                    } else {
+                        ctx.notify(Kick);
+                    }
+                });
+            }
+            Next::Idle => {}
+        }
+    }
+
+    fn record_error(&mut self, e: &PgError) {
+        let msg = e.to_string();
+        tracing::warn!(sync = %self.plan.name, database = e.database(), kind = e.kind().as_str(), error = %msg, "round failed");
+        self.status.state = "bad".into();
+        self.status.last_bad = Some(Utc::now());
+        self.status.last_error = Some(msg);
+    }
+}
+
+/// The advisory-lock key of a sync: FNV-1a of its name, stable across versions and daemons.
+pub fn lease_key(sync: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "drover:sync:".bytes().chain(sync.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+impl Actor for SyncActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.acquire_lease(ctx);
+    }
+}
+
+impl Handler<Kick> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
+        if self.prepared.is_none() || self.lease_client.is_none() {
+            return;
+        }
+        if self.schedule.kicked() {
+            self.start_round(ctx);
+        }
+    }
+}
+
+impl Handler<LeaseLost> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaseLost, ctx: &mut Context<Self>) {
+        if msg.0 != self.lease_generation || self.lease_client.is_none() {
+            return;
+        }
+        tracing::warn!(sync = %self.plan.name, "lease session lost: pausing this sync until the lease is back");
+        self.lease_client = None;
+        self.status.lease = "waiting".into();
+        ctx.run_later(LEASE_RETRY, |act, ctx| act.acquire_lease(ctx));
+    }
+}
+
+impl Handler<GetStatus> for SyncActor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status.clone())
+    }
+}
+
+impl Handler<Shutdown> for SyncActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.schedule.stopping = true;
+        if !self.schedule.running {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.stop_waiters.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

@@ -1,0 +1,85 @@
+//! TableActor: one per (sync, table). Owns the table's plan (columns, key, quoted SQL), checks
+//! that every database of the sync agrees on the table, and keeps the table's counters.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::actors::database::DbHandle;
+use crate::pg::error::PgError;
+use crate::pg::ident::TableName;
+use crate::round::plan::{Side, TablePlan};
+
+/// Builds (or rebuilds, after a schema error) the table's plan.
+#[derive(Message)]
+#[rtype(result = "Result<Arc<TablePlan>, PgError>")]
+pub struct Prepare {
+    pub sources: Vec<DbHandle>,
+    pub targets: Vec<DbHandle>,
+}
+
+/// Rows a round applied to this table.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Applied {
+    pub inserted: u64,
+    pub deleted: u64,
+}
+
+pub struct TableActor {
+    pub table: TableName,
+    plan: Option<Arc<TablePlan>>,
+    pub inserted: u64,
+    pub deleted: u64,
+}
+
+impl TableActor {
+    pub fn new(table: TableName) -> Self {
+        TableActor {
+            table,
+            plan: None,
+            inserted: 0,
+            deleted: 0,
+        }
+    }
+}
+
+fn side(h: &DbHandle) -> Side<'_> {
+    Side {
+        name: &h.name,
+        pool: &h.pool,
+        version_num: h.facts.version_num,
+    }
+}
+
+impl Actor for TableActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Prepare> for TableActor {
+    type Result = ResponseActFuture<Self, Result<Arc<TablePlan>, PgError>>;
+
+    fn handle(&mut self, msg: Prepare, _: &mut Context<Self>) -> Self::Result {
+        let table = self.table.clone();
+        let fut = async move {
+            let s: Vec<Side> = msg.sources.iter().map(side).collect();
+            let t: Vec<Side> = msg.targets.iter().map(side).collect();
+            TablePlan::prepare(&table, &s, &t).await.map(Arc::new)
+        };
+        Box::pin(fut.into_actor(self).map(|res, act, _| {
+            if let Ok(p) = &res {
+                act.plan = Some(p.clone());
+            }
+            res
+        }))
+    }
+}
+
+impl Handler<Applied> for TableActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Applied, _: &mut Context<Self>) {
+        self.inserted += msg.inserted;
+        self.deleted += msg.deleted;
+    }
+}

@@ -1,0 +1,337 @@
+//! Capture on sources and bookkeeping on targets: what `drover install` creates and
+//! `drover uninstall` removes. Each database is changed in one transaction, so a failed install
+//! leaves it as it was; re-running after a config change adds new tables and drops removed ones.
+
+pub mod sql;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio_postgres::Transaction;
+
+use crate::pg::error::PgError;
+use crate::pg::facts::ServerFacts;
+use crate::pg::ident::{quote_ident, TableName};
+use crate::pg::{facts, schema, Endpoint};
+use crate::topology::SyncPlan;
+use sql::{CaptureMode, CaptureObjects};
+
+/// Serialises concurrent installs on one database (an arbitrary constant key).
+const INSTALL_LOCK_KEY: i64 = 0x6472_6f76_6572_0001;
+
+/// A row of `drover.tables`: a table captured by an earlier install.
+struct Installed {
+    id: i32,
+    table: TableName,
+    key_columns: Vec<String>,
+    key_types: Vec<String>,
+}
+
+/// What an install did to one database, for the command's report.
+#[derive(Debug, Default)]
+pub struct InstallReport {
+    pub added: Vec<String>,
+    pub kept: Vec<String>,
+    pub rebuilt: Vec<String>,
+    pub removed: Vec<String>,
+    pub progress_rows: usize,
+    pub capture: Option<CaptureMode>,
+}
+
+/// The capture mode for a server, unless `DROVER_CAPTURE_MODE=row|statement` overrides it
+/// (row capture also serves PostgreSQL 9.x; the override lets tests exercise it on new servers).
+pub fn capture_mode(facts: &ServerFacts) -> CaptureMode {
+    match std::env::var("DROVER_CAPTURE_MODE").as_deref() {
+        Ok("row") => CaptureMode::Row,
+        Ok("statement") if facts.has_transition_tables() => CaptureMode::Statement,
+        _ if facts.has_transition_tables() => CaptureMode::Statement,
+        _ => CaptureMode::Row,
+    }
+}
+
+/// Installs (or updates) drover's objects on database `db` for the given syncs.
+pub async fn install(endpoint: &Endpoint, syncs: &[SyncPlan]) -> Result<InstallReport, PgError> {
+    let db = endpoint.name.as_str();
+    let mut client = endpoint.connect("install").await?;
+    let facts = facts::read(&mut client, db).await?;
+    let mode = capture_mode(&facts);
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| PgError::query(db, "begin install", e))?;
+    let q = |purpose: &'static str| move |e| PgError::query(db, purpose, e);
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INSTALL_LOCK_KEY])
+        .await
+        .map_err(q("wait for other installs"))?;
+    tx.batch_execute(&sql::catalog())
+        .await
+        .map_err(q("create the drover schema"))?;
+
+    let mut report = InstallReport::default();
+    let captured: BTreeSet<TableName> = syncs
+        .iter()
+        .filter(|s| s.is_source(db))
+        .flat_map(|s| s.tables.iter().cloned())
+        .collect();
+    if !captured.is_empty() {
+        report.capture = Some(mode);
+    }
+    install_capture(&tx, db, &facts, mode, &captured, &mut report).await?;
+    install_consumers(&tx, db, syncs).await?;
+    report.progress_rows = install_progress(&tx, db, syncs).await?;
+    tx.commit().await.map_err(q("commit install"))?;
+    Ok(report)
+}
+
+/// Creates delta tables, functions and triggers for `wanted`; drops those no longer wanted.
+async fn install_capture(
+    tx: &Transaction<'_>,
+    db: &str,
+    facts: &ServerFacts,
+    mode: CaptureMode,
+    wanted: &BTreeSet<TableName>,
+    report: &mut InstallReport,
+) -> Result<(), PgError> {
+    let existing: BTreeMap<String, Installed> = tx
+        .query(
+            "SELECT table_name, id, schema_name, rel_name, key_columns, key_types FROM drover.tables",
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::query(db, "read drover.tables", e))?
+        .into_iter()
+        .map(|r| {
+            let installed = Installed {
+                id: r.get(1),
+                table: TableName {
+                    schema: r.get(2),
+                    name: r.get(3),
+                },
+                key_columns: r.get(4),
+                key_types: r.get(5),
+            };
+            (r.get(0), installed)
+        })
+        .collect();
+
+    for (name, installed) in &existing {
+        let (id, table) = (&installed.id, &installed.table);
+        if wanted.contains(table) {
+            continue;
+        }
+        let objects = CaptureObjects::for_id(*id);
+        let exists = schema::describe(tx.client(), db, table, facts.version_num)
+            .await?
+            .is_some();
+        let mut ddl = String::new();
+        if exists {
+            ddl.push_str(&sql::drop_triggers(table));
+        }
+        ddl.push_str(&format!(
+            "DROP FUNCTION IF EXISTS {}();\nDROP TABLE IF EXISTS {};\n",
+            objects.function_quoted, objects.delta_quoted
+        ));
+        tx.batch_execute(&ddl)
+            .await
+            .map_err(|e| PgError::query(db, format!("remove capture of {name}"), e))?;
+        tx.execute("DELETE FROM drover.tables WHERE id = $1", &[id])
+            .await
+            .map_err(|e| PgError::query(db, format!("remove capture of {name}"), e))?;
+        report.removed.push(name.clone());
+    }
+
+    for table in wanted {
+        let name = table.to_string();
+        let meta = schema::describe(tx.client(), db, table, facts.version_num)
+            .await?
+            .ok_or_else(|| PgError::setup(db, format!("table {name} does not exist")))?;
+        if meta.key.is_empty() {
+            return Err(PgError::setup(
+                db,
+                format!("table {name} has no primary key: add one before installing"),
+            ));
+        }
+        let key = meta.key_columns();
+        let key_names: Vec<String> = key.iter().map(|c| c.name.clone()).collect();
+        let key_types: Vec<String> = key.iter().map(|c| c.type_name.clone()).collect();
+        let purpose = format!("install capture of {name}");
+        let (id, fresh_delta) = match existing.get(&name) {
+            Some(i) if i.key_columns == key_names && i.key_types == key_types => {
+                report.kept.push(name.clone());
+                (i.id, false)
+            }
+            Some(Installed { id, .. }) => {
+                // The key changed: the old delta rows cannot be read with the new key.
+                tracing::warn!(database = db, table = %name, "primary key changed since install: delta table rebuilt, pending changes of this table dropped");
+                let objects = CaptureObjects::for_id(*id);
+                tx.batch_execute(&format!("DROP TABLE IF EXISTS {};", objects.delta_quoted))
+                    .await
+                    .map_err(|e| PgError::query(db, &purpose, e))?;
+                report.rebuilt.push(name.clone());
+                (*id, true)
+            }
+            None => {
+                let id: i32 = tx
+                    .query_one(
+                        "SELECT nextval(pg_get_serial_sequence('drover.tables', 'id'))::int",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| PgError::query(db, &purpose, e))?
+                    .get(0);
+                report.added.push(name.clone());
+                (id, true)
+            }
+        };
+        let objects = CaptureObjects::for_id(id);
+        let mut ddl = String::new();
+        if fresh_delta {
+            ddl.push_str(&sql::create_delta(&objects, &key));
+        }
+        ddl.push_str(&sql::create_capture(table, &objects, &key, mode));
+        tx.batch_execute(&ddl)
+            .await
+            .map_err(|e| PgError::query(db, &purpose, e))?;
+        tx.execute(
+            "INSERT INTO drover.tables (id, table_name, schema_name, rel_name, delta_name, key_columns, key_types, capture) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET key_columns = EXCLUDED.key_columns, \
+             key_types = EXCLUDED.key_types, capture = EXCLUDED.capture",
+            &[&id, &name, &table.schema, &table.name, &objects.delta, &key_names, &key_types, &mode.as_str()],
+        )
+        .await
+        .map_err(|e| PgError::query(db, &purpose, e))?;
+    }
+    Ok(())
+}
+
+/// One purge-horizon row per (sync, receiving database, table) of what this database sends.
+async fn install_consumers(
+    tx: &Transaction<'_>,
+    db: &str,
+    syncs: &[SyncPlan],
+) -> Result<(), PgError> {
+    let mut wanted = Vec::new();
+    for s in syncs.iter().filter(|s| s.is_source(db)) {
+        for target in s.receivers_of(db) {
+            for t in &s.tables {
+                wanted.push((s.name.clone(), target.to_string(), t.to_string()));
+            }
+        }
+    }
+    sync_rows(
+        tx,
+        db,
+        "drover.consumers",
+        "target",
+        &wanted,
+        "register receivers",
+    )
+    .await?;
+    Ok(())
+}
+
+/// One progress row per (sync, sending database, table) of what this database receives,
+/// starting at "nothing applied" so the first round applies everything since install.
+async fn install_progress(
+    tx: &Transaction<'_>,
+    db: &str,
+    syncs: &[SyncPlan],
+) -> Result<usize, PgError> {
+    let mut wanted = Vec::new();
+    for s in syncs.iter().filter(|s| s.involves(db)) {
+        for source in s.senders_to(db) {
+            for t in &s.tables {
+                wanted.push((s.name.clone(), source.to_string(), t.to_string()));
+            }
+        }
+    }
+    sync_rows(
+        tx,
+        db,
+        "drover.progress",
+        "source",
+        &wanted,
+        "register progress",
+    )
+    .await?;
+    Ok(wanted.len())
+}
+
+/// Makes the rows of `table` (keyed by sync, `peer`, table_name) exactly `wanted`: inserts
+/// missing ones with their defaults, deletes the rest, keeps existing ones untouched.
+async fn sync_rows(
+    tx: &Transaction<'_>,
+    db: &str,
+    table: &str,
+    peer: &str,
+    wanted: &[(String, String, String)],
+    purpose: &str,
+) -> Result<(), PgError> {
+    let syncs: Vec<&str> = wanted.iter().map(|w| w.0.as_str()).collect();
+    let peers: Vec<&str> = wanted.iter().map(|w| w.1.as_str()).collect();
+    let tables: Vec<&str> = wanted.iter().map(|w| w.2.as_str()).collect();
+    let peer = quote_ident(peer);
+    tx.execute(
+        &format!(
+            "DELETE FROM {table} WHERE (sync, {peer}, table_name) NOT IN \
+             (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
+        ),
+        &[&syncs, &peers, &tables],
+    )
+    .await
+    .map_err(|e| PgError::query(db, purpose, e))?;
+    tx.execute(
+        &format!(
+            "INSERT INTO {table} (sync, {peer}, table_name) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING"
+        ),
+        &[&syncs, &peers, &tables],
+    )
+    .await
+    .map_err(|e| PgError::query(db, purpose, e))?;
+    Ok(())
+}
+
+/// Removes everything drover created on a database: triggers, functions, delta and catalog
+/// tables. Idempotent.
+pub async fn uninstall(endpoint: &Endpoint) -> Result<usize, PgError> {
+    let db = endpoint.name.as_str();
+    let mut client = endpoint.connect("uninstall").await?;
+    let facts = facts::read(&mut client, db).await?;
+    if !facts.installed {
+        return Ok(0);
+    }
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| PgError::query(db, "begin uninstall", e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INSTALL_LOCK_KEY])
+        .await
+        .map_err(|e| PgError::query(db, "wait for other installs", e))?;
+    let tables: Vec<TableName> = tx
+        .query("SELECT schema_name, rel_name FROM drover.tables", &[])
+        .await
+        .map_err(|e| PgError::query(db, "read drover.tables", e))?
+        .into_iter()
+        .map(|r| TableName {
+            schema: r.get(0),
+            name: r.get(1),
+        })
+        .collect();
+    let mut ddl = String::new();
+    for t in &tables {
+        if schema::describe(tx.client(), db, t, facts.version_num)
+            .await?
+            .is_some()
+        {
+            ddl.push_str(&sql::drop_triggers(t));
+        }
+    }
+    ddl.push_str("DROP SCHEMA IF EXISTS drover CASCADE;\n");
+    tx.batch_execute(&ddl)
+        .await
+        .map_err(|e| PgError::query(db, "remove the drover schema", e))?;
+    tx.commit()
+        .await
+        .map_err(|e| PgError::query(db, "commit uninstall", e))?;
+    Ok(tables.len())
+}

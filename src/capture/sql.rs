@@ -1,0 +1,211 @@
+//! The DDL drover installs, as text: catalog tables, one delta table per captured table, its
+//! capture function and triggers. Everything is generated from quoted identifiers.
+
+use crate::pg::ident::{quote_ident, quote_literal, TableName};
+use crate::pg::schema::Column;
+
+/// Bumped when the layout of the `drover` schema changes.
+pub const SCHEMA_VERSION: &str = "1";
+
+/// The channel capture triggers notify and the daemon listens on.
+pub const NOTIFY_CHANNEL: &str = "drover";
+
+/// Progress that means "nothing applied": a snapshot in which no transaction is visible.
+pub const NOTHING_APPLIED: &str = "1:1:";
+
+/// How changes are captured on a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureMode {
+    /// One trigger call per statement reading transition tables (PostgreSQL 10+).
+    Statement,
+    /// One trigger call per row (older servers).
+    Row,
+}
+
+impl CaptureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::Statement => "statement",
+            CaptureMode::Row => "row",
+        }
+    }
+}
+
+/// Catalog tables, created on every database drover touches.
+pub fn catalog() -> String {
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS drover;
+CREATE TABLE IF NOT EXISTS drover.meta (key text PRIMARY KEY, value text NOT NULL);
+INSERT INTO drover.meta VALUES ('schema_version', {v}) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+CREATE TABLE IF NOT EXISTS drover.tables (
+    id serial PRIMARY KEY,
+    table_name text NOT NULL UNIQUE,
+    schema_name text NOT NULL,
+    rel_name text NOT NULL,
+    delta_name text NOT NULL UNIQUE,
+    key_columns text[] NOT NULL,
+    key_types text[] NOT NULL,
+    capture text NOT NULL,
+    installed_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS drover.consumers (
+    sync text NOT NULL,
+    target text NOT NULL,
+    table_name text NOT NULL,
+    horizon bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sync, target, table_name));
+CREATE TABLE IF NOT EXISTS drover.progress (
+    sync text NOT NULL,
+    source text NOT NULL,
+    table_name text NOT NULL,
+    snapshot text NOT NULL DEFAULT {nothing},
+    applied_at timestamptz,
+    PRIMARY KEY (sync, source, table_name));
+",
+        v = quote_literal(SCHEMA_VERSION),
+        nothing = quote_literal(NOTHING_APPLIED),
+    )
+}
+
+/// Names of the objects that capture one table, from its catalog id.
+pub struct CaptureObjects {
+    pub delta: String,
+    pub delta_quoted: String,
+    pub function_quoted: String,
+}
+
+impl CaptureObjects {
+    pub fn for_id(id: i32) -> CaptureObjects {
+        let delta = format!("delta_{id}");
+        CaptureObjects {
+            delta_quoted: format!("drover.{}", quote_ident(&delta)),
+            function_quoted: format!("drover.{}", quote_ident(&format!("capture_{id}"))),
+            delta,
+        }
+    }
+}
+
+const TRIGGERS: [&str; 5] = [
+    "drover_capture_ins",
+    "drover_capture_upd",
+    "drover_capture_del",
+    "drover_capture_row",
+    "drover_capture_trunc",
+];
+
+/// Drops every capture trigger drover may have put on a table.
+pub fn drop_triggers(table: &TableName) -> String {
+    TRIGGERS
+        .iter()
+        .map(|t| {
+            format!(
+                "DROP TRIGGER IF EXISTS {} ON {};\n",
+                quote_ident(t),
+                table.quoted()
+            )
+        })
+        .collect()
+}
+
+/// The delta table: the key columns, the writer's transaction id and the change time.
+pub fn create_delta(objects: &CaptureObjects, key: &[&Column]) -> String {
+    let cols: Vec<String> = key
+        .iter()
+        .map(|c| format!("{} {}", quote_ident(&c.name), c.type_name))
+        .collect();
+    format!(
+        "CREATE TABLE {delta} ({cols}{sep}drover_xid bigint NOT NULL, \
+         drover_changed_at timestamptz NOT NULL, drover_truncate boolean NOT NULL DEFAULT false);
+CREATE INDEX ON {delta} (drover_xid);
+",
+        delta = objects.delta_quoted,
+        cols = cols.join(", "),
+        sep = if cols.is_empty() { "" } else { ", " },
+    )
+}
+
+/// The capture function and its triggers for one table.
+pub fn create_capture(
+    table: &TableName,
+    objects: &CaptureObjects,
+    key: &[&Column],
+    mode: CaptureMode,
+) -> String {
+    let keys: Vec<String> = key.iter().map(|c| quote_ident(&c.name)).collect();
+    let klist = keys.join(", ");
+    let delta = &objects.delta_quoted;
+    let insert = format!("INSERT INTO {delta} ({klist}, drover_xid, drover_changed_at)");
+    let stamp = "txid_current(), clock_timestamp()";
+    let truncate = format!(
+        "INSERT INTO {delta} (drover_xid, drover_changed_at, drover_truncate) VALUES ({stamp}, true);"
+    );
+    // Writes made by drover's own apply transactions carry drover.origin: not captured again.
+    let guard =
+        "IF coalesce(current_setting('drover.origin', true), '') <> '' THEN RETURN NULL; END IF;";
+    let notify = format!("PERFORM pg_notify({}, '');", quote_literal(NOTIFY_CHANNEL));
+    let body = match mode {
+        CaptureMode::Statement => format!(
+            "BEGIN
+  {guard}
+  IF TG_OP = 'INSERT' THEN
+    {insert} SELECT {klist}, {stamp} FROM drover_new;
+  ELSIF TG_OP = 'UPDATE' THEN
+    {insert} SELECT {klist}, {stamp} FROM (SELECT {klist} FROM drover_new UNION SELECT {klist} FROM drover_old) AS k;
+  ELSIF TG_OP = 'DELETE' THEN
+    {insert} SELECT {klist}, {stamp} FROM drover_old;
+  ELSE
+    {truncate}
+  END IF;
+  IF FOUND THEN {notify} END IF;
+  RETURN NULL;
+END"
+        ),
+        CaptureMode::Row => {
+            let new_vals: Vec<String> = keys.iter().map(|k| format!("NEW.{k}")).collect();
+            let old_vals: Vec<String> = keys.iter().map(|k| format!("OLD.{k}")).collect();
+            let (nv, ov) = (new_vals.join(", "), old_vals.join(", "));
+            format!(
+                "BEGIN
+  {guard}
+  IF TG_OP = 'TRUNCATE' THEN
+    {truncate}
+  ELSE
+    IF TG_OP <> 'DELETE' THEN
+      {insert} VALUES ({nv}, {stamp});
+    END IF;
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND ROW({ov}) IS DISTINCT FROM ROW({nv})) THEN
+      {insert} VALUES ({ov}, {stamp});
+    END IF;
+  END IF;
+  {notify}
+  RETURN NULL;
+END"
+            )
+        }
+    };
+    let f = &objects.function_quoted;
+    let t = table.quoted();
+    let mut sql = format!(
+        "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $drover$\n{body}\n$drover$;\n"
+    );
+    sql.push_str(&drop_triggers(table));
+    match mode {
+        CaptureMode::Statement => {
+            sql.push_str(&format!(
+                "CREATE TRIGGER drover_capture_ins AFTER INSERT ON {t} REFERENCING NEW TABLE AS drover_new FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
+CREATE TRIGGER drover_capture_upd AFTER UPDATE ON {t} REFERENCING OLD TABLE AS drover_old NEW TABLE AS drover_new FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
+CREATE TRIGGER drover_capture_del AFTER DELETE ON {t} REFERENCING OLD TABLE AS drover_old FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
+"
+            ));
+        }
+        CaptureMode::Row => {
+            sql.push_str(&format!(
+                "CREATE TRIGGER drover_capture_row AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW EXECUTE PROCEDURE {f}();\n"
+            ));
+        }
+    }
+    sql.push_str(&format!(
+        "CREATE TRIGGER drover_capture_trunc AFTER TRUNCATE ON {t} FOR EACH STATEMENT EXECUTE PROCEDURE {f}();\n"
+    ));
+    sql
+}

@@ -1,0 +1,144 @@
+//! `drover check`: connects to every database of every sync and reports server version,
+//! privileges and whether each table exists everywhere with a primary key and the same columns.
+//! Exit 1 lists every problem.
+
+use std::collections::HashMap;
+
+use crate::cli::{EXIT_OK, EXIT_PROBLEM};
+use crate::config::Config;
+use crate::pg::facts::{self, ServerFacts};
+use crate::pg::schema::{self, TableMeta};
+use crate::pg::Endpoint;
+use crate::topology;
+
+pub async fn run(config: &Config) -> anyhow::Result<i32> {
+    let syncs = topology::syncs(config);
+    let mut problems: Vec<String> = Vec::new();
+    let mut clients = HashMap::new();
+    let mut server: HashMap<String, ServerFacts> = HashMap::new();
+
+    for (name, db) in &config.databases {
+        if !syncs.iter().any(|s| s.involves(name)) {
+            println!("database {name}: not used by any sync");
+            continue;
+        }
+        let conn = async {
+            let ep = Endpoint::new(name, db)?;
+            let mut client = ep.connect("check").await?;
+            let f = facts::read(&mut client, name).await?;
+            Ok::<_, crate::pg::PgError>((client, f))
+        };
+        match conn.await {
+            Ok((client, f)) => {
+                println!(
+                    "database {name} ({}:{}/{} as {}): PostgreSQL {}{}",
+                    db.host,
+                    db.port,
+                    db.dbname,
+                    f.user,
+                    f.version,
+                    if f.superuser { ", superuser" } else { "" }
+                );
+                println!(
+                    "  session_replication_role: {}",
+                    if f.replica_role == crate::pg::facts::ReplicaRole::Set {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                );
+                println!("  apply method: {}", f.replica_role.describe());
+                println!(
+                    "  drover schema: {}",
+                    if f.installed {
+                        "installed"
+                    } else {
+                        "not installed (run drover install)"
+                    }
+                );
+                clients.insert(name.clone(), client);
+                server.insert(name.clone(), f);
+            }
+            Err(e) => {
+                println!("database {name}: UNREACHABLE");
+                problems.push(e.to_string());
+            }
+        }
+    }
+
+    for sync in &syncs {
+        println!(
+            "sync {}: {} -> {}",
+            sync.name,
+            sync.sources.join(", "),
+            sync.targets.join(", ")
+        );
+        for table in &sync.tables {
+            let mut reference: Option<(String, TableMeta)> = None;
+            let mut table_ok = true;
+            for db in sync.databases() {
+                let (Some(client), Some(f)) = (clients.get(db), server.get(db)) else {
+                    continue;
+                };
+                match schema::describe(client, db, table, f.version_num).await {
+                    Err(e) => {
+                        table_ok = false;
+                        problems.push(e.to_string());
+                    }
+                    Ok(None) => {
+                        table_ok = false;
+                        problems.push(format!(
+                            "database \"{db}\": table {table} does not exist (sync {})",
+                            sync.name
+                        ));
+                    }
+                    Ok(Some(meta)) => {
+                        if meta.key.is_empty() {
+                            table_ok = false;
+                            problems.push(format!(
+                                "database \"{db}\": table {table} has no primary key: add one (sync {})",
+                                sync.name
+                            ));
+                        }
+                        match &reference {
+                            None => reference = Some((db.to_string(), meta)),
+                            Some((rdb, rmeta)) => {
+                                let diffs = schema::differences(rmeta, &meta);
+                                if !diffs.is_empty() {
+                                    table_ok = false;
+                                    problems.push(format!(
+                                        "database \"{db}\": table {table} differs from database \"{rdb}\": {}",
+                                        diffs.join("; ")
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let key = reference
+                .as_ref()
+                .map(|(_, m)| m.key.join(", "))
+                .unwrap_or_default();
+            println!(
+                "  {table}: {}",
+                if table_ok {
+                    format!("ok (key: {key})")
+                } else {
+                    "PROBLEM".to_string()
+                }
+            );
+        }
+    }
+
+    if problems.is_empty() {
+        println!("no problems found");
+        Ok(EXIT_OK)
+    } else {
+        println!("{} problem(s):", problems.len());
+        for p in &problems {
+            println!("  - {p}");
+        }
+        Ok(EXIT_PROBLEM)
+    }
+}

@@ -1,0 +1,127 @@
+//! The command line: `drover [--config FILE] <command>`. Each command lives in its own module;
+//! this one parses arguments, loads the config and maps outcomes to exit codes.
+
+mod check;
+mod install;
+mod status;
+mod wait;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+/// Exit code for success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code when a command found problems, failed, or timed out.
+pub const EXIT_PROBLEM: i32 = 1;
+/// Exit code for a bad config file or command line.
+pub const EXIT_CONFIG: i32 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "drover",
+    version,
+    about = "Trigger-based PostgreSQL replication: migrations, fan-out, multi-master"
+)]
+struct Cli {
+    /// Config file (default: $DROVER_CONFIG, else config/drover.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Connect to every database and check versions, privileges and tables.
+    Check,
+    /// Create or update drover's schema, delta tables and triggers.
+    Install,
+    /// Remove everything drover created.
+    Uninstall,
+    /// Run the daemon in the foreground (SIGINT/SIGTERM stop it after the current round).
+    Run,
+    /// Show the running daemon's view of the syncs.
+    Status {
+        /// Only this sync.
+        sync: Option<String>,
+        /// Print JSON: {"syncs": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a round of a sync now.
+    Kick { sync: String },
+    /// Wait until every target has applied everything committed on the sources before the call.
+    Wait {
+        sync: String,
+        /// Give up after this many seconds (exit 1).
+        #[arg(long, default_value_t = wait::DEFAULT_TIMEOUT_SECS)]
+        timeout: f64,
+    },
+}
+
+/// Runs the command line; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_CONFIG } else { EXIT_OK };
+        }
+    };
+    init_tracing();
+    let config = match config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let result = match cli.command {
+        Command::Run => crate::actors::daemon::run(config),
+        Command::Check => block_on(check::run(&config)),
+        Command::Install => block_on(install::install(&config)),
+        Command::Uninstall => block_on(install::uninstall(&config)),
+        Command::Status { sync, json } => block_on(status::status(&config, sync.as_deref(), json)),
+        Command::Kick { sync } => block_on(status::kick(&config, &sync)),
+        Command::Wait { sync, timeout } => block_on(wait::run(&config, &sync, timeout)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("drover: {e:#}");
+            EXIT_PROBLEM
+        }
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(f: F) -> anyhow::Result<i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+/// Logs to stderr; level from RUST_LOG (default info).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Checks that a sync named on the command line exists.
+fn require_sync<'a>(config: &'a Config, sync: &str) -> anyhow::Result<&'a config::SyncConfig> {
+    config.syncs.get(sync).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no sync named {sync:?} in {} (syncs: {})",
+            config.path.display(),
+            config.syncs.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })
+}

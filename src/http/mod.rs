@@ -1,0 +1,5 @@
+//! The daemon's HTTP listener (`daemon.listen`): `/metrics`, `/status`, `/health` and
+//! `POST /syncs/{name}/kick`; and the small client the CLI uses to reach it.
+
+pub mod client;
+pub mod server;

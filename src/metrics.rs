@@ -1,0 +1,68 @@
+//! Metric names (one constant each, with type and labels) and the Prometheus recorder setup.
+//! Only the MetricsActor updates these; the Grafana dashboard and alert rules use these names.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Counter {sync, table, target}: rows written into targets (an update counts as one delete
+/// and one insert, as in Bucardo).
+pub const ROWS_INSERTED: &str = "drover_rows_inserted_total";
+/// Counter {sync, table, target}: rows deleted on targets.
+pub const ROWS_DELETED: &str = "drover_rows_deleted_total";
+/// Counter {sync, table, strategy, winner}: conflicts resolved.
+pub const CONFLICTS: &str = "drover_conflicts_total";
+/// Counter {sync, result="good"|"bad"}: rounds run.
+pub const ROUNDS: &str = "drover_rounds_total";
+/// Counter {sync, database, kind}: failed operations.
+pub const ERRORS: &str = "drover_errors_total";
+/// Gauge {sync, source, target}: age in seconds of the oldest change not yet applied.
+pub const LAG: &str = "drover_lag_seconds";
+/// Gauge {sync, source, table}: delta rows pending when the last round started.
+pub const PENDING: &str = "drover_pending_rows";
+/// Gauge {sync}: 1 good, 0 bad.
+pub const SYNC_STATE: &str = "drover_sync_state";
+/// Gauge {sync}: unix time of the last good round.
+pub const LAST_GOOD: &str = "drover_last_good_round_timestamp_seconds";
+/// Histogram {sync}: round duration in seconds.
+pub const ROUND_DURATION: &str = "drover_round_duration_seconds";
+/// Gauge {version}: always 1.
+pub const BUILD_INFO: &str = "drover_build_info";
+
+/// Round-duration buckets: from a quick single-row round to a large catch-up.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Installs the global recorder; the HTTP server renders the returned handle at /metrics.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(ROUND_DURATION.to_string()), DURATION_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe_counter!(ROWS_INSERTED, Unit::Count, "Rows written into targets");
+    describe_counter!(ROWS_DELETED, Unit::Count, "Rows deleted on targets");
+    describe_counter!(CONFLICTS, Unit::Count, "Conflicts resolved between masters");
+    describe_counter!(ROUNDS, Unit::Count, "Rounds run, by result");
+    describe_counter!(
+        ERRORS,
+        Unit::Count,
+        "Failed operations, by database and kind"
+    );
+    describe_gauge!(
+        LAG,
+        Unit::Seconds,
+        "Age of the oldest change not yet applied"
+    );
+    describe_gauge!(
+        PENDING,
+        Unit::Count,
+        "Delta rows pending when the last round started"
+    );
+    describe_gauge!(SYNC_STATE, "Sync state: 1 good, 0 bad");
+    describe_gauge!(LAST_GOOD, Unit::Seconds, "Unix time of the last good round");
+    describe_histogram!(ROUND_DURATION, Unit::Seconds, "Round duration");
+    describe_gauge!(BUILD_INFO, "Build information");
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}

@@ -1,0 +1,152 @@
+//! Connections to one configured database. Every session drover opens pins the settings that
+//! change how values are written as text, so a row copied as text from one server parses back
+//! to the same bits on another whatever either server's defaults are (DateStyle, IntervalStyle,
+//! TimeZone, extra_float_digits: 0 on PostgreSQL 10/11, bytea_output, lc_monetary).
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, Config as PgConfig};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::Database;
+use crate::pg::error::PgError;
+use crate::pg::{pgpass, tls};
+
+/// The session settings pinned on every connection (libpq `options` syntax).
+const SESSION_OPTIONS: &str = "-c datestyle=ISO,YMD -c intervalstyle=postgres -c timezone=UTC \
+     -c extra_float_digits=3 -c bytea_output=hex -c lc_monetary=C";
+
+/// How long a connection attempt may take before it counts as a failure.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle time before TCP keepalives start, so a dead peer (and a lost lease) is noticed.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+
+pub type Pool = bb8::Pool<bb8_postgres::PostgresConnectionManager<MakeRustlsConnect>>;
+pub type PooledClient<'a> =
+    bb8::PooledConnection<'a, bb8_postgres::PostgresConnectionManager<MakeRustlsConnect>>;
+
+/// How to reach one configured database. Cheap to clone.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// The name of the database in the config file.
+    pub name: String,
+    pg: PgConfig,
+    tls: MakeRustlsConnect,
+}
+
+impl Endpoint {
+    /// Builds the connection settings; resolves the password (config, env, ~/.pgpass).
+    pub fn new(name: &str, db: &Database) -> Result<Endpoint, PgError> {
+        let (tls, ssl_mode) = tls::connector(db.sslmode, db.sslrootcert.as_deref())
+            .map_err(|e| PgError::setup(name, e.to_string()))?;
+        let mut pg = PgConfig::new();
+        pg.host(&db.host)
+            .port(db.port)
+            .dbname(&db.dbname)
+            .user(&db.user)
+            .ssl_mode(ssl_mode)
+            .options(SESSION_OPTIONS)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .application_name("drover");
+        let password = db
+            .resolve_password(name)
+            .map_err(|e| PgError::setup(name, e.to_string()))?;
+        match password {
+            Some(p) => {
+                pg.password(p.expose());
+            }
+            None => {
+                if let Some(p) = pgpass::lookup(&db.host, db.port, &db.dbname, &db.user) {
+                    pg.password(p);
+                }
+            }
+        }
+        Ok(Endpoint {
+            name: name.to_string(),
+            pg,
+            tls,
+        })
+    }
+
+    /// A dedicated session (not pooled), its connection driven by a spawned task.
+    /// `purpose` ends up in `application_name`: `drover:<purpose>:<database>`.
+    pub async fn connect(&self, purpose: &str) -> Result<Client, PgError> {
+        let (client, connection) = self.connect_raw(purpose).await?;
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(database = %name, error = %e, "session ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// A dedicated session whose connection the caller drives (LISTEN needs its messages).
+    pub async fn connect_raw(
+        &self,
+        purpose: &str,
+    ) -> Result<
+        (
+            Client,
+            tokio_postgres::Connection<
+                tokio_postgres::Socket,
+                <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+                    tokio_postgres::Socket,
+                >>::Stream,
+            >,
+        ),
+        PgError,
+    > {
+        let mut cfg = self.pg.clone();
+        cfg.application_name(application_name(purpose, &self.name));
+        cfg.connect(self.tls.clone())
+            .await
+            .map_err(|source| PgError::Connect {
+                database: self.name.clone(),
+                source,
+            })
+    }
+
+    /// A pool of short-statement sessions. Connects lazily, so a daemon starts while a
+    /// database is down and reconnects when it is back.
+    pub fn pool(&self, purpose: &str, max_size: u32) -> Pool {
+        let mut cfg = self.pg.clone();
+        cfg.application_name(application_name(purpose, &self.name));
+        let manager = bb8_postgres::PostgresConnectionManager::new(cfg, self.tls.clone());
+        bb8::Pool::builder()
+            .max_size(max_size)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .test_on_check_out(false)
+            .build_unchecked(manager)
+    }
+}
+
+/// Takes a session from a pool, naming the database on failure.
+pub async fn checkout<'a>(pool: &'a Pool, database: &str) -> Result<PooledClient<'a>, PgError> {
+    pool.get().await.map_err(|e| match e {
+        bb8::RunError::User(source) => PgError::Connect {
+            database: database.to_string(),
+            source,
+        },
+        bb8::RunError::TimedOut => PgError::Pool {
+            database: database.to_string(),
+            message: "timed out waiting for a connection".to_string(),
+        },
+    })
+}
+
+fn application_name(purpose: &str, database: &str) -> String {
+    // application_name is limited to 63 bytes; keep the tail readable.
+    let mut s = format!("drover:{purpose}:{database}");
+    if s.len() > 63 {
+        let mut cut = 63;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}

@@ -1,0 +1,133 @@
+//! One error type for database work, carrying the database name and the purpose of the failing
+//! statement, plus the single place that decides what kind of failure an error is.
+
+use tokio_postgres::error::SqlState;
+
+/// A failed database operation: which database, what drover was doing, and the server's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("database \"{database}\": cannot connect: {source}")]
+    Connect {
+        database: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("database \"{database}\": no connection available from the pool: {message}")]
+    Pool { database: String, message: String },
+    #[error("database \"{database}\": {purpose}: {}", describe(.source))]
+    Query {
+        database: String,
+        purpose: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("database \"{database}\": {message}")]
+    Setup { database: String, message: String },
+}
+
+/// What kind of failure an error is, for metrics labels and retry decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The server is unreachable or the session died: retry after a pause.
+    Connection,
+    /// A table or column is missing or different: needs a person, retried anyway.
+    Schema,
+    /// A row was refused by the target (constraint, bad value): needs a person, retried anyway.
+    Data,
+    /// Lost a race (serialization failure, deadlock, lock timeout): retry soon.
+    Contention,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connection => "connection",
+            ErrorKind::Schema => "schema",
+            ErrorKind::Data => "data",
+            ErrorKind::Contention => "contention",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+impl PgError {
+    pub fn query(
+        database: &str,
+        purpose: impl Into<String>,
+        source: tokio_postgres::Error,
+    ) -> Self {
+        PgError::Query {
+            database: database.to_string(),
+            purpose: purpose.into(),
+            source,
+        }
+    }
+
+    pub fn setup(database: &str, message: impl Into<String>) -> Self {
+        PgError::Setup {
+            database: database.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The database this error happened on.
+    pub fn database(&self) -> &str {
+        match self {
+            PgError::Connect { database, .. }
+            | PgError::Pool { database, .. }
+            | PgError::Query { database, .. }
+            | PgError::Setup { database, .. } => database,
+        }
+    }
+
+    /// Classifies by SQLSTATE class, never by message text.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PgError::Connect { .. } | PgError::Pool { .. } => ErrorKind::Connection,
+            PgError::Setup { .. } => ErrorKind::Schema,
+            PgError::Query { source, .. } => classify(source),
+        }
+    }
+}
+
+/// Decides the kind of a tokio-postgres error from its SQLSTATE.
+pub fn classify(err: &tokio_postgres::Error) -> ErrorKind {
+    let Some(code) = err.code() else {
+        // No SQLSTATE: the connection broke or the protocol failed.
+        return ErrorKind::Connection;
+    };
+    let class = &code.code()[..2];
+    if *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+        || *code == SqlState::QUERY_CANCELED
+    {
+        return ErrorKind::Contention;
+    }
+    match class {
+        "08" | "57" | "53" => ErrorKind::Connection,
+        "42" => ErrorKind::Schema,
+        "22" | "23" => ErrorKind::Data,
+        "40" => ErrorKind::Contention,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// The server's message with its detail and hint, or the client-side error.
+fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} ({})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                s.push_str(&format!("; detail: {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                s.push_str(&format!("; hint: {hint}"));
+            }
+            s
+        }
+        None => err.to_string(),
+    }
+}

@@ -1,0 +1,18 @@
+//! PostgreSQL plumbing: connections and pools with pinned session settings (`connect`), TLS and
+//! ~/.pgpass (`tls`, `pgpass`), identifier quoting (`ident`), server facts (`facts`), table
+//! metadata (`schema`) and COPY streaming between two connections (`copy`).
+//!
+//! Everything that talks to a server goes through `Endpoint`, so every connection carries the
+//! same session settings and an `application_name` that says what it is for.
+
+pub mod connect;
+pub mod copy;
+pub mod error;
+pub mod facts;
+pub mod ident;
+pub mod pgpass;
+pub mod schema;
+pub mod tls;
+
+pub use connect::{Endpoint, Pool};
+pub use error::PgError;

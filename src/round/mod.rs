@@ -1,0 +1,15 @@
+//! One round of a sync: read what changed on a source under one snapshot, apply it to each
+//! target in one transaction together with the progress marker, then purge what every receiver
+//! has applied. See docs/design.md ("Batching by snapshot") for why this loses and duplicates
+//! nothing.
+//!
+//! `plan` prepares per-table SQL, `snapshot` holds progress markers, `apply` runs a round,
+//! `purge` trims delta tables.
+
+pub mod apply;
+pub mod plan;
+pub mod purge;
+pub mod snapshot;
+
+pub use apply::{run_round, RoundInput, RoundReport, TargetReport};
+pub use plan::TablePlan;

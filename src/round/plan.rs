@@ -1,0 +1,286 @@
+//! What a round needs to know about one table, prepared once per sync: quoted names, the
+//! replicated columns, the key, each source's delta table, and the SQL of every round step.
+//! Preparing also checks that every database of the sync has the table with the same columns.
+
+use std::collections::HashMap;
+
+use crate::pg::error::PgError;
+use crate::pg::ident::{quote_ident, TableName};
+use crate::pg::schema::{self, TableMeta};
+use crate::pg::Pool;
+use crate::round::snapshot::Snapshot;
+
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub name: TableName,
+    /// Canonical name, the key of progress and consumer rows.
+    pub display: String,
+    pub quoted: String,
+    /// Replicated columns, quoted, comma-separated.
+    pub columns: String,
+    /// Key columns, quoted.
+    pub key: Vec<String>,
+    /// Source database name -> quoted delta table there.
+    pub deltas: HashMap<String, String>,
+    /// Target database name -> the table's oid there (names its temp key table).
+    pub target_oids: HashMap<String, u32>,
+    /// Tables this one references on some target (ordering).
+    pub fk_parents: Vec<TableName>,
+}
+
+/// A database of the sync as preparing sees it.
+pub struct Side<'a> {
+    pub name: &'a str,
+    pub pool: &'a Pool,
+    pub version_num: i32,
+}
+
+impl TablePlan {
+    /// Reads the table on every source and target and builds the plan, or says what differs.
+    pub async fn prepare(
+        table: &TableName,
+        sources: &[Side<'_>],
+        targets: &[Side<'_>],
+    ) -> Result<TablePlan, PgError> {
+        let display = table.to_string();
+        let mut reference: Option<(String, TableMeta)> = None;
+        let mut deltas = HashMap::new();
+        let mut target_oids = HashMap::new();
+        let mut fk_parents = Vec::new();
+        for side in sources.iter().chain(targets.iter()) {
+            let client = crate::pg::connect::checkout(side.pool, side.name).await?;
+            let meta = schema::describe(&client, side.name, table, side.version_num)
+                .await?
+                .ok_or_else(|| {
+                    PgError::setup(side.name, format!("table {display} does not exist"))
+                })?;
+            if meta.key.is_empty() {
+                return Err(PgError::setup(
+                    side.name,
+                    format!("table {display} has no primary key: add one"),
+                ));
+            }
+            match &reference {
+                None => reference = Some((side.name.to_string(), meta.clone())),
+                Some((ref_db, ref_meta)) => {
+                    let diffs = schema::differences(ref_meta, &meta);
+                    if !diffs.is_empty() {
+                        return Err(PgError::setup(
+                            side.name,
+                            format!(
+                                "table {display} differs from database \"{ref_db}\": {}",
+                                diffs.join("; ")
+                            ),
+                        ));
+                    }
+                }
+            }
+            if sources.iter().any(|s| s.name == side.name) {
+                let delta: Option<String> = client
+                    .query_opt(
+                        "SELECT delta_name FROM drover.tables WHERE table_name = $1",
+                        &[&display],
+                    )
+                    .await
+                    .map_err(|e| {
+                        PgError::query(side.name, "read drover.tables (has drover install run?)", e)
+                    })?
+                    .map(|r| r.get(0));
+                let delta = delta.ok_or_else(|| {
+                    PgError::setup(
+                        side.name,
+                        format!("table {display} is not captured: run drover install"),
+                    )
+                })?;
+                deltas.insert(
+                    side.name.to_string(),
+                    format!("drover.{}", quote_ident(&delta)),
+                );
+            }
+            if targets.iter().any(|t| t.name == side.name) || sources.len() > 1 {
+                target_oids.insert(side.name.to_string(), meta.oid);
+            }
+            for p in meta.fk_parents {
+                if !fk_parents.contains(&p) {
+                    fk_parents.push(p);
+                }
+            }
+        }
+        let (_, meta) = reference.expect("a sync has at least two databases");
+        Ok(TablePlan {
+            name: table.clone(),
+            quoted: table.quoted(),
+            columns: meta
+                .columns
+                .iter()
+                .map(|c| quote_ident(&c.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            key: meta.key.iter().map(|k| quote_ident(k)).collect(),
+            display,
+            deltas,
+            target_oids,
+            fk_parents,
+        })
+    }
+
+    fn key_list(&self) -> String {
+        self.key.join(", ")
+    }
+
+    /// Delta rows committed after `prev` (and visible to the round's snapshot).
+    fn pending(prev: &Snapshot) -> String {
+        let s = prev.sql();
+        format!("drover_xid >= txid_snapshot_xmin({s}) AND NOT txid_visible_in_snapshot(drover_xid, {s})")
+    }
+
+    /// One row: pending change count, oldest pending change, whether a TRUNCATE is pending, and
+    /// rows kept in the delta table that `prev`'s horizon does not yet let anyone purge.
+    pub fn stats_sql(&self, source: &str, prev: &Snapshot) -> String {
+        let p = Self::pending(prev);
+        format!(
+            "SELECT count(*) FILTER (WHERE {p}), min(drover_changed_at) FILTER (WHERE {p}), \
+             coalesce(bool_or(drover_truncate) FILTER (WHERE {p}), false), count(*) \
+             FROM {d} WHERE drover_xid >= txid_snapshot_xmin({s})",
+            d = self.deltas[source],
+            s = prev.sql()
+        )
+    }
+
+    fn pending_keys(&self, source: &str, prev: &Snapshot) -> String {
+        format!(
+            "SELECT {k} FROM {d} WHERE {p} AND NOT drover_truncate",
+            k = self.key_list(),
+            d = self.deltas[source],
+            p = Self::pending(prev)
+        )
+    }
+
+    /// The distinct keys changed since `prev`, as COPY text.
+    pub fn keys_out(&self, source: &str, prev: &Snapshot) -> String {
+        format!(
+            "COPY (SELECT DISTINCT * FROM ({}) AS k) TO STDOUT",
+            self.pending_keys(source, prev)
+        )
+    }
+
+    /// The current rows of the keys changed since `prev`; keys without a row are deletes.
+    pub fn rows_out(&self, source: &str, prev: &Snapshot) -> String {
+        format!(
+            "COPY (SELECT {c} FROM {t} WHERE ({k}) IN ({pk})) TO STDOUT",
+            c = self.columns,
+            t = self.quoted,
+            k = self.key_list(),
+            pk = self.pending_keys(source, prev)
+        )
+    }
+
+    /// Every row, after a TRUNCATE on the source.
+    pub fn all_rows_out(&self) -> String {
+        format!(
+            "COPY (SELECT {} FROM {}) TO STDOUT",
+            self.columns, self.quoted
+        )
+    }
+
+    fn temp_keys(&self, target: &str) -> String {
+        format!(
+            "pg_temp.drover_keys_{}",
+            self.target_oids.get(target).copied().unwrap_or(0)
+        )
+    }
+
+    /// A session-lifetime temp table for the keys, emptied at every commit.
+    pub fn create_temp_keys(&self, target: &str) -> String {
+        format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS SELECT {k} FROM {t} WITH NO DATA",
+            tmp = self.temp_keys(target),
+            k = self.key_list(),
+            t = self.quoted
+        )
+    }
+
+    pub fn keys_in(&self, target: &str) -> String {
+        format!(
+            "COPY {} ({}) FROM STDIN",
+            self.temp_keys(target),
+            self.key_list()
+        )
+    }
+
+    pub fn delete_keys(&self, target: &str) -> String {
+        let on: Vec<String> = self.key.iter().map(|k| format!("t.{k} = k.{k}")).collect();
+        format!(
+            "DELETE FROM {t} AS t USING {tmp} AS k WHERE {on}",
+            t = self.quoted,
+            tmp = self.temp_keys(target),
+            on = on.join(" AND ")
+        )
+    }
+
+    pub fn truncate(&self) -> String {
+        format!("TRUNCATE {}", self.quoted)
+    }
+
+    pub fn rows_in(&self) -> String {
+        format!("COPY {} ({}) FROM STDIN", self.quoted, self.columns)
+    }
+}
+
+/// Orders tables so that parents come before the tables that reference them (inserts in this
+/// order, deletes in reverse). Cycles keep their config order.
+pub fn fk_order(tables: Vec<TablePlan>) -> Vec<TablePlan> {
+    let mut done: Vec<TablePlan> = Vec::with_capacity(tables.len());
+    let mut left = tables;
+    while !left.is_empty() {
+        let ready = left.iter().position(|t| {
+            t.fk_parents
+                .iter()
+                .all(|p| *p == t.name || !left.iter().any(|o| o.name == *p))
+        });
+        // No table is free of pending parents: a cycle; take the first.
+        let i = ready.unwrap_or(0);
+        done.push(left.remove(i));
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(name: &str, parents: &[&str]) -> TablePlan {
+        let t = |n: &str| TableName {
+            schema: "public".into(),
+            name: n.into(),
+        };
+        TablePlan {
+            name: t(name),
+            display: name.into(),
+            quoted: t(name).quoted(),
+            columns: "\"id\"".into(),
+            key: vec!["\"id\"".into()],
+            deltas: HashMap::from([("src".to_string(), "drover.\"delta_1\"".to_string())]),
+            target_oids: HashMap::from([("dst".to_string(), 42)]),
+            fk_parents: parents.iter().map(|p| t(p)).collect(),
+        }
+    }
+
+    #[test]
+    fn parents_first() {
+        let order = fk_order(vec![plan("c", &["b"]), plan("b", &["a"]), plan("a", &[])]);
+        let names: Vec<_> = order.iter().map(|t| t.display.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn sql_is_quoted() {
+        let p = plan("x", &[]);
+        let prev = Snapshot::parse("5:9:7").unwrap();
+        assert!(p.keys_out("src", &prev).contains("'5:9:7'::txid_snapshot"));
+        assert_eq!(
+            p.delete_keys("dst"),
+            "DELETE FROM \"public\".\"x\" AS t USING pg_temp.drover_keys_42 AS k WHERE t.\"id\" = k.\"id\""
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! The status of a sync as `/status` serves it and `drover status` prints it. Field names are a
+//! contract (scripts parse `drover status --json`): add fields, never rename them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub name: String,
+    /// "good" | "bad" | "starting"
+    pub state: String,
+    pub last_good: Option<DateTime<Utc>>,
+    pub last_bad: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Cumulative since the daemon started.
+    pub rows_inserted: u64,
+    pub rows_deleted: u64,
+    pub conflicts: u64,
+    /// Age of the oldest change not yet applied (0 when all applied).
+    pub lag_seconds: f64,
+    /// Changes found pending that are not applied yet.
+    pub pending_rows: u64,
+    /// "held" when this daemon runs the sync, "waiting" when another daemon holds its lease.
+    #[serde(default)]
+    pub lease: String,
+    #[serde(default)]
+    pub relgroup: String,
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub tables: usize,
+    #[serde(default)]
+    pub rounds: u64,
+    /// Duration of the last round, in milliseconds.
+    #[serde(default)]
+    pub last_round_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusDoc {
+    pub syncs: Vec<SyncStatus>,
+}

@@ -1,0 +1,66 @@
+//! The replication topology derived from the config: for each sync, its tables and which
+//! databases send and receive. Install, check and the daemon all read the same picture.
+
+use crate::config::Config;
+use crate::pg::ident::TableName;
+
+#[derive(Debug, Clone)]
+pub struct SyncPlan {
+    pub name: String,
+    pub relgroup: String,
+    pub tables: Vec<TableName>,
+    /// Masters: their changes are captured and shipped.
+    pub sources: Vec<String>,
+    /// Receive-only databases.
+    pub targets: Vec<String>,
+}
+
+impl SyncPlan {
+    /// Every database of the sync, sources first.
+    pub fn databases(&self) -> impl Iterator<Item = &str> {
+        self.sources
+            .iter()
+            .chain(self.targets.iter())
+            .map(String::as_str)
+    }
+
+    /// The databases that receive `source`'s changes: all others of the sync.
+    pub fn receivers_of<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.databases().filter(move |d| *d != source)
+    }
+
+    /// The sources whose changes `db` receives.
+    pub fn senders_to<'a>(&'a self, db: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.sources
+            .iter()
+            .map(String::as_str)
+            .filter(move |s| *s != db)
+    }
+
+    pub fn is_source(&self, db: &str) -> bool {
+        self.sources.iter().any(|s| s == db)
+    }
+
+    pub fn involves(&self, db: &str) -> bool {
+        self.databases().any(|d| d == db)
+    }
+}
+
+/// The syncs of a validated config, in name order.
+pub fn syncs(config: &Config) -> Vec<SyncPlan> {
+    config
+        .syncs
+        .iter()
+        .map(|(name, s)| SyncPlan {
+            name: name.clone(),
+            relgroup: s.relgroup.clone(),
+            tables: config
+                .relgroups
+                .get(&s.relgroup)
+                .map(|r| r.tables.clone())
+                .unwrap_or_default(),
+            sources: s.sources.clone(),
+            targets: s.targets.clone(),
+        })
+        .collect()
+}
