@@ -217,7 +217,7 @@ impl Cluster {
         self.psql(
             db,
             &format!(
-                "SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY {order_by}), '')) FROM {table_sql} t"
+                "SELECT md5(coalesce(string_agg(md5_row_::text, E'\\n' ORDER BY {order_by}), '')) FROM {table_sql} md5_row_"
             ),
         )
     }

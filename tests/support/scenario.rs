@@ -25,7 +25,7 @@ pub fn table_md5(c: &Cluster, db: &str, table_sql: &str, order_by: &str) -> Stri
     c.psql(
         db,
         &format!(
-            "{PINNED} SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, E'\\n' ORDER BY {order_by}), '')) FROM {table_sql} t"
+            "{PINNED} SELECT count(*) || ':' || md5(coalesce(string_agg(md5_row_::text, E'\\n' ORDER BY {order_by}), '')) FROM {table_sql} md5_row_"
         ),
     )
 }
