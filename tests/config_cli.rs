@@ -44,27 +44,45 @@ fn unknown_key() {
 
 #[test]
 fn missing_required_key() {
-    expect_config_error(&GOOD.replacen("user = \"postgres\"\n", "", 1), "databases.legacy.user");
-    expect_config_error(&GOOD.replace("relgroup = \"herd\"\n", ""), "syncs.legacy_to_new.relgroup");
+    expect_config_error(
+        &GOOD.replacen("user = \"postgres\"\n", "", 1),
+        "databases.legacy.user",
+    );
+    expect_config_error(
+        &GOOD.replace("relgroup = \"herd\"\n", ""),
+        "syncs.legacy_to_new.relgroup",
+    );
 }
 
 #[test]
 fn undefined_names() {
-    expect_config_error(&GOOD.replace("relgroup = \"herd\"", "relgroup = \"herd2\""), "syncs.legacy_to_new.relgroup");
-    expect_config_error(&GOOD.replace("targets = [\"new\"]", "targets = [\"nwe\"]"), "syncs.legacy_to_new.targets");
+    expect_config_error(
+        &GOOD.replace("relgroup = \"herd\"", "relgroup = \"herd2\""),
+        "syncs.legacy_to_new.relgroup",
+    );
+    expect_config_error(
+        &GOOD.replace("targets = [\"new\"]", "targets = [\"nwe\"]"),
+        "syncs.legacy_to_new.targets",
+    );
 }
 
 #[test]
 fn table_listed_twice() {
     expect_config_error(
-        &GOOD.replace("\"public.pgbench_branches\"]", "\"public.pgbench_branches\", \"pgbench_accounts\"]"),
+        &GOOD.replace(
+            "\"public.pgbench_branches\"]",
+            "\"public.pgbench_branches\", \"pgbench_accounts\"]",
+        ),
         "relgroups.herd.tables",
     );
 }
 
 #[test]
 fn sync_needs_two_databases() {
-    expect_config_error(&GOOD.replace("targets = [\"new\"]", "targets = []"), "syncs.legacy_to_new");
+    expect_config_error(
+        &GOOD.replace("targets = [\"new\"]", "targets = []"),
+        "syncs.legacy_to_new",
+    );
 }
 
 #[test]
@@ -88,18 +106,30 @@ fn env_override_reaches_the_config() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("DROVER__DATABASES__LEGACY__PORT"), "{stderr}");
+    assert!(
+        stderr.contains("DROVER__DATABASES__LEGACY__PORT"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn unreachable_database_is_a_problem_not_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let toml = GOOD.replace("host = \"127.0.0.1\"\n", &format!("host = \"127.0.0.1\"\nport = {port}\n"));
+    let toml = GOOD.replace(
+        "host = \"127.0.0.1\"\n",
+        &format!("host = \"127.0.0.1\"\nport = {port}\n"),
+    );
     let path = write_config(dir.path(), &toml);
     let out = drover(&path, &["check"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("database \"legacy\": cannot connect"), "{stdout}");
-    assert!(stdout.contains("database \"new\": cannot connect"), "{stdout}");
+    assert!(
+        stdout.contains("database \"legacy\": cannot connect"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("database \"new\": cannot connect"),
+        "{stdout}"
+    );
 }

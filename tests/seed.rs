@@ -32,11 +32,22 @@ fn seed_scenario_pgbench_t10000() {
     let del = s["rows_deleted"].as_u64().unwrap();
     assert!(ins >= 9_000 && ins == del, "inserted {ins} deleted {del}");
 
+    let text = drover_ok(&setup.config, &["status", "legacy_to_new"]);
+    assert!(text.contains("Current state            : good"), "{text}");
+    assert!(drover_ok(&setup.config, &["kick", "legacy_to_new"]).contains("Kicked"));
+
     // No loops, and the delta tables drain once the targets have everything.
     eventually(Duration::from_secs(20), "delta tables to be purged", || {
         delta_rows(&src, "repdb") == 0
     });
+    // SIGTERM: the daemon finishes its round and exits 0.
     daemon.stop();
+    assert_eq!(
+        daemon.status().and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use tokio_postgres::error::SqlState;
 /// A failed database operation: which database, what drover was doing, and the server's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("database \"{database}\": cannot connect: {source}")]
+    #[error("database \"{database}\": cannot connect: {}", describe(.source))]
     Connect {
         database: String,
         #[source]
@@ -128,6 +128,15 @@ fn describe(err: &tokio_postgres::Error) -> String {
             }
             s
         }
-        None => err.to_string(),
+        // Client-side errors keep their cause (I/O, TLS) in the source chain.
+        None => {
+            let mut s = err.to_string();
+            let mut cause = std::error::Error::source(err);
+            while let Some(c) = cause {
+                s.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            s
+        }
     }
 }
