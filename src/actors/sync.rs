@@ -272,7 +272,9 @@ impl SyncActor {
             .oldest_pending
             .map(|o| (now - o).num_milliseconds().max(0) as f64 / 1000.0)
             .unwrap_or(0.0);
-        self.status.lag_seconds = if good { 0.0 } else { lag };
+        // A good round: how old its oldest change was when it landed (0 when nothing was
+        // pending). A failed round: how old the oldest change waiting is now.
+        self.status.lag_seconds = lag;
         self.status.pending_rows = if good { 0 } else { pending };
         let mut m = RoundMetrics {
             sync: self.plan.name.clone(),
@@ -307,8 +309,7 @@ impl SyncActor {
                 ));
             }
             for tr in &report.targets {
-                let l = if tr.result.is_ok() { 0.0 } else { lag };
-                m.lag.push((tr.target.clone(), l));
+                m.lag.push((tr.target.clone(), lag));
             }
         }
         if good {
