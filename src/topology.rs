@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::pg::ident::TableName;
+use crate::round::resolve::Strategy;
 
 #[derive(Debug, Clone)]
 pub struct SyncPlan {
@@ -13,6 +14,8 @@ pub struct SyncPlan {
     pub sources: Vec<String>,
     /// Receive-only databases.
     pub targets: Vec<String>,
+    /// How multi-master conflicts are decided.
+    pub strategy: Strategy,
 }
 
 impl SyncPlan {
@@ -61,6 +64,7 @@ pub fn syncs(config: &Config) -> Vec<SyncPlan> {
                 .unwrap_or_default(),
             sources: s.sources.clone(),
             targets: s.targets.clone(),
+            strategy: Strategy::Latest,
         })
         .collect()
 }

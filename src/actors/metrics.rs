@@ -20,6 +20,8 @@ pub struct RoundMetrics {
     pub lag: Vec<(String, f64)>,
     /// (database, kind)
     pub errors: Vec<(String, &'static str)>,
+    /// (table, strategy, winner) per conflict
+    pub conflicts: Vec<(String, String, String)>,
     pub last_good_unix: Option<f64>,
 }
 
@@ -46,6 +48,10 @@ impl Handler<RoundMetrics> for MetricsActor {
         for (target, lag) in m.lag {
             metrics::gauge!(LAG, "sync" => sync.clone(), "source" => m.source.clone(), "target" => target)
                 .set(lag);
+        }
+        for (table, strategy, winner) in m.conflicts {
+            metrics::counter!(CONFLICTS, "sync" => sync.clone(), "table" => table, "strategy" => strategy, "winner" => winner)
+                .increment(1);
         }
         for (database, kind) in m.errors {
             metrics::counter!(ERRORS, "sync" => sync.clone(), "database" => database, "kind" => kind)

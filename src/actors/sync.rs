@@ -16,6 +16,7 @@ use crate::actors::table::{Applied, Prepare, TableActor};
 use crate::pg::error::{ErrorKind, PgError};
 use crate::pg::Endpoint;
 use crate::round::apply::{SourceSide, TargetSide};
+use crate::round::multi::{run_multi_round, MultiInput};
 use crate::round::plan::fk_order;
 use crate::round::snapshot::ProgressCache;
 use crate::round::{run_round, RoundInput, RoundReport, TablePlan};
@@ -46,8 +47,10 @@ struct LeaseLost(u64);
 
 /// Everything a round needs, built once the lease is held.
 struct Prepared {
-    source: SourceSide,
-    targets: Vec<TargetSide>,
+    sources: Vec<SourceSide>,
+    /// Databases that receive: with one source, every other database; with several
+    /// (multi-master), every database of the sync.
+    receivers: Vec<TargetSide>,
     tables: Vec<Arc<TablePlan>>,
 }
 
@@ -177,34 +180,43 @@ impl SyncActor {
                     .map_err(|e| PgError::setup(db, format!("database actor gone: {e}")))??;
                 handles.insert(db.to_string(), h);
             }
-            let source = &plan.sources[0];
-            let targets: Vec<DbHandle> = plan
-                .receivers_of(source)
-                .map(|d| handles[d].clone())
-                .collect();
+            let multi = plan.sources.len() > 1;
+            let source_handles: Vec<DbHandle> =
+                plan.sources.iter().map(|d| handles[d].clone()).collect();
+            let receive_only: Vec<DbHandle> =
+                plan.targets.iter().map(|d| handles[d].clone()).collect();
+            let first = &plan.sources[0];
             let mut plans = Vec::new();
             for t in &tables {
                 let p = t
                     .send(Prepare {
-                        sources: vec![handles[source].clone()],
-                        targets: targets.clone(),
+                        sources: source_handles.clone(),
+                        targets: receive_only.clone(),
                     })
                     .await
-                    .map_err(|e| PgError::setup(source, format!("table actor gone: {e}")))??;
+                    .map_err(|e| PgError::setup(first, format!("table actor gone: {e}")))??;
                 plans.push((*p).clone());
             }
             let ordered = fk_order(plans).into_iter().map(Arc::new).collect();
+            let receivers: Vec<&str> = if multi {
+                plan.databases().collect()
+            } else {
+                plan.receivers_of(first).collect()
+            };
             Ok::<_, PgError>(Prepared {
-                source: SourceSide {
-                    name: source.clone(),
-                    pool: handles[source].pool.clone(),
-                },
-                targets: targets
+                sources: source_handles
                     .iter()
-                    .map(|h| TargetSide {
+                    .map(|h| SourceSide {
                         name: h.name.clone(),
                         pool: h.pool.clone(),
-                        replica_role: h.facts.replica_role,
+                    })
+                    .collect(),
+                receivers: receivers
+                    .iter()
+                    .map(|d| TargetSide {
+                        name: d.to_string(),
+                        pool: handles[*d].pool.clone(),
+                        replica_role: handles[*d].facts.replica_role,
                     })
                     .collect(),
                 tables: ordered,
@@ -242,15 +254,28 @@ impl SyncActor {
         self.schedule.started();
         let mut cache = std::mem::take(&mut self.progress);
         let sync = self.plan.name.clone();
+        let strategy = self.plan.strategy.clone();
         let fut = async move {
-            let report = run_round(RoundInput {
-                sync: &sync,
-                source: &prepared.source,
-                targets: &prepared.targets,
-                tables: &prepared.tables,
-                progress: &mut cache,
-            })
-            .await;
+            let report = if prepared.sources.len() == 1 {
+                run_round(RoundInput {
+                    sync: &sync,
+                    source: &prepared.sources[0],
+                    targets: &prepared.receivers,
+                    tables: &prepared.tables,
+                    progress: &mut cache,
+                })
+                .await
+            } else {
+                run_multi_round(MultiInput {
+                    sync: &sync,
+                    sources: &prepared.sources,
+                    databases: &prepared.receivers,
+                    tables: &prepared.tables,
+                    progress: &mut cache,
+                    strategy: &strategy,
+                })
+                .await
+            };
             (report, cache)
         };
         ctx.spawn(fut.into_actor(self).map(|(report, cache), act, ctx| {
@@ -276,9 +301,22 @@ impl SyncActor {
         // pending). A failed round: how old the oldest change waiting is now.
         self.status.lag_seconds = lag;
         self.status.pending_rows = if good { 0 } else { pending };
+        self.status.conflicts += report.conflicts.len() as u64;
         let mut m = RoundMetrics {
             sync: self.plan.name.clone(),
-            source: self.plan.sources[0].clone(),
+            source: self.plan.sources.join(","),
+            conflicts: report
+                .conflicts
+                .iter()
+                .map(|c| {
+                    let winner = c.winner.clone().unwrap_or_else(|| "none".into());
+                    (
+                        c.table.clone(),
+                        self.plan.strategy.as_str().to_string(),
+                        winner,
+                    )
+                })
+                .collect(),
             good,
             duration_secs: report.duration.as_secs_f64(),
             ..Default::default()

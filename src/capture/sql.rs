@@ -61,6 +61,15 @@ CREATE TABLE IF NOT EXISTS drover.progress (
     snapshot text NOT NULL DEFAULT {nothing},
     applied_at timestamptz,
     PRIMARY KEY (sync, source, table_name));
+CREATE TABLE IF NOT EXISTS drover.conflicts (
+    id bigserial PRIMARY KEY,
+    sync text NOT NULL,
+    table_name text NOT NULL,
+    key jsonb NOT NULL,
+    winner text,
+    strategy text NOT NULL,
+    versions jsonb NOT NULL,
+    resolved_at timestamptz NOT NULL DEFAULT now());
 ",
         v = quote_literal(SCHEMA_VERSION),
         nothing = quote_literal(NOTHING_APPLIED),

@@ -79,10 +79,6 @@ pub fn main() -> i32 {
             return EXIT_CONFIG;
         }
     };
-    if let Some(msg) = unsupported(&config) {
-        eprintln!("{msg}");
-        return EXIT_CONFIG;
-    }
     let result = match cli.command {
         Command::Run => crate::actors::daemon::run(config),
         Command::Check => block_on(check::run(&config)),
@@ -117,16 +113,6 @@ fn init_tracing() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// Config that parses but that this version cannot run yet, reported like a config error.
-fn unsupported(config: &Config) -> Option<String> {
-    config.syncs.iter().find(|(_, s)| s.sources.len() > 1).map(|(name, _)| {
-        format!(
-            "{}: syncs.{name}.sources: more than one source (multi-master) is not supported by this version yet",
-            config.path.display()
-        )
-    })
 }
 
 /// Checks that a sync named on the command line exists.

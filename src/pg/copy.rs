@@ -2,24 +2,21 @@
 //! unparsed, chunk by chunk, so a table of any size passes with constant memory.
 
 use futures::{SinkExt, StreamExt};
-use tokio_postgres::Transaction;
+use tokio_postgres::Client;
 
 use crate::pg::error::PgError;
 
 /// One side of a COPY: the session, its database name, and the statement.
-pub struct CopyEnd<'a, 't> {
-    pub tx: &'a Transaction<'t>,
+pub struct CopyEnd<'a> {
+    /// The session (inside its transaction: `Transaction::client()`).
+    pub tx: &'a Client,
     pub database: &'a str,
     pub sql: &'a str,
 }
 
 /// Runs `COPY (...) TO STDOUT` on `from` and feeds its output to `COPY ... FROM STDIN` on `to`.
 /// Returns the number of rows the target stored. `purpose` names the step in errors.
-pub async fn pipe(
-    from: CopyEnd<'_, '_>,
-    to: CopyEnd<'_, '_>,
-    purpose: &str,
-) -> Result<u64, PgError> {
+pub async fn pipe(from: CopyEnd<'_>, to: CopyEnd<'_>, purpose: &str) -> Result<u64, PgError> {
     let out = from
         .tx
         .copy_out(from.sql)
@@ -45,4 +42,28 @@ pub async fn pipe(
         .finish()
         .await
         .map_err(|e| PgError::query(to.database, format!("{purpose} (write)"), e))
+}
+
+/// Sends bytes already in COPY text format to `COPY ... FROM STDIN`; returns rows stored.
+pub async fn copy_in_bytes(
+    client: &Client,
+    database: &str,
+    sql: &str,
+    data: bytes::Bytes,
+    purpose: &str,
+) -> Result<u64, PgError> {
+    let sink = client
+        .copy_in::<_, bytes::Bytes>(sql)
+        .await
+        .map_err(|e| PgError::query(database, purpose, e))?;
+    futures::pin_mut!(sink);
+    if !data.is_empty() {
+        sink.send(data)
+            .await
+            .map_err(|e| PgError::query(database, purpose, e))?;
+    }
+    sink.as_mut()
+        .finish()
+        .await
+        .map_err(|e| PgError::query(database, purpose, e))
 }

@@ -74,9 +74,23 @@ pub struct RoundReport {
     pub duration: Duration,
     /// Set when the round could not even read the source.
     pub source_error: Option<PgError>,
+    /// Conflicts resolved (multi-master rounds).
+    pub conflicts: Vec<crate::round::multi::ConflictRecord>,
 }
 
 impl RoundReport {
+    pub fn empty() -> RoundReport {
+        RoundReport {
+            snapshot: None,
+            targets: Vec::new(),
+            pending: HashMap::new(),
+            oldest_pending: None,
+            duration: Duration::ZERO,
+            source_error: None,
+            conflicts: Vec::new(),
+        }
+    }
+
     pub fn rows(&self) -> (u64, u64) {
         self.targets
             .iter()
@@ -106,14 +120,7 @@ struct TableWork {
 
 pub async fn run_round(input: RoundInput<'_>) -> RoundReport {
     let started = Instant::now();
-    let mut report = RoundReport {
-        snapshot: None,
-        targets: Vec::new(),
-        pending: HashMap::new(),
-        oldest_pending: None,
-        duration: Duration::ZERO,
-        source_error: None,
-    };
+    let mut report = RoundReport::empty();
     if let Err(e) = round_inner(input, &mut report).await {
         report.source_error = Some(e);
     }
@@ -201,7 +208,7 @@ async fn round_inner(input: RoundInput<'_>, report: &mut RoundReport) -> Result<
 }
 
 /// Reads a target's progress rows for this sync and source into the cache.
-async fn load_progress(
+pub(crate) async fn load_progress(
     sync: &str,
     source: &str,
     target: &TargetSide,
@@ -323,12 +330,12 @@ async fn apply_target(
             let keys_in = t.keys_in(dst);
             pipe(
                 CopyEnd {
-                    tx: stx,
+                    tx: stx.client(),
                     database: src,
                     sql: &keys_out,
                 },
                 CopyEnd {
-                    tx: &ttx,
+                    tx: ttx.client(),
                     database: dst,
                     sql: &keys_in,
                 },
@@ -352,12 +359,12 @@ async fn apply_target(
         let rows_in = t.rows_in();
         let n = pipe(
             CopyEnd {
-                tx: stx,
+                tx: stx.client(),
                 database: src,
                 sql: &rows_out,
             },
             CopyEnd {
-                tx: &ttx,
+                tx: ttx.client(),
                 database: dst,
                 sql: &rows_in,
             },

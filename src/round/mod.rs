@@ -3,12 +3,17 @@
 //! has applied. See docs/design.md ("Batching by snapshot") for why this loses and duplicates
 //! nothing.
 //!
-//! `plan` prepares per-table SQL, `snapshot` holds progress markers, `apply` runs a round,
-//! `purge` trims delta tables.
+//! `plan` prepares per-table SQL, `snapshot` holds progress markers, `apply` runs a
+//! one-source round, `multi` a multi-master round (`gather` reads pending keys, `resolve`
+//! picks winners, `keys` encodes keys), `purge` trims delta tables.
 
 pub mod apply;
+pub mod gather;
+pub mod keys;
+pub mod multi;
 pub mod plan;
 pub mod purge;
+pub mod resolve;
 pub mod snapshot;
 
 pub use apply::{run_round, RoundInput, RoundReport, TargetReport};

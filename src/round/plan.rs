@@ -20,6 +20,8 @@ pub struct TablePlan {
     pub columns: String,
     /// Key columns, quoted.
     pub key: Vec<String>,
+    /// Key column types (`format_type`), in key order.
+    pub key_types: Vec<String>,
     /// Source database name -> quoted delta table there.
     pub deltas: HashMap<String, String>,
     /// Target database name -> the table's oid there (names its temp key table).
@@ -117,6 +119,11 @@ impl TablePlan {
                 .collect::<Vec<_>>()
                 .join(", "),
             key: meta.key.iter().map(|k| quote_ident(k)).collect(),
+            key_types: meta
+                .key_columns()
+                .iter()
+                .map(|c| c.type_name.clone())
+                .collect(),
             display,
             deltas,
             target_oids,
@@ -124,7 +131,7 @@ impl TablePlan {
         })
     }
 
-    fn key_list(&self) -> String {
+    pub fn key_list(&self) -> String {
         self.key.join(", ")
     }
 
@@ -184,20 +191,32 @@ impl TablePlan {
     }
 
     fn temp_keys(&self, target: &str) -> String {
+        self.temp_name("keys", target)
+    }
+
+    /// A session temp table named after the table's oid on `db` (names stay unique when one
+    /// session serves several syncs).
+    pub fn temp_name(&self, prefix: &str, db: &str) -> String {
         format!(
-            "pg_temp.drover_keys_{}",
-            self.target_oids.get(target).copied().unwrap_or(0)
+            "pg_temp.drover_{prefix}_{}",
+            self.target_oids.get(db).copied().unwrap_or(0)
+        )
+    }
+
+    /// Creates the session temp table `temp_name(prefix, db)` holding key columns, emptied at
+    /// every commit.
+    pub fn create_temp(&self, prefix: &str, db: &str) -> String {
+        format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS SELECT {k} FROM {t} WITH NO DATA",
+            tmp = self.temp_name(prefix, db),
+            k = self.key_list(),
+            t = self.quoted
         )
     }
 
     /// A session-lifetime temp table for the keys, emptied at every commit.
     pub fn create_temp_keys(&self, target: &str) -> String {
-        format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS SELECT {k} FROM {t} WITH NO DATA",
-            tmp = self.temp_keys(target),
-            k = self.key_list(),
-            t = self.quoted
-        )
+        self.create_temp("keys", target)
     }
 
     pub fn keys_in(&self, target: &str) -> String {
@@ -260,6 +279,7 @@ mod tests {
             quoted: t(name).quoted(),
             columns: "\"id\"".into(),
             key: vec!["\"id\"".into()],
+            key_types: vec!["integer".into()],
             deltas: HashMap::from([("src".to_string(), "drover.\"delta_1\"".to_string())]),
             target_oids: HashMap::from([("dst".to_string(), 42)]),
             fk_parents: parents.iter().map(|p| t(p)).collect(),

@@ -1,0 +1,609 @@
+//! Multi-master rounds: every source is read under its own REPEATABLE READ snapshot, each
+//! pending key gets one winner (see `resolve`), and every database of the sync receives the
+//! winners' current rows (or their absence) in one transaction that also records conflicts and
+//! advances the progress of every (source, this database) pair.
+//!
+//! A database that is itself a source may have changed a key after its round snapshot was
+//! taken. Its apply transaction locks the rows first, then drops from the batch every key with
+//! a local change newer than that snapshot: that newer change wins in the next round instead
+//! of being overwritten now.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_postgres::{IsolationLevel, Transaction};
+
+use crate::pg::connect::{checkout, PooledClient};
+use crate::pg::copy::{copy_in_bytes, pipe, CopyEnd};
+use crate::pg::error::PgError;
+use crate::pg::facts::ReplicaRole;
+use crate::pg::ident::quote_literal;
+use crate::round::apply::{RoundReport, SourceSide, TableCounts, TargetReport, TargetSide};
+use crate::round::gather::{self, Pending, SourceTable};
+use crate::round::keys::{copy_text, Key};
+use crate::round::plan::TablePlan;
+use crate::round::purge;
+use crate::round::resolve::{decide, Strategy};
+use crate::round::snapshot::{ProgressCache, Snapshot};
+
+/// How many conflicting keys an `abort` error lists.
+const ABORT_KEYS_SHOWN: usize = 20;
+
+pub struct MultiInput<'a> {
+    pub sync: &'a str,
+    /// Masters, in config order.
+    pub sources: &'a [SourceSide],
+    /// Every database of the sync, masters included.
+    pub databases: &'a [TargetSide],
+    /// Parents before children.
+    pub tables: &'a [Arc<TablePlan>],
+    pub progress: &'a mut ProgressCache,
+    pub strategy: &'a Strategy,
+}
+
+/// A resolved conflict, for the log and the counters.
+#[derive(Debug, Clone)]
+pub struct ConflictRecord {
+    pub table: String,
+    pub key: serde_json::Value,
+    pub winner: Option<String>,
+    pub involved: Vec<String>,
+    pub versions: serde_json::Value,
+}
+
+/// One table's decisions for this round.
+#[derive(Default)]
+struct TableRound {
+    /// Winner -> keys whose winner it is.
+    won: BTreeMap<String, Vec<Key>>,
+    /// A source whose TRUNCATE is pending: every other database reloads the table from it.
+    reload_from: Option<String>,
+    /// Per source: retained delta rows.
+    retained: HashMap<String, i64>,
+    /// Per source: receivers with something pending.
+    pending_to: HashMap<String, BTreeSet<String>>,
+}
+
+pub async fn run_multi_round(input: MultiInput<'_>) -> RoundReport {
+    let started = Instant::now();
+    let mut report = RoundReport::empty();
+    if let Err(e) = multi_inner(input, &mut report).await {
+        report.source_error = Some(e);
+    }
+    report.duration = started.elapsed();
+    report
+}
+
+async fn multi_inner(mut input: MultiInput<'_>, report: &mut RoundReport) -> Result<(), PgError> {
+    for s in input.sources {
+        for d in input.databases.iter().filter(|d| d.name != s.name) {
+            if !input.progress.is_loaded(&s.name, &d.name) {
+                crate::round::apply::load_progress(input.sync, &s.name, d, input.progress).await?;
+            }
+        }
+    }
+    // Sessions on every source: temp tables first (not allowed inside a read-only
+    // transaction), then the round snapshot.
+    let mut clients: Vec<PooledClient<'_>> = Vec::new();
+    for s in input.sources {
+        let c = checkout(&s.pool, &s.name).await?;
+        let ddl: String = input
+            .tables
+            .iter()
+            .map(|t| format!("{};", t.create_temp("win", &s.name)))
+            .collect();
+        c.batch_execute(&ddl)
+            .await
+            .map_err(|e| PgError::query(&s.name, "create the winner key tables", e))?;
+        clients.push(c);
+    }
+    let (committed, curs) = read_and_apply(&mut input, report, &mut clients).await?;
+    drop(clients);
+    for s in input.sources {
+        let done: Vec<String> = committed
+            .iter()
+            .filter(|c| **c != s.name)
+            .cloned()
+            .collect();
+        if !done.is_empty() {
+            purge::after_round(
+                &s.pool,
+                &s.name,
+                input.sync,
+                &done,
+                input.tables,
+                &curs[&s.name],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the source snapshots, decides every key and applies to every database; returns the
+/// databases that committed and each source's snapshot.
+async fn read_and_apply(
+    input: &mut MultiInput<'_>,
+    report: &mut RoundReport,
+    clients: &mut [PooledClient<'_>],
+) -> Result<(Vec<String>, HashMap<String, Snapshot>), PgError> {
+    let mut txs = SourceTxs {
+        names: input.sources.iter().map(|s| s.name.clone()).collect(),
+        txs: Vec::new(),
+    };
+    let mut curs: HashMap<String, Snapshot> = HashMap::new();
+    for (s, c) in input.sources.iter().zip(clients.iter_mut()) {
+        let tx = c
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| PgError::query(&s.name, "begin the source snapshot", e))?;
+        let cur: String = tx
+            .query_one("SELECT txid_current_snapshot()::text", &[])
+            .await
+            .map_err(|e| PgError::query(&s.name, "read the source snapshot", e))?
+            .get(0);
+        let cur = Snapshot::parse(&cur)
+            .ok_or_else(|| PgError::setup(&s.name, format!("unexpected snapshot text {cur:?}")))?;
+        curs.insert(s.name.clone(), cur);
+        txs.txs.push(tx);
+    }
+
+    // Gather and decide, table by table.
+    let sources: Vec<String> = input.sources.iter().map(|s| s.name.clone()).collect();
+    let mut rounds: Vec<TableRound> = Vec::new();
+    let mut conflicts: Vec<ConflictRecord> = Vec::new();
+    for t in input.tables {
+        let mut pending = Pending::new();
+        let mut tr = TableRound::default();
+        for s in input.sources {
+            let receivers: Vec<(String, Snapshot)> = input
+                .databases
+                .iter()
+                .filter(|d| d.name != s.name)
+                .map(|d| {
+                    (
+                        d.name.clone(),
+                        input.progress.get(&s.name, &d.name, &t.display),
+                    )
+                })
+                .collect();
+            let SourceTable {
+                truncate_to,
+                retained,
+            } = gather::pending_keys(
+                txs.get(&s.name).client(),
+                &s.name,
+                t,
+                &receivers,
+                &mut pending,
+            )
+            .await?;
+            if !truncate_to.is_empty() && tr.reload_from.is_none() {
+                tr.reload_from = Some(s.name.clone());
+            }
+            tr.retained.insert(s.name.clone(), retained);
+            let to = tr.pending_to.entry(s.name.clone()).or_default();
+            to.extend(truncate_to);
+        }
+        let mut oldest = None;
+        let mut table_conflicts: BTreeMap<Vec<String>, Vec<(Key, Option<String>)>> =
+            BTreeMap::new();
+        for (key, changes) in &pending {
+            for (src, ch) in changes {
+                tr.pending_to
+                    .entry(src.clone())
+                    .or_default()
+                    .extend(ch.pending_to.iter().cloned());
+                oldest = Some(
+                    oldest.map_or(ch.changed_at, |o: chrono::DateTime<chrono::Utc>| {
+                        o.min(ch.changed_at)
+                    }),
+                );
+            }
+            let d = decide(changes, input.strategy, &sources);
+            if let Some(w) = &d.winner {
+                tr.won.entry(w.clone()).or_default().push(key.clone());
+            }
+            if let Some(involved) = d.conflict {
+                table_conflicts
+                    .entry(involved)
+                    .or_default()
+                    .push((key.clone(), d.winner));
+            }
+        }
+        report
+            .pending
+            .insert(t.display.clone(), pending.len() as u64);
+        if let Some(o) = oldest {
+            report.oldest_pending = Some(
+                report
+                    .oldest_pending
+                    .map_or(o, |x: chrono::DateTime<chrono::Utc>| x.min(o)),
+            );
+        }
+        for (involved, keys) in table_conflicts {
+            conflicts.extend(conflict_records(t, &involved, &keys, &pending, &txs).await?);
+        }
+        rounds.push(tr);
+    }
+    if *input.strategy == Strategy::Abort && !conflicts.is_empty() {
+        let shown: Vec<String> = conflicts
+            .iter()
+            .take(ABORT_KEYS_SHOWN)
+            .map(|c| format!("{} {}", c.table, c.key))
+            .collect();
+        return Err(PgError::setup(
+            &conflicts[0].involved.join(", "),
+            format!(
+                "{} conflicting key(s) and conflict_strategy = \"abort\": nothing applied; {}{}",
+                conflicts.len(),
+                shown.join("; "),
+                if conflicts.len() > ABORT_KEYS_SHOWN {
+                    "; ..."
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    report.conflicts = conflicts.clone();
+
+    // Apply to every database.
+    let mut committed: Vec<String> = Vec::new();
+    for d in input.databases {
+        let mut tr = TargetReport {
+            target: d.name.clone(),
+            result: Ok(false),
+            tables: HashMap::new(),
+        };
+        let needed = rounds.iter().any(|r| {
+            r.won.keys().any(|w| *w != d.name)
+                || r.reload_from.as_ref().is_some_and(|s| *s != d.name)
+                || input.sources.iter().any(|s| {
+                    s.name != d.name
+                        && (r
+                            .pending_to
+                            .get(&s.name)
+                            .is_some_and(|p| p.contains(&d.name))
+                            || r.retained.get(&s.name).copied().unwrap_or(0) > 0)
+                })
+        }) || conflicts.iter().any(|c| c.involved.contains(&d.name));
+        if needed {
+            let ctx = ApplyCtx {
+                input,
+                db: d,
+                rounds: &rounds,
+                conflicts: &conflicts,
+                curs: &curs,
+                txs: &txs,
+            };
+            tr.result = apply_db(&ctx, &mut tr.tables).await;
+            match &tr.result {
+                Ok(_) => {
+                    for s in input.sources.iter().filter(|s| s.name != d.name) {
+                        for t in input.tables {
+                            input
+                                .progress
+                                .set(&s.name, &d.name, &t.display, curs[&s.name].clone());
+                        }
+                    }
+                    committed.push(d.name.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(sync = input.sync, database = %d.name, error = %e, "apply failed, rolled back");
+                    for s in input.sources {
+                        input.progress.invalidate(&s.name, &d.name);
+                    }
+                }
+            }
+        }
+        report.targets.push(tr);
+    }
+    for tx in txs.txs {
+        tx.commit().await.ok();
+    }
+    Ok((committed, curs))
+}
+
+/// Builds the conflict records of one table for one set of involved sources.
+async fn conflict_records(
+    t: &TablePlan,
+    involved: &[String],
+    keys: &[(Key, Option<String>)],
+    pending: &Pending,
+    txs: &SourceTxs<'_>,
+) -> Result<Vec<ConflictRecord>, PgError> {
+    let refs: Vec<&Key> = keys.iter().map(|(k, _)| k).collect();
+    let mut per_source = Vec::new();
+    for s in involved {
+        per_source.push(gather::versions(txs.get(s).client(), s, t, &refs).await?);
+    }
+    let mut out = Vec::new();
+    for (i, (key, winner)) in keys.iter().enumerate() {
+        let mut versions = serde_json::Map::new();
+        for (s, rows) in involved.iter().zip(&per_source) {
+            let changed_at = pending[key].get(s).map(|c| c.changed_at.to_rfc3339());
+            versions.insert(
+                s.clone(),
+                serde_json::json!({ "row": rows[i].1, "changed_at": changed_at }),
+            );
+        }
+        out.push(ConflictRecord {
+            table: t.display.clone(),
+            key: per_source[0][i].0.clone(),
+            winner: winner.clone(),
+            involved: involved.to_vec(),
+            versions: serde_json::Value::Object(versions),
+        });
+    }
+    Ok(out)
+}
+
+/// The round's source transactions, by source name.
+struct SourceTxs<'c> {
+    names: Vec<String>,
+    txs: Vec<Transaction<'c>>,
+}
+
+impl<'c> SourceTxs<'c> {
+    fn get(&self, name: &str) -> &Transaction<'c> {
+        let i = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .expect("a source of the round");
+        &self.txs[i]
+    }
+}
+
+struct ApplyCtx<'a, 'b, 'c> {
+    input: &'a MultiInput<'b>,
+    db: &'a TargetSide,
+    rounds: &'a [TableRound],
+    conflicts: &'a [ConflictRecord],
+    curs: &'a HashMap<String, Snapshot>,
+    txs: &'a SourceTxs<'c>,
+}
+
+/// One database's apply transaction.
+async fn apply_db(
+    ctx: &ApplyCtx<'_, '_, '_>,
+    counts: &mut HashMap<String, TableCounts>,
+) -> Result<bool, PgError> {
+    let input = ctx.input;
+    let dst = ctx.db.name.as_str();
+    let is_source = input.sources.iter().any(|s| s.name == dst);
+    let mut client = checkout(&ctx.db.pool, dst).await?;
+    let ttx = client
+        .transaction()
+        .await
+        .map_err(|e| PgError::query(dst, "begin apply", e))?;
+    let mut setup = format!(
+        "SET LOCAL drover.origin = {}; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;",
+        quote_literal(input.sync)
+    );
+    if ctx.db.replica_role == ReplicaRole::Set {
+        setup.push_str("SET LOCAL session_replication_role = replica;");
+    }
+    for t in input.tables {
+        setup.push_str(&format!("{};", t.create_temp_keys(dst)));
+    }
+    ttx.batch_execute(&setup)
+        .await
+        .map_err(|e| PgError::query(dst, "prepare the apply session", e))?;
+    check_progress(&ttx, ctx).await?;
+
+    // Keys each winner sends here, after dropping keys changed here since the snapshot.
+    let mut sends: Vec<BTreeMap<String, Vec<Key>>> = Vec::new();
+    for (t, r) in input.tables.iter().zip(ctx.rounds).rev() {
+        let c = counts.entry(t.display.clone()).or_default();
+        let mut from: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+        if let Some(src) = r.reload_from.as_ref().filter(|s| **s != dst) {
+            ttx.batch_execute(&t.truncate())
+                .await
+                .map_err(|e| PgError::query(dst, format!("truncate {}", t.display), e))?;
+            c.truncated = true;
+            from.insert(src.clone(), Vec::new());
+        } else if r.reload_from.is_none() {
+            for (w, keys) in r.won.iter().filter(|(w, _)| **w != dst) {
+                from.insert(w.clone(), keys.clone());
+            }
+            let all: Vec<&Key> = from.values().flatten().collect();
+            if !all.is_empty() {
+                c.pending = all.len() as u64;
+                copy_in_bytes(
+                    ttx.client(),
+                    dst,
+                    &t.keys_in(dst),
+                    copy_text(&all),
+                    "load winning keys",
+                )
+                .await?;
+                if is_source {
+                    let newer = drop_newer_local(&ttx, dst, t, &ctx.curs[dst]).await?;
+                    for keys in from.values_mut() {
+                        keys.retain(|k| !newer.contains(k));
+                    }
+                }
+                c.deleted = ttx.execute(&t.delete_keys(dst), &[]).await.map_err(|e| {
+                    PgError::query(dst, format!("delete changed rows of {}", t.display), e)
+                })?;
+            }
+        }
+        sends.push(from);
+    }
+    sends.reverse();
+    for ((t, r), from) in input.tables.iter().zip(ctx.rounds).zip(&sends) {
+        for (w, keys) in from {
+            let wtx = ctx.txs.get(w);
+            let rows_out = if r.reload_from.as_deref() == Some(w.as_str()) {
+                t.all_rows_out()
+            } else {
+                if keys.is_empty() {
+                    continue;
+                }
+                let win = t.temp_name("win", w);
+                wtx.batch_execute(&format!("DELETE FROM {win}"))
+                    .await
+                    .map_err(|e| PgError::query(w, "reset the winner key table", e))?;
+                let refs: Vec<&Key> = keys.iter().collect();
+                copy_in_bytes(
+                    wtx.client(),
+                    w,
+                    &format!("COPY {win} ({}) FROM STDIN", t.key_list()),
+                    copy_text(&refs),
+                    "load winning keys",
+                )
+                .await?;
+                format!(
+                    "COPY (SELECT {c} FROM {tb} WHERE ({k}) IN (SELECT {k} FROM {win})) TO STDOUT",
+                    c = t.columns,
+                    tb = t.quoted,
+                    k = t.key_list()
+                )
+            };
+            let n = pipe(
+                CopyEnd {
+                    tx: wtx.client(),
+                    database: w,
+                    sql: &rows_out,
+                },
+                CopyEnd {
+                    tx: ttx.client(),
+                    database: dst,
+                    sql: &t.rows_in(),
+                },
+                &format!("copy rows of {} from {w}", t.display),
+            )
+            .await?;
+            counts.entry(t.display.clone()).or_default().inserted += n;
+        }
+    }
+
+    let mine: Vec<serde_json::Value> = ctx
+        .conflicts
+        .iter()
+        .filter(|c| c.involved.iter().any(|i| i == dst))
+        .map(|c| serde_json::json!({"table_name": c.table, "key": c.key, "winner": c.winner, "versions": c.versions}))
+        .collect();
+    if !mine.is_empty() {
+        ttx.execute(
+            "INSERT INTO drover.conflicts (sync, table_name, key, winner, strategy, versions) \
+             SELECT $1, x.table_name, x.key, x.winner, $2, x.versions \
+             FROM jsonb_to_recordset($3::text::jsonb) AS x(table_name text, key jsonb, winner text, versions jsonb)",
+            &[&input.sync, &input.strategy.as_str(), &serde_json::Value::Array(mine).to_string()],
+        )
+        .await
+        .map_err(|e| PgError::query(dst, "log conflicts", e))?;
+    }
+    let names: Vec<&str> = input.tables.iter().map(|t| t.display.as_str()).collect();
+    for s in input.sources.iter().filter(|s| s.name != dst) {
+        ttx.execute(
+            "UPDATE drover.progress SET snapshot = $1, applied_at = now() \
+             WHERE sync = $2 AND source = $3 AND table_name = ANY($4)",
+            &[&ctx.curs[&s.name].as_str(), &input.sync, &s.name, &names],
+        )
+        .await
+        .map_err(|e| PgError::query(dst, "record progress", e))?;
+    }
+    ttx.commit()
+        .await
+        .map_err(|e| PgError::query(dst, "commit apply", e))?;
+    Ok(true)
+}
+
+/// Locks the rows of the batch's keys, then removes from the batch (and returns) keys that this
+/// database changed after its round snapshot `cur`: those local changes are newer and win later.
+async fn drop_newer_local(
+    ttx: &Transaction<'_>,
+    dst: &str,
+    t: &TablePlan,
+    cur: &Snapshot,
+) -> Result<BTreeSet<Key>, PgError> {
+    let tmp = t.temp_name("keys", dst);
+    let on = |a: &str, b: &str| {
+        t.key
+            .iter()
+            .map(|k| format!("{a}.{k} = {b}.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    ttx.execute(
+        &format!(
+            "WITH l AS (SELECT 1 FROM {tb} AS r JOIN {tmp} AS k ON {on} FOR UPDATE OF r) SELECT count(*) FROM l",
+            tb = t.quoted,
+            on = on("r", "k")
+        ),
+        &[],
+    )
+    .await
+    .map_err(|e| PgError::query(dst, format!("lock rows of {}", t.display), e))?;
+    let texts: Vec<String> = t.key.iter().map(|k| format!("k.{k}::text")).collect();
+    let s = cur.sql();
+    let rows = ttx
+        .query(
+            &format!(
+                "DELETE FROM {tmp} AS k USING {d} AS d WHERE {on} AND d.drover_xid >= txid_snapshot_xmin({s}) \
+                 AND NOT txid_visible_in_snapshot(d.drover_xid, {s}) RETURNING {texts}",
+                d = t.deltas[dst],
+                on = on("k", "d"),
+                texts = texts.join(", ")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::query(dst, format!("skip keys changed here since the snapshot ({})", t.display), e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (0..t.key.len()).map(|i| r.get::<_, String>(i)).collect())
+        .collect())
+}
+
+/// Locks the progress rows of every (source, this database) pair and checks them against the
+/// cache, so two daemons never apply the same change twice.
+async fn check_progress(ttx: &Transaction<'_>, ctx: &ApplyCtx<'_, '_, '_>) -> Result<(), PgError> {
+    let dst = ctx.db.name.as_str();
+    let input = ctx.input;
+    let senders: Vec<&str> = input
+        .sources
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|s| *s != dst)
+        .collect();
+    let rows = ttx
+        .query(
+            "SELECT source, table_name, snapshot FROM drover.progress WHERE sync = $1 AND source = ANY($2) FOR UPDATE",
+            &[&input.sync, &senders],
+        )
+        .await
+        .map_err(|e| PgError::query(dst, "lock progress", e))?;
+    let found: HashMap<(String, String), String> = rows
+        .into_iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    for s in &senders {
+        for t in input.tables {
+            let expected = input.progress.get(s, dst, &t.display);
+            match found.get(&(s.to_string(), t.display.clone())) {
+                None => {
+                    return Err(PgError::setup(
+                        dst,
+                        format!("no progress row for {} from {s} in sync {}: run drover install", t.display, input.sync),
+                    ))
+                }
+                Some(snap) if snap != expected.as_str() => {
+                    return Err(PgError::setup(
+                        dst,
+                        format!("progress of {} from {s} moved under this daemon (another daemon running this sync?): will re-read", t.display),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
