@@ -36,6 +36,9 @@ pub struct SyncStatus {
     /// Duration of the last round, in milliseconds.
     #[serde(default)]
     pub last_round_ms: Option<f64>,
+    /// Paused through `POST /syncs/{name}/pause`: no rounds until resumed.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

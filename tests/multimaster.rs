@@ -31,15 +31,36 @@ fn pgbench_bg(c: &Cluster, db: &str, secs: u32) -> std::thread::JoinHandle<()> {
     let db = db.to_string();
     std::thread::spawn(move || {
         let out = std::process::Command::new("pgbench")
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-n", "-c", "2", "-T", &secs.to_string(), &db])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-n",
+                "-c",
+                "2",
+                "-T",
+                &secs.to_string(),
+                &db,
+            ])
             .output()
             .expect("pgbench");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     })
 }
 
 fn assert_all_same(dbs: &[(&Cluster, &str)]) {
-    for (t, key) in [("pgbench_accounts", "aid"), ("pgbench_branches", "bid"), ("pgbench_tellers", "tid")] {
+    for (t, key) in [
+        ("pgbench_accounts", "aid"),
+        ("pgbench_branches", "bid"),
+        ("pgbench_tellers", "tid"),
+    ] {
         let first = table_md5(dbs[0].0, dbs[0].1, t, key);
         for (c, db) in &dbs[1..] {
             assert_eq!(first, table_md5(c, db, t, key), "{t} differs on {db}");
@@ -50,7 +71,9 @@ fn assert_all_same(dbs: &[(&Cluster, &str)]) {
 /// After writes stop: delta tables drain and further rounds apply nothing (no ping-pong).
 fn assert_quiescent(cfg: &std::path::Path, dbs: &[(&Cluster, &str)]) {
     for (c, db) in dbs {
-        eventually(Duration::from_secs(20), "delta tables to drain", || delta_rows(c, db) == 0);
+        eventually(Duration::from_secs(20), "delta tables to drain", || {
+            delta_rows(c, db) == 0
+        });
     }
     let before = sync_status(cfg, "mm")["rows_inserted"].as_u64().unwrap();
     for _ in 0..3 {
@@ -61,7 +84,11 @@ fn assert_quiescent(cfg: &std::path::Path, dbs: &[(&Cluster, &str)]) {
     eventually(Duration::from_secs(10), "another round", || {
         sync_status(cfg, "mm")["rounds"].as_u64().unwrap() > rounds_then
     });
-    assert_eq!(sync_status(cfg, "mm")["rows_inserted"].as_u64().unwrap(), before, "rounds after quiescence applied rows");
+    assert_eq!(
+        sync_status(cfg, "mm")["rows_inserted"].as_u64().unwrap(),
+        before,
+        "rounds after quiescence applied rows"
+    );
 }
 
 #[test]
@@ -89,23 +116,36 @@ fn two_masters_under_pgbench_converge() {
     w2.join().unwrap();
     let t = Instant::now();
     drover_wait(&cfg, "mm", 120);
-    eprintln!("two masters: converged {:.3} s after writes stopped", t.elapsed().as_secs_f64());
+    eprintln!(
+        "two masters: converged {:.3} s after writes stopped",
+        t.elapsed().as_secs_f64()
+    );
     assert_all_same(&dbs);
 
     let s = sync_status(&cfg, "mm");
     let conflicts = s["conflicts"].as_u64().unwrap();
     eprintln!("two masters: {conflicts} conflicts; status {s}");
-    assert!(conflicts > 0, "the same accounts were hit on both: conflicts expected");
+    assert!(
+        conflicts > 0,
+        "the same accounts were hit on both: conflicts expected"
+    );
     // Logged on both masters, with both versions.
     for (c, db) in dbs {
-        let n: u64 = c.psql(db, "SELECT count(*) FROM drover.conflicts").parse().unwrap();
+        let n: u64 = c
+            .psql(db, "SELECT count(*) FROM drover.conflicts")
+            .parse()
+            .unwrap();
         assert!(n > 0, "no conflicts logged on {db}");
         let both = c.psql(
             db,
             "SELECT count(*) FROM drover.conflicts WHERE versions ? 'a' AND versions ? 'b' AND strategy = 'latest' \
              AND winner IN ('a', 'b') AND versions->'a' ? 'changed_at'",
         );
-        assert_eq!(both, n.to_string(), "every conflict on {db} holds both versions");
+        assert_eq!(
+            both,
+            n.to_string(),
+            "every conflict on {db} holds both versions"
+        );
     }
     assert_quiescent(&cfg, &dbs);
     daemon.stop();
@@ -123,7 +163,10 @@ fn three_masters_with_kill9_restarts() {
     drover_ok(&cfg, &["install"]);
     let mut daemon = Daemon::start(&cfg);
     wait_for_daemon(&cfg);
-    let writers: Vec<_> = ["a", "b", "c"].iter().map(|db| pgbench_bg(&c, db, 12)).collect();
+    let writers: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|db| pgbench_bg(&c, db, 12))
+        .collect();
     for _ in 0..2 {
         std::thread::sleep(Duration::from_secs(3));
         daemon.kill9();

@@ -35,6 +35,12 @@ const LEASE_RETRY: Duration = Duration::from_secs(2);
 #[rtype(result = "SyncStatus")]
 pub struct GetStatus;
 
+/// Pause (true) or resume (false) a sync: a paused sync runs no rounds; its changes wait in
+/// the delta tables.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetPaused(pub bool);
+
 /// Finish the current round, then stop starting new ones.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -98,6 +104,7 @@ impl SyncActor {
             tables: d.plan.tables.len(),
             rounds: 0,
             last_round_ms: None,
+            paused: false,
         };
         SyncActor {
             plan: d.plan,
@@ -418,11 +425,25 @@ impl Handler<Kick> for SyncActor {
     type Result = ();
 
     fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
-        if self.prepared.is_none() || self.lease_client.is_none() {
+        if self.prepared.is_none() || self.lease_client.is_none() || self.status.paused {
             return;
         }
         if self.schedule.kicked() {
             self.start_round(ctx);
+        }
+    }
+}
+
+impl Handler<SetPaused> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
+        if self.status.paused != msg.0 {
+            tracing::info!(sync = %self.plan.name, paused = msg.0, "sync {}", if msg.0 { "paused" } else { "resumed" });
+        }
+        self.status.paused = msg.0;
+        if !msg.0 {
+            ctx.notify(Kick);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! HTTP/1.1 server on hyper, running inside the actix System (single thread, so handlers may
-//! hold actor addresses and `Rc`s).
+//! hold actor addresses and `Rc`s). Routes: GET /metrics, /status[?sync=], /health;
+//! POST /syncs/{name}/kick|pause|resume.
 
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -13,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::actors::database::Kick;
-use crate::actors::sync::{GetStatus, SyncActor};
+use crate::actors::sync::{GetStatus, SetPaused, SyncActor};
 use crate::status::StatusDoc;
 
 pub struct Routes {
@@ -60,11 +61,14 @@ async fn route(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>>
     let query = req.uri().query().unwrap_or("").to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
-        (&Method::GET, ["metrics"]) => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            routes.metrics.render(),
-        ),
+        (&Method::GET, ["metrics"]) => {
+            crate::metrics::process::update();
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                routes.metrics.render(),
+            )
+        }
         (&Method::GET, ["status"]) => {
             let only = query
                 .split('&')
@@ -92,15 +96,22 @@ async fn route(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>>
             };
             reply(StatusCode::OK, "text/plain", body)
         }
-        (&Method::POST, ["syncs", name, "kick"]) => {
+        (&Method::POST, ["syncs", name, action @ ("kick" | "pause" | "resume")]) => {
             let name = percent_decode(name);
-            match routes.syncs.iter().find(|(n, _)| *n == name) {
-                Some((_, addr)) => {
-                    addr.do_send(Kick);
-                    reply(StatusCode::ACCEPTED, "text/plain", "kicked\n")
-                }
-                None => reply(StatusCode::NOT_FOUND, "text/plain", "no such sync\n"),
+            let Some((_, addr)) = routes.syncs.iter().find(|(n, _)| *n == name) else {
+                return reply(StatusCode::NOT_FOUND, "text/plain", "no such sync\n");
+            };
+            match *action {
+                "kick" => addr.do_send(Kick),
+                "pause" => addr.do_send(SetPaused(true)),
+                _ => addr.do_send(SetPaused(false)),
             }
+            let done = match *action {
+                "kick" => "kicked",
+                "pause" => "paused",
+                _ => "resumed",
+            };
+            reply(StatusCode::ACCEPTED, "text/plain", format!("{done}\n"))
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
