@@ -39,6 +39,9 @@ pub struct SyncStatus {
     /// Paused through `POST /syncs/{name}/pause`: no rounds until resumed.
     #[serde(default)]
     pub paused: bool,
+    /// Initial copies of this daemon's life: per (target, table), state and rows copied/total.
+    #[serde(default)]
+    pub copy: Vec<crate::round::copy::CopyStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::pg::ident::TableName;
+use crate::round::copy::CopyMode;
 use crate::round::resolve::Strategy;
 
 #[derive(Debug, Clone)]
@@ -16,6 +17,8 @@ pub struct SyncPlan {
     pub targets: Vec<String>,
     /// How multi-master conflicts are decided.
     pub strategy: Strategy,
+    /// Whether receive-only tables start with a copy from the first source.
+    pub initial_copy: CopyMode,
 }
 
 impl SyncPlan {
@@ -65,6 +68,7 @@ pub fn syncs(config: &Config) -> Vec<SyncPlan> {
             sources: s.sources.clone(),
             targets: s.targets.clone(),
             strategy: Strategy::Latest,
+            initial_copy: CopyMode::Never,
         })
         .collect()
 }

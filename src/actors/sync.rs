@@ -16,6 +16,7 @@ use crate::actors::table::{Applied, Prepare, TableActor};
 use crate::pg::error::{ErrorKind, PgError};
 use crate::pg::Endpoint;
 use crate::round::apply::{SourceSide, TargetSide};
+use crate::round::copy::{initial_copy, CopyBoard, CopyMode};
 use crate::round::multi::{run_multi_round, MultiInput};
 use crate::round::plan::fk_order;
 use crate::round::snapshot::ProgressCache;
@@ -73,6 +74,9 @@ pub struct SyncActor {
     lease_client: Option<tokio_postgres::Client>,
     lease_generation: u64,
     preparing: bool,
+    /// An initial copy is running: no rounds until it ends.
+    copying: bool,
+    copy_board: CopyBoard,
     stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -105,6 +109,7 @@ impl SyncActor {
             rounds: 0,
             last_round_ms: None,
             paused: false,
+            copy: Vec::new(),
         };
         SyncActor {
             plan: d.plan,
@@ -119,6 +124,8 @@ impl SyncActor {
             lease_client: None,
             lease_generation: 0,
             preparing: false,
+            copying: false,
+            copy_board: CopyBoard::default(),
             stop_waiters: Vec::new(),
         }
     }
@@ -243,12 +250,70 @@ impl SyncActor {
                         }
                         ctx.run_interval(POLL_INTERVAL, |_, ctx| ctx.notify(Kick));
                     }
-                    ctx.notify(Kick);
+                    act.start_copy(ctx);
                 }
                 Err(e) => {
                     act.record_error(&e);
                     let wait = act.schedule.failed();
                     ctx.run_later(wait, |act, ctx| act.prepare(ctx));
+                }
+            }
+        }));
+    }
+
+    /// Runs the initial copy of tables that have none yet (per `initial_copy`), then rounds.
+    fn start_copy(&mut self, ctx: &mut Context<Self>) {
+        let Some(prepared) = self.prepared.clone() else {
+            return;
+        };
+        let mode = self.plan.initial_copy;
+        if mode == CopyMode::Never {
+            ctx.notify(Kick);
+            return;
+        }
+        self.copying = true;
+        let sync = self.plan.name.clone();
+        let board = self.copy_board.clone();
+        // Multi-master: only receive-only databases are copied into, from the first source.
+        let sources: Vec<String> = self.plan.sources.clone();
+        let fut = async move {
+            let targets: Vec<TargetSide> = prepared
+                .receivers
+                .iter()
+                .filter(|r| !sources.contains(&r.name))
+                .map(|r| TargetSide {
+                    name: r.name.clone(),
+                    pool: r.pool.clone(),
+                    replica_role: r.replica_role,
+                })
+                .collect();
+            initial_copy(
+                &sync,
+                &prepared.sources[0],
+                &targets,
+                &prepared.tables,
+                mode,
+                &board,
+            )
+            .await
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.copying = false;
+            match res {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(sync = %act.plan.name, tables = n, "initial copy finished");
+                    }
+                    act.progress = ProgressCache::default();
+                    ctx.notify(Kick);
+                }
+                Err(e) => {
+                    act.record_error(&e);
+                    let wait = act.schedule.failed();
+                    ctx.run_later(wait, |act, ctx| {
+                        act.schedule.backoff_over();
+                        act.start_copy(ctx);
+                    });
                 }
             }
         }));
@@ -425,7 +490,11 @@ impl Handler<Kick> for SyncActor {
     type Result = ();
 
     fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
-        if self.prepared.is_none() || self.lease_client.is_none() || self.status.paused {
+        if self.prepared.is_none()
+            || self.lease_client.is_none()
+            || self.status.paused
+            || self.copying
+        {
             return;
         }
         if self.schedule.kicked() {
@@ -466,7 +535,9 @@ impl Handler<GetStatus> for SyncActor {
     type Result = MessageResult<GetStatus>;
 
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.status.clone())
+        let mut s = self.status.clone();
+        s.copy = self.copy_board.lock().expect("copy board lock").clone();
+        MessageResult(s)
     }
 }
 

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS drover.progress (
     snapshot text NOT NULL DEFAULT {nothing},
     applied_at timestamptz,
     PRIMARY KEY (sync, source, table_name));
+ALTER TABLE drover.progress ADD COLUMN IF NOT EXISTS initial_copy text;
 CREATE TABLE IF NOT EXISTS drover.conflicts (
     id bigserial PRIMARY KEY,
     sync text NOT NULL,

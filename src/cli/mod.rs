@@ -2,6 +2,7 @@
 //! this one parses arguments, loads the config and maps outcomes to exit codes.
 
 mod check;
+mod copy;
 mod install;
 mod status;
 mod wait;
@@ -51,6 +52,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Truncate and copy tables from the first source to the receive-only databases, then
+    /// continue with changes from exactly that snapshot.
+    Copy {
+        sync: String,
+        /// Only this table (SQL name, e.g. public.t).
+        #[arg(long)]
+        table: Option<String>,
+    },
     /// Start a round of a sync now.
     Kick { sync: String },
     /// Wait until every target has applied everything committed on the sources before the call.
@@ -85,6 +94,7 @@ pub fn main() -> i32 {
         Command::Install => block_on(install::install(&config)),
         Command::Uninstall => block_on(install::uninstall(&config)),
         Command::Status { sync, json } => block_on(status::status(&config, sync.as_deref(), json)),
+        Command::Copy { sync, table } => block_on(copy::run(&config, &sync, table.as_deref())),
         Command::Kick { sync } => block_on(status::kick(&config, &sync)),
         Command::Wait { sync, timeout } => block_on(wait::run(&config, &sync, timeout)),
     };

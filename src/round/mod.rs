@@ -8,6 +8,7 @@
 //! picks winners, `keys` encodes keys), `purge` trims delta tables.
 
 pub mod apply;
+pub mod copy;
 pub mod gather;
 pub mod keys;
 pub mod multi;

@@ -1,0 +1,361 @@
+//! Initial copy: fills a target table from one consistent source snapshot and sets its progress
+//! to exactly that snapshot in the same target transaction, so deltas continue from there with
+//! nothing lost or applied twice, even under live writes.
+//!
+//! One session on the source exports its snapshot (`pg_export_snapshot()`); each table is copied
+//! by a worker session that adopts it (`SET TRANSACTION SNAPSHOT`), tables in parallel. A crash
+//! before the target commits leaves the table's progress untouched ("not copied").
+
+use std::sync::{Arc, Mutex};
+
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Client, IsolationLevel};
+
+use crate::capture::sql::NOTHING_APPLIED;
+use crate::pg::connect::checkout;
+use crate::pg::error::PgError;
+use crate::pg::facts::ReplicaRole;
+use crate::pg::ident::quote_literal;
+use crate::round::apply::{SourceSide, TargetSide};
+use crate::round::plan::TablePlan;
+
+/// Tables copied at the same time (each holds a source and a target session).
+const PARALLEL: usize = 2;
+
+/// The sync's `initial_copy` setting, or a forced copy from `drover copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMode {
+    Never,
+    IfEmpty,
+    Always,
+    /// `drover copy`: truncate and copy even when progress exists.
+    Forced,
+}
+
+/// Progress of one (target, table) copy, shown in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CopyStatus {
+    pub target: String,
+    pub table: String,
+    /// "copying" | "done" | "skipped (target not empty)" | "failed"
+    pub state: String,
+    pub rows_copied: u64,
+    /// The planner's estimate of the source table's rows (pg_class.reltuples).
+    pub rows_total: u64,
+}
+
+pub type CopyBoard = Arc<Mutex<Vec<CopyStatus>>>;
+
+struct Job<'a> {
+    table: &'a TablePlan,
+    target: &'a TargetSide,
+}
+
+/// Copies every (target, table) that needs it under `mode`; returns how many were copied.
+pub async fn initial_copy(
+    sync: &str,
+    source: &SourceSide,
+    targets: &[TargetSide],
+    tables: &[Arc<TablePlan>],
+    mode: CopyMode,
+    board: &CopyBoard,
+) -> Result<usize, PgError> {
+    if mode == CopyMode::Never {
+        return Ok(0);
+    }
+    let mut jobs = Vec::new();
+    for target in targets {
+        let undecided = undecided(sync, &source.name, target, mode).await?;
+        for t in tables {
+            if mode == CopyMode::Forced || undecided.contains(&t.display) {
+                jobs.push(Job { table: t, target });
+            }
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let src = source.name.as_str();
+    let mut exporter = checkout(&source.pool, src).await?;
+    let etx = exporter
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| PgError::query(src, "begin the copy snapshot", e))?;
+    let row = etx
+        .query_one(
+            "SELECT txid_current_snapshot()::text, pg_export_snapshot()",
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::query(src, "export the copy snapshot", e))?;
+    let (cur, exported): (String, String) = (row.get(0), row.get(1));
+    tracing::info!(
+        sync,
+        source = src,
+        tables = jobs.len(),
+        "initial copy starting"
+    );
+
+    let results: Vec<Result<bool, PgError>> = futures::stream::iter(jobs.iter())
+        .map(|job| copy_one(sync, source, job, &cur, &exported, mode, board))
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    etx.commit().await.ok();
+    let mut copied = 0;
+    for r in results {
+        if r? {
+            copied += 1;
+        }
+    }
+    Ok(copied)
+}
+
+/// Tables of this (sync, source, target) whose copy has not been decided yet: nothing applied
+/// and no copy decision recorded.
+async fn undecided(
+    sync: &str,
+    source: &str,
+    target: &TargetSide,
+    mode: CopyMode,
+) -> Result<Vec<String>, PgError> {
+    if mode == CopyMode::Forced {
+        return Ok(Vec::new());
+    }
+    let client = checkout(&target.pool, &target.name).await?;
+    let rows = client
+        .query(
+            "SELECT table_name FROM drover.progress WHERE sync = $1 AND source = $2 \
+             AND snapshot = $3 AND initial_copy IS NULL",
+            &[&sync, &source, &NOTHING_APPLIED],
+        )
+        .await
+        .map_err(|e| {
+            PgError::query(&target.name, "read copy state (has drover install run?)", e)
+        })?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+fn set_board(board: &CopyBoard, target: &str, table: &str, f: impl FnOnce(&mut CopyStatus)) {
+    let mut b = board.lock().expect("copy board lock");
+    let i = match b
+        .iter()
+        .position(|c| c.target == target && c.table == table)
+    {
+        Some(i) => i,
+        None => {
+            b.push(CopyStatus {
+                target: target.into(),
+                table: table.into(),
+                state: "copying".into(),
+                rows_copied: 0,
+                rows_total: 0,
+            });
+            b.len() - 1
+        }
+    };
+    f(&mut b[i]);
+}
+
+/// Copies one table to one target; Ok(false) when skipped (if-empty and not empty).
+async fn copy_one(
+    sync: &str,
+    source: &SourceSide,
+    job: &Job<'_>,
+    cur: &str,
+    exported: &str,
+    mode: CopyMode,
+    board: &CopyBoard,
+) -> Result<bool, PgError> {
+    let (src, dst, t) = (source.name.as_str(), job.target.name.as_str(), job.table);
+    let result = copy_inner(sync, source, job, cur, exported, mode, board).await;
+    let state = match &result {
+        Ok(true) => "done",
+        Ok(false) => "skipped (target not empty)",
+        Err(_) => "failed",
+    };
+    set_board(board, dst, &t.display, |c| c.state = state.into());
+    if let Err(e) = &result {
+        tracing::warn!(sync, source = src, target = dst, table = %t.display, error = %e, "initial copy failed, rolled back");
+    }
+    result
+}
+
+async fn copy_inner(
+    sync: &str,
+    source: &SourceSide,
+    job: &Job<'_>,
+    cur: &str,
+    exported: &str,
+    mode: CopyMode,
+    board: &CopyBoard,
+) -> Result<bool, PgError> {
+    let (src, dst, t) = (source.name.as_str(), job.target.name.as_str(), job.table);
+    let mut sclient = checkout(&source.pool, src).await?;
+    let stx = sclient
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| PgError::query(src, "begin copy", e))?;
+    stx.batch_execute(&format!(
+        "SET TRANSACTION SNAPSHOT {}",
+        quote_literal(exported)
+    ))
+    .await
+    .map_err(|e| PgError::query(src, "adopt the copy snapshot", e))?;
+    let total: f64 = stx
+        .query_one(
+            &format!(
+                "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = {}::regclass",
+                quote_literal(&t.quoted)
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::query(src, "estimate table size", e))?
+        .get(0);
+    set_board(board, dst, &t.display, |c| {
+        c.state = "copying".into();
+        c.rows_copied = 0;
+        c.rows_total = total as u64;
+    });
+
+    let mut tclient = checkout(&job.target.pool, dst).await?;
+    let ttx = tclient
+        .transaction()
+        .await
+        .map_err(|e| PgError::query(dst, "begin copy", e))?;
+    let mut setup = format!("SET LOCAL drover.origin = {};", quote_literal(sync));
+    if job.target.replica_role == ReplicaRole::Set {
+        setup.push_str("SET LOCAL session_replication_role = replica;");
+    }
+    ttx.batch_execute(&setup)
+        .await
+        .map_err(|e| PgError::query(dst, "mark the copy session as drover's", e))?;
+    // Locks out rounds of a running daemon until this copy commits.
+    let snap: Option<String> = ttx
+        .query_opt(
+            "SELECT snapshot FROM drover.progress WHERE sync = $1 AND source = $2 AND table_name = $3 FOR UPDATE",
+            &[&sync, &src, &t.display],
+        )
+        .await
+        .map_err(|e| PgError::query(dst, "lock progress", e))?
+        .map(|r| r.get(0));
+    let Some(snap) = snap else {
+        return Err(PgError::setup(
+            dst,
+            format!(
+                "no progress row for {} of sync {sync}: run drover install",
+                t.display
+            ),
+        ));
+    };
+    if mode != CopyMode::Forced && snap != NOTHING_APPLIED {
+        return Ok(false);
+    }
+    if mode == CopyMode::IfEmpty {
+        let empty: bool = ttx
+            .query_one(
+                &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", t.quoted),
+                &[],
+            )
+            .await
+            .map_err(|e| PgError::query(dst, format!("check whether {} is empty", t.display), e))?
+            .get(0);
+        if !empty {
+            tracing::warn!(sync, target = dst, table = %t.display, "initial_copy = \"if-empty\": target table is not empty, not copied; changes since install will be applied");
+            record(
+                &ttx,
+                sync,
+                src,
+                dst,
+                &t.display,
+                None,
+                "skipped: target not empty",
+            )
+            .await?;
+            ttx.commit()
+                .await
+                .map_err(|e| PgError::query(dst, "commit copy decision", e))?;
+            return Ok(false);
+        }
+    } else {
+        ttx.batch_execute(&t.truncate())
+            .await
+            .map_err(|e| PgError::query(dst, format!("truncate {}", t.display), e))?;
+    }
+    let rows = stream_rows(stx.client(), src, ttx.client(), dst, t, board).await?;
+    record(&ttx, sync, src, dst, &t.display, Some(cur), "done").await?;
+    ttx.commit()
+        .await
+        .map_err(|e| PgError::query(dst, "commit copy", e))?;
+    tracing::info!(sync, target = dst, table = %t.display, rows, "initial copy done");
+    Ok(true)
+}
+
+/// COPY out of the source, into the target, counting rows (one COPY data message per row).
+async fn stream_rows(
+    from: &Client,
+    src: &str,
+    to: &Client,
+    dst: &str,
+    t: &TablePlan,
+    board: &CopyBoard,
+) -> Result<u64, PgError> {
+    let purpose = format!("copy {}", t.display);
+    let out = from
+        .copy_out(&t.all_rows_out())
+        .await
+        .map_err(|e| PgError::query(src, &purpose, e))?;
+    let sink = to
+        .copy_in::<_, bytes::Bytes>(&t.rows_in())
+        .await
+        .map_err(|e| PgError::query(dst, &purpose, e))?;
+    futures::pin_mut!(out);
+    futures::pin_mut!(sink);
+    let mut n: u64 = 0;
+    while let Some(chunk) = out.next().await {
+        let chunk = chunk.map_err(|e| PgError::query(src, &purpose, e))?;
+        sink.feed(chunk)
+            .await
+            .map_err(|e| PgError::query(dst, &purpose, e))?;
+        n += 1;
+        if n % 10_000 == 0 {
+            set_board(board, dst, &t.display, |c| c.rows_copied = n);
+        }
+    }
+    let stored = sink
+        .as_mut()
+        .finish()
+        .await
+        .map_err(|e| PgError::query(dst, &purpose, e))?;
+    set_board(board, dst, &t.display, |c| c.rows_copied = stored);
+    Ok(stored)
+}
+
+/// Records the copy decision; with a snapshot, progress moves to it.
+async fn record(
+    ttx: &tokio_postgres::Transaction<'_>,
+    sync: &str,
+    src: &str,
+    dst: &str,
+    table: &str,
+    snapshot: Option<&str>,
+    decision: &str,
+) -> Result<(), PgError> {
+    ttx.execute(
+        "UPDATE drover.progress SET snapshot = coalesce($1, snapshot), initial_copy = $2, \
+         applied_at = CASE WHEN $1 IS NULL THEN applied_at ELSE now() END \
+         WHERE sync = $3 AND source = $4 AND table_name = $5",
+        &[&snapshot, &decision, &sync, &src, &table],
+    )
+    .await
+    .map_err(|e| PgError::query(dst, "record the copy", e))?;
+    Ok(())
+}
