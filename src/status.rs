@@ -42,6 +42,9 @@ pub struct SyncStatus {
     /// Initial copies of this daemon's life: per (target, table), state and rows copied/total.
     #[serde(default)]
     pub copy: Vec<crate::round::copy::CopyStatus>,
+    /// Copy runs finished (or failed) since the daemon started.
+    #[serde(default)]
+    pub copy_runs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

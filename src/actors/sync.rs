@@ -42,6 +42,11 @@ pub struct GetStatus;
 #[rtype(result = "()")]
 pub struct SetPaused(pub bool);
 
+/// Truncate and copy tables (all when empty) into the receive-only databases, between rounds.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForceCopy(pub Vec<String>);
+
 /// Finish the current round, then stop starting new ones.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -76,6 +81,8 @@ pub struct SyncActor {
     preparing: bool,
     /// An initial copy is running: no rounds until it ends.
     copying: bool,
+    /// A copy requested through the API, to run when no round is: Some(tables), empty = all.
+    forced_copy: Option<Vec<String>>,
     copy_board: CopyBoard,
     stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
@@ -110,6 +117,7 @@ impl SyncActor {
             last_round_ms: None,
             paused: false,
             copy: Vec::new(),
+            copy_runs: 0,
         };
         SyncActor {
             plan: d.plan,
@@ -125,6 +133,7 @@ impl SyncActor {
             lease_generation: 0,
             preparing: false,
             copying: false,
+            forced_copy: None,
             copy_board: CopyBoard::default(),
             stop_waiters: Vec::new(),
         }
@@ -266,11 +275,26 @@ impl SyncActor {
         let Some(prepared) = self.prepared.clone() else {
             return;
         };
-        let mode = self.plan.initial_copy;
+        // A forced copy (`drover copy` against this daemon) replaces the configured mode.
+        let forced = self.forced_copy.take();
+        let mode = if forced.is_some() {
+            CopyMode::Forced
+        } else {
+            self.plan.initial_copy
+        };
         if mode == CopyMode::Never {
             ctx.notify(Kick);
             return;
         }
+        let tables: Vec<Arc<TablePlan>> = match &forced {
+            Some(only) if !only.is_empty() => prepared
+                .tables
+                .iter()
+                .filter(|t| only.contains(&t.display))
+                .cloned()
+                .collect(),
+            _ => prepared.tables.clone(),
+        };
         self.copying = true;
         let sync = self.plan.name.clone();
         let board = self.copy_board.clone();
@@ -287,18 +311,11 @@ impl SyncActor {
                     replica_role: r.replica_role,
                 })
                 .collect();
-            initial_copy(
-                &sync,
-                &prepared.sources[0],
-                &targets,
-                &prepared.tables,
-                mode,
-                &board,
-            )
-            .await
+            initial_copy(&sync, &prepared.sources[0], &targets, &tables, mode, &board).await
         };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.copying = false;
+            act.status.copy_runs += 1;
             match res {
                 Ok(n) => {
                     if n > 0 {
@@ -309,6 +326,10 @@ impl SyncActor {
                 }
                 Err(e) => {
                     act.record_error(&e);
+                    // A forced copy is retried like the configured one until it succeeds.
+                    if forced.is_some() && act.forced_copy.is_none() {
+                        act.forced_copy = forced;
+                    }
                     let wait = act.schedule.failed();
                     ctx.run_later(wait, |act, ctx| {
                         act.schedule.backoff_over();
@@ -438,7 +459,12 @@ impl SyncActor {
             .is_some_and(|e| matches!(e.kind(), ErrorKind::Schema));
         self.metrics.do_send(m);
 
-        match self.schedule.finished(good, inserted + deleted > 0) {
+        let next = self.schedule.finished(good, inserted + deleted > 0);
+        if self.forced_copy.is_some() && !matches!(next, Next::Stop) {
+            self.start_copy(ctx);
+            return;
+        }
+        match next {
             Next::Stop => {
                 for w in self.stop_waiters.drain(..) {
                     let _ = w.send(());
@@ -499,6 +525,17 @@ impl Handler<Kick> for SyncActor {
         }
         if self.schedule.kicked() {
             self.start_round(ctx);
+        }
+    }
+}
+
+impl Handler<ForceCopy> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForceCopy, ctx: &mut Context<Self>) {
+        self.forced_copy = Some(msg.0);
+        if !self.schedule.running && !self.copying && self.prepared.is_some() {
+            self.start_copy(ctx);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! HTTP/1.1 server on hyper, running inside the actix System (single thread, so handlers may
 //! hold actor addresses and `Rc`s). Routes: GET /metrics, /status[?sync=], /health;
-//! POST /syncs/{name}/kick|pause|resume.
+//! POST /syncs/{name}/kick|pause|resume|copy[?table=T].
 
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::actors::database::Kick;
-use crate::actors::sync::{GetStatus, SetPaused, SyncActor};
+use crate::actors::sync::{ForceCopy, GetStatus, SetPaused, SyncActor};
 use crate::status::StatusDoc;
 
 pub struct Routes {
@@ -95,6 +95,19 @@ async fn route(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>>
                 format!("ok; bad syncs: {}\n", bad.join(", "))
             };
             reply(StatusCode::OK, "text/plain", body)
+        }
+        (&Method::POST, ["syncs", name, "copy"]) => {
+            let name = percent_decode(name);
+            let Some((_, addr)) = routes.syncs.iter().find(|(n, _)| *n == name) else {
+                return reply(StatusCode::NOT_FOUND, "text/plain", "no such sync\n");
+            };
+            let tables: Vec<String> = query
+                .split('&')
+                .filter_map(|kv| kv.strip_prefix("table="))
+                .map(percent_decode)
+                .collect();
+            addr.do_send(ForceCopy(tables));
+            reply(StatusCode::ACCEPTED, "text/plain", "copy scheduled\n")
         }
         (&Method::POST, ["syncs", name, action @ ("kick" | "pause" | "resume")]) => {
             let name = percent_decode(name);

@@ -1,0 +1,125 @@
+//! Initial copy: from one exported source snapshot, under live writes, with deltas continuing
+//! from exactly that snapshot; a crash mid-copy leaves nothing marked done.
+
+mod support;
+
+use std::time::Duration;
+
+use support::scenario::*;
+use support::*;
+
+/// Source with pgbench data at `scale`, target with the same schema and no rows.
+fn empty_target_pair(scale: &str) -> (Cluster, Cluster) {
+    let src = Cluster::start();
+    let dst = Cluster::start();
+    src.create_db("repdb");
+    dst.create_db("repdb");
+    src.pgbench("repdb", &["-i", "-s", scale, "-q"]);
+    dump_into(&src, "repdb", &dst, "repdb", true);
+    (src, dst)
+}
+
+#[test]
+fn copy_under_live_writes_then_deltas_continue() {
+    let (src, dst) = empty_target_pair("20");
+    let setup = one_way((&src, "repdb"), (&dst, "repdb"), &PGBENCH_TABLES);
+    drover_ok(&setup.config, &["install"]);
+    let mut daemon = Daemon::start(&setup.config);
+    wait_for_daemon(&setup.config);
+
+    let port = src.port.to_string();
+    let writer = std::thread::spawn(move || {
+        let out = std::process::Command::new("pgbench")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-n",
+                "-c",
+                "2",
+                "-T",
+                "15",
+                "repdb",
+            ])
+            .output()
+            .expect("pgbench");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let t = std::time::Instant::now();
+    let out = drover_ok(&setup.config, &["copy", "legacy_to_new"]);
+    eprintln!(
+        "copy of scale 20 under pgbench: {:.2} s\n{out}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.contains("public.pgbench_accounts -> new: done: "),
+        "{out}"
+    );
+    writer.join().unwrap();
+    drover_wait(&setup.config, "legacy_to_new", 180);
+    assert_pgbench_same(&src, &dst);
+    let progress = dst.psql("repdb", "SELECT DISTINCT initial_copy FROM drover.progress");
+    assert_eq!(progress, "done");
+    daemon.stop();
+}
+
+#[test]
+fn killed_copy_marks_nothing_done() {
+    let (src, dst) = empty_target_pair("10");
+    let setup = one_way(
+        (&src, "repdb"),
+        (&dst, "repdb"),
+        &["public.pgbench_accounts"],
+    );
+    drover_ok(&setup.config, &["install"]);
+    let mut copy = Daemon::start_with(&setup.config, &[], &[]);
+    // Daemon::start_with runs `run`; start the copy as a plain child instead.
+    copy.kill9();
+    let mut child = std::process::Command::new(drover_bin())
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["copy", "legacy_to_new"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "the copy to be under way", || {
+        dst.psql(
+            "repdb",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%FROM STDIN%'",
+        ) != "0"
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eventually(Duration::from_secs(30), "the target to roll back", || {
+        dst.psql(
+            "repdb",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%FROM STDIN%'",
+        ) == "0"
+    });
+    assert_eq!(
+        dst.psql("repdb", "SELECT count(*) FROM pgbench_accounts"),
+        "0"
+    );
+    assert_eq!(
+        dst.psql(
+            "repdb",
+            "SELECT snapshot || '|' || coalesce(initial_copy, 'none') FROM drover.progress"
+        ),
+        "1:1:|none"
+    );
+    // A second copy completes.
+    drover_ok(&setup.config, &["copy", "legacy_to_new"]);
+    assert_eq!(
+        table_md5(&src, "repdb", "pgbench_accounts", "aid"),
+        table_md5(&dst, "repdb", "pgbench_accounts", "aid")
+    );
+}
