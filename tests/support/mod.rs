@@ -97,3 +97,4 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 pub mod scenario;
+pub mod versions;
