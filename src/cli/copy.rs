@@ -1,19 +1,80 @@
 //! `drover copy SYNC [--table T]`: truncate and copy tables from the sync's first source to its
 //! receive-only databases (every other database for a one-source sync) from one consistent
-//! snapshot, moving their progress to that snapshot. Safe beside a running daemon: the copy
-//! locks the progress rows, and the daemon's next round sees they moved and re-reads them.
+//! snapshot, moving their progress to that snapshot.
+//!
+//! The copy must not race the sync's rounds: a round that commits a newer snapshot and purges
+//! delta rows between the copy's snapshot and its commit would lose those changes. So the copy
+//! runs under the sync's lease: when a daemon holds it, the daemon is asked to copy between its
+//! rounds (`POST /syncs/{name}/copy`) and this command follows its progress; otherwise the
+//! command takes the lease and copies itself.
 
 use std::sync::Arc;
 
+use crate::actors::sync::lease_key;
 use crate::cli::{require_sync, EXIT_CONFIG, EXIT_OK, EXIT_PROBLEM};
 use crate::config::Config;
+use crate::http::client::request;
+use crate::http::server::percent_encode;
 use crate::pg::connect::checkout;
 use crate::pg::ident::TableName;
 use crate::pg::{facts, Endpoint};
 use crate::round::apply::{SourceSide, TargetSide};
 use crate::round::copy::{initial_copy, CopyBoard, CopyMode};
 use crate::round::plan::{Side, TablePlan};
+use crate::status::StatusDoc;
 use crate::topology;
+
+/// Pause between status polls while a daemon copies.
+const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Has the daemon that holds the lease run the copy, and reports its outcome.
+async fn delegate(config: &Config, sync: &str, tables: &[TableName]) -> anyhow::Result<i32> {
+    let listen = config.daemon.listen;
+    let path = format!("/status?sync={}", percent_encode(sync));
+    let runs = |body: &str| -> anyhow::Result<(u64, Vec<crate::round::copy::CopyStatus>)> {
+        let doc: StatusDoc = serde_json::from_str(body)?;
+        let s = doc
+            .syncs
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the daemon does not run {sync}"))?;
+        Ok((s.copy_runs, s.copy))
+    };
+    let (_, body) = request(listen, "GET", &path).await?;
+    let (before, _) = runs(&body)?;
+    let query: Vec<String> = tables
+        .iter()
+        .map(|t| format!("table={}", percent_encode(&t.to_string())))
+        .collect();
+    let (code, body) = request(
+        listen,
+        "POST",
+        &format!("/syncs/{}/copy?{}", percent_encode(sync), query.join("&")),
+    )
+    .await?;
+    if code != 202 {
+        anyhow::bail!("the daemon refused the copy ({code}): {}", body.trim());
+    }
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(POLL).await;
+        let (_, body) = request(listen, "GET", &path).await?;
+        let (now, board) = runs(&body)?;
+        if now > before {
+            let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+            let mut ok = true;
+            for c in board.iter().filter(|c| names.contains(&c.table)) {
+                println!(
+                    "{} -> {}: {}: {} rows",
+                    c.table, c.target, c.state, c.rows_copied
+                );
+                ok &= c.state == "done";
+            }
+            println!("copy finished in {:.1} s", started.elapsed().as_secs_f64());
+            return Ok(if ok { EXIT_OK } else { EXIT_PROBLEM });
+        }
+    }
+}
 
 pub async fn run(config: &Config, sync: &str, table: Option<&str>) -> anyhow::Result<i32> {
     require_sync(config, sync)?;
@@ -36,6 +97,17 @@ pub async fn run(config: &Config, sync: &str, table: Option<&str>) -> anyhow::Re
         }
     };
     let source_name = plan.sources[0].clone();
+    let lease = Endpoint::new(&source_name, &config.databases[&source_name])?
+        .connect(&format!("{sync}:copy"))
+        .await?;
+    let held: bool = lease
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&lease_key(sync)])
+        .await?
+        .get(0);
+    if !held {
+        println!("a daemon runs sync {sync}: asking it to copy between rounds");
+        return delegate(config, sync, &tables).await;
+    }
     let receivers: Vec<String> = if plan.sources.len() > 1 {
         plan.targets.clone()
     } else {
