@@ -5,11 +5,13 @@
 //!   [`DEFAULT_CONFIG_PATH`].
 //! * Environment: `DROVER__SECTION__NAME__KEY=value` overrides (or adds) one
 //!   key, e.g. `DROVER__DATABASES__LEGACY__PORT=5433`,
-//!   `DROVER__DAEMON__LISTEN=0.0.0.0:9187`, and for lists comma-separated
-//!   values, `DROVER__SYNCS__LEGACY_TO_NEW__TARGETS=new,reporting` (a comma
-//!   inside a double-quoted table name does not split). Variable names are
+//!   `DROVER__DAEMON__API_TOKEN_ENV=DROVER_TOKEN`, and for lists
+//!   comma-separated values, `DROVER__SYNCS__LEGACY_TO_NEW__TARGETS=new,reporting`
+//!   or `DROVER__SYNCS__LEDGER__PRIORITY=legacy,new` (a comma inside a
+//!   double-quoted table name does not split). Variable names are
 //!   case-insensitive; values are taken verbatim (a password `007` stays the
-//!   string `007`).
+//!   string `007`). The `[relgroups.NAME.keys]` sub-table is the one thing
+//!   only the file can set.
 //!
 //! Loading never stops at the first mistake: it reports every problem, one
 //! per line, as `FILE: dotted.key: message`, e.g.
@@ -17,8 +19,9 @@
 //! Stages: `raw` checks shape and types entry by entry (with the strict
 //! scalar types of `strict`), `validate` checks meaning (required keys,
 //! references, duplicates, conflicts) and builds the `model` types, which
-//! are re-exported here.
+//! are re-exported here with the fixed-choice value enums of `choices`.
 
+mod choices;
 mod model;
 mod raw;
 mod strict;
@@ -30,6 +33,10 @@ use std::path::{Path, PathBuf};
 
 use config::Source as _;
 
+pub use choices::{
+    ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, DEFAULT_CONFLICT_STRATEGY,
+    DEFAULT_INITIAL_COPY, DEFAULT_LOG_FORMAT, DEFAULT_REPLICA_ROLE,
+};
 pub use model::{
     Config, Daemon, Database, Relgroup, Secret, SyncConfig, DEFAULT_LISTEN, DEFAULT_PORT,
     DEFAULT_SSLMODE,
@@ -101,6 +108,15 @@ pub enum ConfigError {
         /// The `[databases.NAME]` name.
         database: String,
         /// The variable `password_env` names.
+        var: String,
+        /// What is wrong with it, e.g. `is not set`.
+        problem: &'static str,
+    },
+    /// `api_token_env` names a variable that is unset (or empty, or not
+    /// UTF-8).
+    #[error("daemon.api_token_env: environment variable {var} {problem}")]
+    ApiTokenEnv {
+        /// The variable `api_token_env` names.
         var: String,
         /// What is wrong with it, e.g. `is not set`.
         problem: &'static str,

@@ -8,6 +8,9 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
+use super::choices::{
+    ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, DEFAULT_LOG_FORMAT,
+};
 use super::ConfigError;
 use crate::pg::ident::TableName;
 use crate::pg::tls::SslMode;
@@ -52,14 +55,74 @@ pub struct Daemon {
     /// and `/health`, as `IP:PORT` (`[::1]:9187` for IPv6; host names are
     /// not resolved). Default [`DEFAULT_LISTEN`] (`127.0.0.1:9187`).
     pub listen: SocketAddr,
+    /// `api_token`: the bearer token the HTTP endpoint requires for its
+    /// `POST` endpoints (`/syncs/NAME/kick`). Optional, but one of
+    /// `api_token` / `api_token_env` is required when `listen` is not a
+    /// loopback address. Use [`Daemon::resolve_api_token`] rather than
+    /// reading this directly.
+    pub api_token: Option<Secret>,
+    /// `api_token_env`: name of an environment variable holding the token,
+    /// read at start-up. Optional; cannot be combined with `api_token`.
+    pub api_token_env: Option<String>,
+    /// `log_format`: how log lines on stderr are written, `text` or `json`.
+    /// Default [`DEFAULT_LOG_FORMAT`] (`text`).
+    pub log_format: LogFormat,
 }
 
 impl Default for Daemon {
     fn default() -> Self {
         Daemon {
             listen: DEFAULT_LISTEN,
+            api_token: None,
+            api_token_env: None,
+            log_format: DEFAULT_LOG_FORMAT,
         }
     }
+}
+
+impl Daemon {
+    /// The API token: `api_token` if set, else the value of the environment
+    /// variable named by `api_token_env` (an error naming
+    /// `daemon.api_token_env` and the variable if it is unset, empty or not
+    /// UTF-8), else `Ok(None)`: no token, which validation allows only on a
+    /// loopback `listen` address.
+    pub fn resolve_api_token(&self) -> Result<Option<Secret>, ConfigError> {
+        self.resolve_api_token_with(|var| std::env::var(var))
+    }
+
+    pub(super) fn resolve_api_token_with(
+        &self,
+        lookup: impl Fn(&str) -> Result<String, std::env::VarError>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        resolve_secret(
+            self.api_token.as_ref(),
+            self.api_token_env.as_deref(),
+            lookup,
+        )
+        .map_err(|(var, problem)| ConfigError::ApiTokenEnv { var, problem })
+    }
+}
+
+/// A secret given inline, else read from the environment variable `var`:
+/// on failure, the variable and what is wrong with it.
+fn resolve_secret(
+    inline: Option<&Secret>,
+    var: Option<&str>,
+    lookup: impl Fn(&str) -> Result<String, std::env::VarError>,
+) -> Result<Option<Secret>, (String, &'static str)> {
+    if let Some(secret) = inline {
+        return Ok(Some(secret.clone()));
+    }
+    let Some(var) = var else {
+        return Ok(None);
+    };
+    let problem = match lookup(var) {
+        Ok(value) if !value.is_empty() => return Ok(Some(Secret::new(value))),
+        Ok(_) => "is set but empty",
+        Err(std::env::VarError::NotPresent) => "is not set",
+        Err(std::env::VarError::NotUnicode(_)) => "is not valid UTF-8",
+    };
+    Err((var.to_owned(), problem))
 }
 
 /// `[databases.NAME]`: how to connect to one PostgreSQL database.
@@ -93,6 +156,10 @@ pub struct Database {
     /// with `sslmode = "disable"`. Relative paths are relative to the
     /// daemon's working directory.
     pub sslrootcert: Option<PathBuf>,
+    /// `replica_role`: how to set `session_replication_role = replica` when
+    /// applying changes here: `auto`, `set`, `function:NAME` or `off` (see
+    /// [`ReplicaRoleConfig`]). Default [`DEFAULT_REPLICA_ROLE`](super::DEFAULT_REPLICA_ROLE) (`auto`).
+    pub replica_role: ReplicaRoleConfig,
 }
 
 impl Database {
@@ -111,23 +178,13 @@ impl Database {
         name: &str,
         lookup: impl Fn(&str) -> Result<String, std::env::VarError>,
     ) -> Result<Option<Secret>, ConfigError> {
-        if let Some(password) = &self.password {
-            return Ok(Some(password.clone()));
-        }
-        let Some(var) = &self.password_env else {
-            return Ok(None);
-        };
-        let problem = match lookup(var) {
-            Ok(value) if !value.is_empty() => return Ok(Some(Secret::new(value))),
-            Ok(_) => "is set but empty",
-            Err(std::env::VarError::NotPresent) => "is not set",
-            Err(std::env::VarError::NotUnicode(_)) => "is not valid UTF-8",
-        };
-        Err(ConfigError::PasswordEnv {
-            database: name.to_owned(),
-            var: var.clone(),
-            problem,
-        })
+        resolve_secret(self.password.as_ref(), self.password_env.as_deref(), lookup).map_err(
+            |(var, problem)| ConfigError::PasswordEnv {
+                database: name.to_owned(),
+                var,
+                problem,
+            },
+        )
     }
 }
 
@@ -139,6 +196,17 @@ pub struct Relgroup {
     /// PostgreSQL's rules (unquoted names fold to lower case; an unqualified
     /// name is in `public`), each at most once, in file order.
     pub tables: Vec<TableName>,
+    /// `sequences`: sequences replicated with the tables, parsed like
+    /// `tables`, each at most once and none also in `tables`, in file order.
+    /// Default empty.
+    pub sequences: Vec<TableName>,
+    /// `[relgroups.NAME.keys]`: for tables of `tables` without a usable
+    /// primary key, the columns identifying a row, e.g.
+    /// `"public.t" = ["a", "b"]`. A table is written in any spelling
+    /// `tables` accepts; columns are catalog names as written (case kept, no
+    /// quotes), each at most once, at least one. Default empty: every table
+    /// uses its primary key. Not settable from the environment.
+    pub keys: BTreeMap<TableName, Vec<String>>,
 }
 
 /// `[syncs.NAME]`: replicate one relgroup between databases.
@@ -153,6 +221,21 @@ pub struct SyncConfig {
     /// `targets`: databases that only receive changes. Default empty (then
     /// at least two sources are needed).
     pub targets: Vec<String>,
+    /// `conflict_strategy`: who wins when a key changed on two sources since
+    /// they last exchanged changes: `latest`, `priority`, `abort` or `skip`
+    /// (see [`ConflictStrategy`]). Only matters with two or more sources.
+    /// Default [`DEFAULT_CONFLICT_STRATEGY`](super::DEFAULT_CONFLICT_STRATEGY) (`latest`).
+    pub conflict_strategy: ConflictStrategy,
+    /// `priority`: with `conflict_strategy = "priority"` (and then
+    /// required, non-empty), sources in order of precedence, first wins.
+    /// Each is one of `sources`, at most once; it need not list them all:
+    /// unlisted sources rank after the listed ones, in `sources` order
+    /// ([`SyncConfig::priority_order`]). Empty with any other strategy.
+    pub priority: Vec<String>,
+    /// `initial_copy`: whether to copy whole tables to the targets first:
+    /// `never`, `if-empty` or `always` (see [`InitialCopy`]). Default
+    /// [`DEFAULT_INITIAL_COPY`](super::DEFAULT_INITIAL_COPY) (`never`).
+    pub initial_copy: InitialCopy,
 }
 
 impl SyncConfig {
@@ -165,6 +248,19 @@ impl SyncConfig {
             &[]
         };
         self.targets.iter().chain(sources).map(String::as_str)
+    }
+
+    /// Every source, highest precedence first: those in `priority` in its
+    /// order, then the others in `sources` order. With no `priority` list,
+    /// simply `sources`.
+    pub fn priority_order(&self) -> Vec<&str> {
+        let mut order: Vec<&str> = self.priority.iter().map(String::as_str).collect();
+        for source in &self.sources {
+            if !order.contains(&source.as_str()) {
+                order.push(source);
+            }
+        }
+        order
     }
 }
 
@@ -223,6 +319,9 @@ impl fmt::Display for Secret {
 
 #[cfg(test)]
 mod tests {
+    use super::super::choices::{
+        DEFAULT_CONFLICT_STRATEGY, DEFAULT_INITIAL_COPY, DEFAULT_REPLICA_ROLE,
+    };
     use super::*;
     use std::env::VarError;
 
@@ -236,6 +335,23 @@ mod tests {
             password_env: None,
             sslmode: DEFAULT_SSLMODE,
             sslrootcert: None,
+            replica_role: DEFAULT_REPLICA_ROLE,
+        }
+    }
+
+    fn sync(sources: &[&str], targets: &[&str], priority: &[&str]) -> SyncConfig {
+        let strings = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        SyncConfig {
+            relgroup: "g".into(),
+            sources: strings(sources),
+            targets: strings(targets),
+            conflict_strategy: if priority.is_empty() {
+                DEFAULT_CONFLICT_STRATEGY
+            } else {
+                ConflictStrategy::Priority
+            },
+            priority: strings(priority),
+            initial_copy: DEFAULT_INITIAL_COPY,
         }
     }
 
@@ -251,6 +367,69 @@ mod tests {
         };
         let shown = format!("{d:?} {d:#?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        let daemon = Daemon {
+            api_token: Some(Secret::new("t0ken")),
+            ..Daemon::default()
+        };
+        let shown = format!("{daemon:?} {daemon:#?}");
+        assert!(!shown.contains("t0ken") && shown.contains("***"), "{shown}");
+    }
+
+    #[test]
+    fn resolve_api_token_prefers_token_then_env_then_none() {
+        let unset = |_: &str| Err(VarError::NotPresent);
+        let none = Daemon::default();
+        assert_eq!(none.resolve_api_token_with(unset).unwrap(), None);
+        assert_eq!(none.resolve_api_token().unwrap(), None);
+
+        let inline = Daemon {
+            api_token: Some(Secret::new("inline")),
+            api_token_env: Some("TOKEN".into()),
+            ..Daemon::default()
+        };
+        let got = inline.resolve_api_token_with(unset).unwrap().unwrap();
+        assert_eq!(got.expose(), "inline");
+
+        let env = Daemon {
+            api_token_env: Some("DROVER_TOKEN".into()),
+            ..Daemon::default()
+        };
+        let got = env
+            .resolve_api_token_with(|v| {
+                assert_eq!(v, "DROVER_TOKEN");
+                Ok("from-env".into())
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.expose(), "from-env");
+        let msg = env.resolve_api_token_with(unset).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "daemon.api_token_env: environment variable DROVER_TOKEN is not set"
+        );
+        let msg = env
+            .resolve_api_token_with(|_| Ok(String::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.ends_with("DROVER_TOKEN is set but empty"), "{msg}");
+
+        // The real environment: PATH is always set.
+        let path = Daemon {
+            api_token_env: Some("PATH".into()),
+            ..Daemon::default()
+        };
+        let got = path.resolve_api_token().unwrap().unwrap();
+        assert_eq!(got.expose(), std::env::var("PATH").unwrap());
+    }
+
+    #[test]
+    fn priority_order_ranks_unlisted_sources_last_in_sources_order() {
+        let s = sync(&["a", "b", "c", "d"], &[], &["c", "a"]);
+        assert_eq!(s.priority_order(), ["c", "a", "b", "d"]);
+        let s = sync(&["a", "b"], &["t"], &[]);
+        assert_eq!(s.priority_order(), ["a", "b"]);
+        let s = sync(&["a", "b"], &[], &["b", "a"]);
+        assert_eq!(s.priority_order(), ["b", "a"]);
     }
 
     #[test]
@@ -314,17 +493,9 @@ mod tests {
 
     #[test]
     fn written_databases_counts_sources_only_when_multi_master() {
-        let one = SyncConfig {
-            relgroup: "g".into(),
-            sources: vec!["a".into()],
-            targets: vec!["b".into(), "c".into()],
-        };
+        let one = sync(&["a"], &["b", "c"], &[]);
         assert_eq!(one.written_databases().collect::<Vec<_>>(), ["b", "c"]);
-        let multi = SyncConfig {
-            relgroup: "g".into(),
-            sources: vec!["a".into(), "b".into()],
-            targets: vec!["c".into()],
-        };
+        let multi = sync(&["a", "b"], &["c"], &[]);
         assert_eq!(
             multi.written_databases().collect::<Vec<_>>(),
             ["c", "a", "b"]

@@ -7,8 +7,12 @@
 //!
 //! Values from the environment are always strings; here they are converted
 //! to the key's type: integers for `port`, and comma-separated lists for
-//! `tables`, `sources` and `targets`. Values from the file must already have
-//! the right TOML type (`port = "5432"` is an error, `port = 5432` is not).
+//! `tables`, `sequences`, `sources`, `targets` and `priority` (each
+//! section's `LIST_KEYS`). Values from the file must already have the right
+//! TOML type (`port = "5432"` is an error, `port = 5432` is not). The
+//! `[relgroups.NAME.keys]` sub-table cannot be set from the environment: a
+//! `DROVER__RELGROUPS__NAME__KEYS__...` value is a string, reported as the
+//! wrong type.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,17 +20,20 @@ use config::{Value, ValueKind};
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::strict::{Int, SecretStr, Str, StrList};
+use super::strict::{Int, KeyLists, SecretStr, Str, StrList};
 use super::{suggest, Problems, ENV_ORIGIN};
 
-/// `[daemon]`.
-#[derive(Debug, Default, Deserialize)]
+/// `[daemon]`. Not `Debug`: it holds the API token.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDaemon {
     pub listen: Option<Str>,
+    pub api_token: Option<SecretStr>,
+    pub api_token_env: Option<Str>,
+    pub log_format: Option<Str>,
 }
 
-/// `[databases.NAME]`.
+/// `[databases.NAME]`. Not `Debug`: it holds the password.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDatabase {
@@ -38,6 +45,7 @@ pub(super) struct RawDatabase {
     pub password_env: Option<Str>,
     pub sslmode: Option<Str>,
     pub sslrootcert: Option<Str>,
+    pub replica_role: Option<Str>,
 }
 
 /// `[relgroups.NAME]`.
@@ -45,6 +53,8 @@ pub(super) struct RawDatabase {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRelgroup {
     pub tables: Option<StrList>,
+    pub sequences: Option<StrList>,
+    pub keys: Option<KeyLists>,
 }
 
 /// `[syncs.NAME]`.
@@ -54,6 +64,9 @@ pub(super) struct RawSync {
     pub relgroup: Option<Str>,
     pub sources: Option<StrList>,
     pub targets: Option<StrList>,
+    pub conflict_strategy: Option<Str>,
+    pub priority: Option<StrList>,
+    pub initial_copy: Option<Str>,
 }
 
 /// What the loader needs to know about a raw section struct beyond serde.
@@ -75,11 +88,11 @@ impl Section for RawDatabase {
 }
 impl Section for RawRelgroup {
     const WHAT: &'static str = "relgroup";
-    const LIST_KEYS: &'static [&'static str] = &["tables"];
+    const LIST_KEYS: &'static [&'static str] = &["tables", "sequences"];
 }
 impl Section for RawSync {
     const WHAT: &'static str = "sync";
-    const LIST_KEYS: &'static [&'static str] = &["sources", "targets"];
+    const LIST_KEYS: &'static [&'static str] = &["sources", "targets", "priority"];
 }
 
 /// One deserialized table, with what went wrong in it.

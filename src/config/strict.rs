@@ -4,6 +4,7 @@
 //! the key documents, and phrase errors in TOML's terms ("found an array").
 //! A password of the wrong type is never echoed.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
@@ -142,55 +143,191 @@ impl<'de> Deserialize<'de> for Int {
     }
 }
 
+/// Visits an array of strings. Strict, each element's error is raised
+/// (the `config` crate then adds its index to the key); lenient, elements
+/// are kept as `Err(message)` for the caller to report. Anything but an
+/// array is an error either way.
+struct ListVisitor {
+    lenient: bool,
+    /// Appended to the message when a table is found instead.
+    table_hint: &'static str,
+}
+
+impl ListVisitor {
+    fn wrong<E: de::Error>(&self, found: fmt::Arguments<'_>) -> E {
+        E::custom(format_args!(
+            "wrong type: expected an array of strings, found {found}"
+        ))
+    }
+}
+
+impl<'de> Visitor<'de> for ListVisitor {
+    type Value = Vec<Result<String, String>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of strings")
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        if self.lenient {
+            while let Some(Lenient(item)) = seq.next_element::<Lenient<Str>>()? {
+                out.push(item.map(|Str(s)| s));
+            }
+        } else {
+            while let Some(Str(s)) = seq.next_element()? {
+                out.push(Ok(s));
+            }
+        }
+        Ok(out)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Err(self.wrong(format_args!("string {v:?} (write [{v:?}])")))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        self.visit_str(&v)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Err(self.wrong(format_args!("integer {v}")))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Err(self.wrong(format_args!("integer {v}")))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Err(self.wrong(format_args!("boolean {v}")))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Err(self.wrong(format_args!("float {v}")))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Err(self.wrong(format_args!("nothing")))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(self.wrong(format_args!("a table{}", self.table_hint)))
+    }
+}
+
 impl<'de> Deserialize<'de> for StrList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ListVisitor;
-        impl<'de> Visitor<'de> for ListVisitor {
-            type Value = StrList;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array of strings")
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrList, A::Error> {
-                let mut out = Vec::new();
-                while let Some(Str(s)) = seq.next_element()? {
-                    out.push(s);
-                }
-                Ok(StrList(out))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<StrList, E> {
-                Err(E::custom(format_args!(
-                    "wrong type: expected an array of strings, found string {v:?} (write [{v:?}])"
-                )))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<StrList, E> {
-                self.visit_str(&v)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StrList, E> {
-                Err(E::custom(format_args!(
-                    "wrong type: expected an array of strings, found integer {v}"
-                )))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StrList, E> {
-                Err(E::custom(format_args!(
-                    "wrong type: expected an array of strings, found integer {v}"
-                )))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<StrList, E> {
-                Err(E::custom(format_args!(
-                    "wrong type: expected an array of strings, found boolean {v}"
-                )))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<StrList, E> {
-                Err(E::custom(format_args!(
-                    "wrong type: expected an array of strings, found float {v}"
-                )))
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<StrList, A::Error> {
-                Err(de::Error::custom(
-                    "wrong type: expected an array of strings, found a table",
+        let items = d.deserialize_any(ListVisitor {
+            lenient: false,
+            table_hint: "",
+        })?;
+        Ok(StrList(items.into_iter().flatten().collect()))
+    }
+}
+
+/// A value whose deserialization error is kept rather than raised, so that
+/// the caller can report it under a key it chooses.
+struct Lenient<T>(Result<T, String>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Lenient(T::deserialize(d).map_err(|e| e.to_string())))
+    }
+}
+
+/// Why one column list of a [`KeyLists`] is unusable: the message, and the
+/// index of the offending element when it is one element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ListProblem {
+    pub index: Option<usize>,
+    pub message: String,
+}
+
+/// `[relgroups.NAME.keys]`: a table of `"TABLE" = ["COLUMN", ...]`, kept
+/// as written (table names unparsed). A value that is not an array of
+/// strings is kept as its [`ListProblem`], so that every table's problem is
+/// reported under that table's own key, quoted as the file writes it (the
+/// `config` crate would join `public.t` into the dotted path unquoted).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) struct KeyLists(pub BTreeMap<String, Result<Vec<String>, ListProblem>>);
+
+/// Added when a table is found where a column list belongs: usually an
+/// unquoted dotted key (`public.t = [...]` is a table `public` holding `t`).
+const KEYS_TABLE_HINT: &str =
+    " (a schema-qualified table name must be quoted: \"public.t\" = [\"id\"])";
+
+impl<'de> Deserialize<'de> for KeyLists {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MapVisitor;
+        impl MapVisitor {
+            fn wrong<E: de::Error>(found: fmt::Arguments<'_>) -> E {
+                E::custom(format_args!(
+                    "wrong type: expected a table of column lists (\"TABLE\" = [\"COLUMN\", ...]), found {found}"
                 ))
             }
         }
-        d.deserialize_any(ListVisitor)
+        impl<'de> Visitor<'de> for MapVisitor {
+            type Value = KeyLists;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of column lists")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<KeyLists, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(table) = map.next_key::<String>()? {
+                    let ColumnList(list) = map.next_value()?;
+                    out.insert(table, list);
+                }
+                Ok(KeyLists(out))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyLists, E> {
+                Err(Self::wrong(format_args!("string {v:?}")))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<KeyLists, E> {
+                self.visit_str(&v)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<KeyLists, E> {
+                Err(Self::wrong(format_args!("integer {v}")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<KeyLists, E> {
+                Err(Self::wrong(format_args!("integer {v}")))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<KeyLists, E> {
+                Err(Self::wrong(format_args!("boolean {v}")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<KeyLists, E> {
+                Err(Self::wrong(format_args!("float {v}")))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<KeyLists, E> {
+                Err(Self::wrong(format_args!("nothing")))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<KeyLists, A::Error> {
+                Err(Self::wrong(format_args!("an array")))
+            }
+        }
+        d.deserialize_any(MapVisitor)
+    }
+}
+
+/// One value of [`KeyLists`]: never fails, keeps the problem.
+struct ColumnList(Result<Vec<String>, ListProblem>);
+
+impl<'de> Deserialize<'de> for ColumnList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let visitor = ListVisitor {
+            lenient: true,
+            table_hint: KEYS_TABLE_HINT,
+        };
+        let items = match d.deserialize_any(visitor) {
+            Ok(items) => items,
+            Err(e) => {
+                return Ok(ColumnList(Err(ListProblem {
+                    index: None,
+                    message: e.to_string(),
+                })))
+            }
+        };
+        let mut list = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            match item {
+                Ok(s) => list.push(s),
+                Err(message) => {
+                    return Ok(ColumnList(Err(ListProblem {
+                        index: Some(index),
+                        message,
+                    })))
+                }
+            }
+        }
+        Ok(ColumnList(Ok(list)))
     }
 }

@@ -1,0 +1,186 @@
+//! `[relgroups.NAME]`: its `tables` and `sequences` (parsed names, each
+//! once, none in both lists) and its `[relgroups.NAME.keys]` sub-table
+//! (column lists for tables of this relgroup).
+
+use std::collections::BTreeMap;
+
+use super::{required, Problems};
+use crate::config::model::Relgroup;
+use crate::config::raw::{Entry, RawRelgroup};
+use crate::config::strict::{KeyLists, StrList};
+use crate::pg::ident::TableName;
+
+pub(super) fn relgroup(
+    path: &str,
+    _name: &str,
+    entry: &Entry<RawRelgroup>,
+    problems: &mut Problems,
+) -> Option<Relgroup> {
+    let raw = &entry.raw;
+    let tables = match required(path, entry, "tables", raw.tables.as_ref(), problems) {
+        Some(StrList(list)) if list.is_empty() => {
+            problems.push(format!("{path}.tables"), "must list at least one table");
+            None
+        }
+        Some(StrList(list)) => names(path, "tables", "table", list, problems),
+        None => None,
+    };
+    let sequences = match &raw.sequences {
+        None => Some(Vec::new()),
+        Some(StrList(list)) => names(path, "sequences", "sequence", list, problems),
+    };
+    let mut ok = true;
+    if let (Some(tables), Some(sequences)) = (&tables, &sequences) {
+        // Both parsed without duplicates, so positions are list indexes.
+        for (i, seq) in sequences.iter().enumerate() {
+            if let Some(j) = tables.iter().position(|t| t == seq) {
+                problems.push(
+                    format!("{path}.sequences[{i}]"),
+                    format!("{seq} is listed in both tables (tables[{j}]) and sequences"),
+                );
+                ok = false;
+            }
+        }
+    }
+    let keys = match &raw.keys {
+        None => Some(BTreeMap::new()),
+        Some(keys) => key_columns(path, keys, tables.as_deref(), problems),
+    };
+    if !ok {
+        return None;
+    }
+    Some(Relgroup {
+        tables: tables?,
+        sequences: sequences?,
+        keys: keys?,
+    })
+}
+
+/// Parses a `tables` or `sequences` list: every name valid, each once.
+fn names(
+    path: &str,
+    field: &str,
+    what: &str,
+    list: &[String],
+    problems: &mut Problems,
+) -> Option<Vec<TableName>> {
+    let mut out = Vec::new();
+    let mut seen: BTreeMap<TableName, (usize, &str)> = BTreeMap::new();
+    let mut ok = true;
+    for (i, text) in list.iter().enumerate() {
+        let key = format!("{path}.{field}[{i}]");
+        match TableName::parse(text) {
+            Err(e) => {
+                problems.push(
+                    key,
+                    format!("invalid {what} name {:?}: {}", e.input, e.kind),
+                );
+                ok = false;
+            }
+            Ok(name) => {
+                if let Some((j, first)) = seen.get(&name) {
+                    let also = if first == text {
+                        format!("{field}[{j}]")
+                    } else {
+                        format!("{field}[{j}] as {first:?}")
+                    };
+                    problems.push(key, format!("{what} {name} is listed twice (also {also})"));
+                    ok = false;
+                } else {
+                    seen.insert(name.clone(), (i, text));
+                    out.push(name);
+                }
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `[relgroups.NAME.keys]`: each table parsed, one of `tables` (not
+/// checked when `tables` is `None`, broken and reported already), given
+/// once; each column list non-empty, without blanks or duplicates.
+fn key_columns(
+    path: &str,
+    keys: &KeyLists,
+    tables: Option<&[TableName]>,
+    problems: &mut Problems,
+) -> Option<BTreeMap<TableName, Vec<String>>> {
+    let mut out: BTreeMap<TableName, Vec<String>> = BTreeMap::new();
+    let mut spelled: BTreeMap<TableName, &str> = BTreeMap::new();
+    let mut ok = true;
+    for (text, columns) in &keys.0 {
+        let key = format!("{path}.keys.{}", toml_key(text));
+        // A value of the wrong type is the one problem reported for its key
+        // (an unquoted `public.t = [...]` is a table `public`: its name is
+        // not worth a second message).
+        let columns = match columns {
+            Ok(columns) => columns,
+            Err(problem) => {
+                let at = problem.index.map(|i| format!("[{i}]")).unwrap_or_default();
+                problems.push(format!("{key}{at}"), &problem.message);
+                ok = false;
+                continue;
+            }
+        };
+        match TableName::parse(text) {
+            Err(e) => {
+                problems.push(&key, e);
+                ok = false;
+            }
+            Ok(table) => {
+                if let Some(first) = spelled.get(&table) {
+                    problems.push(
+                        &key,
+                        format!(
+                            "table {table} is given twice (also as keys.{})",
+                            toml_key(first)
+                        ),
+                    );
+                    ok = false;
+                } else {
+                    spelled.insert(table.clone(), text);
+                    if tables.is_some_and(|tables| !tables.contains(&table)) {
+                        problems.push(
+                            &key,
+                            format!("table {table} is not in this relgroup's tables"),
+                        );
+                        ok = false;
+                    }
+                    out.insert(table, columns.clone());
+                }
+            }
+        }
+        if columns.is_empty() {
+            problems.push(&key, "must list at least one column");
+            ok = false;
+        }
+        for (i, column) in columns.iter().enumerate() {
+            if column.trim().is_empty() {
+                problems.push(format!("{key}[{i}]"), "column name must not be empty");
+                ok = false;
+            } else if let Some(j) = columns[..i].iter().position(|c| c == column) {
+                problems.push(
+                    format!("{key}[{i}]"),
+                    format!("column {column:?} is listed twice (also [{j}])"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// One level of a dotted key as TOML writes it: bare when it can be,
+/// quoted otherwise (`t`, but `"public.t"`), so that a table name with dots
+/// stays one level in messages.
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
