@@ -1,7 +1,7 @@
 //! The replication topology derived from the config: for each sync, its tables and which
 //! databases send and receive. Install, check and the daemon all read the same picture.
 
-use crate::config::Config;
+use crate::config::{Config, ConflictStrategy, InitialCopy};
 use crate::pg::ident::TableName;
 use crate::round::copy::CopyMode;
 use crate::round::resolve::Strategy;
@@ -67,8 +67,17 @@ pub fn syncs(config: &Config) -> Vec<SyncPlan> {
                 .unwrap_or_default(),
             sources: s.sources.clone(),
             targets: s.targets.clone(),
-            strategy: Strategy::Latest,
-            initial_copy: CopyMode::Never,
+            strategy: match s.conflict_strategy {
+                ConflictStrategy::Latest => Strategy::Latest,
+                ConflictStrategy::Priority => Strategy::Priority(s.priority.clone()),
+                ConflictStrategy::Abort => Strategy::Abort,
+                ConflictStrategy::Skip => Strategy::Skip,
+            },
+            initial_copy: match s.initial_copy {
+                InitialCopy::Never => CopyMode::Never,
+                InitialCopy::IfEmpty => CopyMode::IfEmpty,
+                InitialCopy::Always => CopyMode::Always,
+            },
         })
         .collect()
 }

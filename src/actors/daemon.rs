@@ -26,6 +26,13 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
 }
 
 async fn run_in_system(config: Config) -> anyhow::Result<i32> {
+    let token = config.daemon.resolve_api_token()?;
+    if token.is_none() && !config.daemon.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "daemon.listen {} is not a loopback address: set daemon.api_token or daemon.api_token_env",
+            config.daemon.listen
+        );
+    }
     let handle = crate::metrics::install().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     let syncs = topology::syncs(&config);
 
@@ -72,6 +79,7 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
     let routes = Routes {
         syncs: sync_addrs.clone(),
         metrics: handle,
+        token,
     };
     actix_rt::spawn(server::serve(listener, routes));
 

@@ -167,12 +167,13 @@ impl Handler<GetHandle> for DatabaseActor {
     fn handle(&mut self, _: GetHandle, _ctx: &mut Context<Self>) -> Self::Result {
         let name = self.endpoint.name.clone();
         let pool = self.pool.clone();
+        let role = self.endpoint.replica_role.clone();
         if let Some(facts) = self.facts.clone() {
             return Box::pin(fut::ready(Ok(DbHandle { name, pool, facts })));
         }
         let fut = async move {
             let mut client = checkout(&pool, &name).await?;
-            let facts = facts::read(&mut client, &name).await?;
+            let facts = facts::read(&mut client, &name, &role).await?;
             drop(client);
             Ok(DbHandle { name, pool, facts })
         };

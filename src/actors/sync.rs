@@ -239,7 +239,7 @@ impl SyncActor {
                     .map(|d| TargetSide {
                         name: d.to_string(),
                         pool: handles[*d].pool.clone(),
-                        replica_role: handles[*d].facts.replica_role,
+                        replica_role: handles[*d].facts.replica_role.clone(),
                     })
                     .collect(),
                 tables: ordered,
@@ -308,7 +308,7 @@ impl SyncActor {
                 .map(|r| TargetSide {
                     name: r.name.clone(),
                     pool: r.pool.clone(),
-                    replica_role: r.replica_role,
+                    replica_role: r.replica_role.clone(),
                 })
                 .collect();
             initial_copy(&sync, &prepared.sources[0], &targets, &tables, mode, &board).await

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio_postgres::Transaction;
 
+use crate::config::ReplicaRoleConfig;
 use crate::pg::error::PgError;
 use crate::pg::facts::ServerFacts;
 use crate::pg::ident::{quote_ident, TableName};
@@ -52,7 +53,8 @@ pub fn capture_mode(facts: &ServerFacts) -> CaptureMode {
 pub async fn install(endpoint: &Endpoint, syncs: &[SyncPlan]) -> Result<InstallReport, PgError> {
     let db = endpoint.name.as_str();
     let mut client = endpoint.connect("install").await?;
-    let facts = facts::read(&mut client, db).await?;
+    // Install needs the version only: no replica-role probe.
+    let facts = facts::read(&mut client, db, &ReplicaRoleConfig::Off).await?;
     let mode = capture_mode(&facts);
     let tx = client
         .transaction()
@@ -296,7 +298,8 @@ async fn sync_rows(
 pub async fn uninstall(endpoint: &Endpoint) -> Result<usize, PgError> {
     let db = endpoint.name.as_str();
     let mut client = endpoint.connect("uninstall").await?;
-    let facts = facts::read(&mut client, db).await?;
+    // Install needs the version only: no replica-role probe.
+    let facts = facts::read(&mut client, db, &ReplicaRoleConfig::Off).await?;
     if !facts.installed {
         return Ok(0);
     }

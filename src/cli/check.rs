@@ -25,7 +25,7 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
         let conn = async {
             let ep = Endpoint::new(name, db)?;
             let mut client = ep.connect("check").await?;
-            let f = facts::read(&mut client, name).await?;
+            let f = facts::read(&mut client, name, &db.replica_role).await?;
             Ok::<_, crate::pg::PgError>((client, f))
         };
         match conn.await {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::actors::sync::lease_key;
 use crate::cli::{require_sync, EXIT_CONFIG, EXIT_OK, EXIT_PROBLEM};
 use crate::config::Config;
-use crate::http::client::request;
+use crate::http::client::api;
 use crate::http::server::percent_encode;
 use crate::pg::connect::checkout;
 use crate::pg::ident::TableName;
@@ -29,7 +29,6 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Has the daemon that holds the lease run the copy, and reports its outcome.
 async fn delegate(config: &Config, sync: &str, tables: &[TableName]) -> anyhow::Result<i32> {
-    let listen = config.daemon.listen;
     let path = format!("/status?sync={}", percent_encode(sync));
     let runs = |body: &str| -> anyhow::Result<(u64, Vec<crate::round::copy::CopyStatus>)> {
         let doc: StatusDoc = serde_json::from_str(body)?;
@@ -40,14 +39,14 @@ async fn delegate(config: &Config, sync: &str, tables: &[TableName]) -> anyhow::
             .ok_or_else(|| anyhow::anyhow!("the daemon does not run {sync}"))?;
         Ok((s.copy_runs, s.copy))
     };
-    let (_, body) = request(listen, "GET", &path).await?;
+    let (_, body) = api(config, "GET", &path).await?;
     let (before, _) = runs(&body)?;
     let query: Vec<String> = tables
         .iter()
         .map(|t| format!("table={}", percent_encode(&t.to_string())))
         .collect();
-    let (code, body) = request(
-        listen,
+    let (code, body) = api(
+        config,
         "POST",
         &format!("/syncs/{}/copy?{}", percent_encode(sync), query.join("&")),
     )
@@ -58,7 +57,7 @@ async fn delegate(config: &Config, sync: &str, tables: &[TableName]) -> anyhow::
     let started = std::time::Instant::now();
     loop {
         tokio::time::sleep(POLL).await;
-        let (_, body) = request(listen, "GET", &path).await?;
+        let (_, body) = api(config, "GET", &path).await?;
         let (now, board) = runs(&body)?;
         if now > before {
             let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
@@ -123,7 +122,7 @@ pub async fn run(config: &Config, sync: &str, table: Option<&str>) -> anyhow::Re
         let pool = ep.pool("copy", 4);
         let f = {
             let mut c = checkout(&pool, db).await?;
-            facts::read(&mut c, db).await?
+            facts::read(&mut c, db, &ep.replica_role).await?
         };
         sides.push((db.clone(), pool, f));
     }
@@ -147,7 +146,7 @@ pub async fn run(config: &Config, sync: &str, table: Option<&str>) -> anyhow::Re
         .map(|(n, p, f)| TargetSide {
             name: n.clone(),
             pool: p.clone(),
-            replica_role: f.replica_role,
+            replica_role: f.replica_role.clone(),
         })
         .collect();
     let board = CopyBoard::default();

@@ -80,7 +80,6 @@ pub fn main() -> i32 {
             return if e.use_stderr() { EXIT_CONFIG } else { EXIT_OK };
         }
     };
-    init_tracing();
     let config = match config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -88,6 +87,7 @@ pub fn main() -> i32 {
             return EXIT_CONFIG;
         }
     };
+    init_tracing(config.daemon.log_format);
     let result = match cli.command {
         Command::Run => crate::actors::daemon::run(config),
         Command::Check => block_on(check::run(&config)),
@@ -114,15 +114,20 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(f: F) -> anyho
         .block_on(f)
 }
 
-/// Logs to stderr; level from RUST_LOG (default info).
-fn init_tracing() {
+/// Logs to stderr as text or JSON lines (`daemon.log_format`); level from RUST_LOG (default
+/// info).
+fn init_tracing(format: config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        config::LogFormat::Json => builder.json().try_init(),
+        config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 /// Checks that a sync named on the command line exists.

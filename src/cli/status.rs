@@ -4,7 +4,7 @@ use chrono::{DateTime, Local, Utc};
 
 use crate::cli::{require_sync, EXIT_OK, EXIT_PROBLEM};
 use crate::config::Config;
-use crate::http::client::request;
+use crate::http::client::api;
 use crate::http::server::percent_encode;
 use crate::status::{StatusDoc, SyncStatus};
 
@@ -16,7 +16,7 @@ pub async fn status(config: &Config, sync: Option<&str>, json: bool) -> anyhow::
         }
         None => "/status".to_string(),
     };
-    let (code, body) = request(config.daemon.listen, "GET", &path).await?;
+    let (code, body) = api(config, "GET", &path).await?;
     if code != 200 {
         anyhow::bail!("the daemon answered {code}: {}", body.trim());
     }
@@ -33,8 +33,8 @@ pub async fn status(config: &Config, sync: Option<&str>, json: bool) -> anyhow::
 
 pub async fn kick(config: &Config, sync: &str) -> anyhow::Result<i32> {
     require_sync(config, sync)?;
-    let (code, body) = request(
-        config.daemon.listen,
+    let (code, body) = api(
+        config,
         "POST",
         &format!("/syncs/{}/kick", percent_encode(sync)),
     )

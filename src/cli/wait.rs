@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::capture::sql::NOTHING_APPLIED;
 use crate::cli::{require_sync, EXIT_OK, EXIT_PROBLEM};
 use crate::config::Config;
-use crate::http::client::request;
+use crate::http::client::api;
 use crate::http::server::percent_encode;
 use crate::pg::error::PgError;
 use crate::pg::ident::{quote_ident, quote_literal};
@@ -44,8 +44,8 @@ pub async fn run(config: &Config, sync: &str, timeout: f64) -> anyhow::Result<i3
         cuts.push((source.clone(), client, cut));
     }
     // Best effort: a running daemon starts a round now instead of at its next poll.
-    let _ = request(
-        config.daemon.listen,
+    let _ = api(
+        config,
         "POST",
         &format!("/syncs/{}/kick", percent_encode(sync)),
     )

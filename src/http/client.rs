@@ -8,6 +8,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
+use crate::config::Config;
+
 /// How long the CLI waits for the daemon.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -17,6 +19,24 @@ pub enum ClientError {
     Unreachable { addr: SocketAddr, reason: String },
     #[error("the daemon on {addr} did not answer within {secs} s")]
     Timeout { addr: SocketAddr, secs: u64 },
+    #[error("{0}")]
+    Token(String),
+}
+
+/// Sends `method path` to the daemon of `config` (with its API token, when one is set) and
+/// returns (status code, body).
+pub async fn api(config: &Config, method: &str, path: &str) -> Result<(u16, String), ClientError> {
+    let token = config
+        .daemon
+        .resolve_api_token()
+        .map_err(|e| ClientError::Token(e.to_string()))?;
+    request(
+        config.daemon.listen,
+        method,
+        path,
+        token.as_ref().map(|t| t.expose()),
+    )
+    .await
 }
 
 /// Sends `method path` and returns (status code, body).
@@ -24,8 +44,9 @@ pub async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
+    token: Option<&str>,
 ) -> Result<(u16, String), ClientError> {
-    tokio::time::timeout(TIMEOUT, request_inner(addr, method, path))
+    tokio::time::timeout(TIMEOUT, request_inner(addr, method, path, token))
         .await
         .map_err(|_| ClientError::Timeout {
             addr,
@@ -37,6 +58,7 @@ async fn request_inner(
     addr: SocketAddr,
     method: &str,
     path: &str,
+    token: Option<&str>,
 ) -> Result<(u16, String), ClientError> {
     let unreachable = |e: &dyn std::fmt::Display| ClientError::Unreachable {
         addr,
@@ -51,10 +73,14 @@ async fn request_inner(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr.to_string())
+        .header("host", addr.to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|e| unreachable(&e))?;
     let resp = sender

@@ -15,11 +15,31 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::actors::database::Kick;
 use crate::actors::sync::{ForceCopy, GetStatus, SetPaused, SyncActor};
+use crate::config::Secret;
 use crate::status::StatusDoc;
 
 pub struct Routes {
     pub syncs: Vec<(String, Addr<SyncActor>)>,
     pub metrics: PrometheusHandle,
+    /// When set, POST endpoints require `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+}
+
+/// Whether the request carries the API token (compared in constant time).
+fn authorized(routes: &Routes, req: &Request<Incoming>) -> bool {
+    let Some(token) = &routes.token else {
+        return true;
+    };
+    let Some(given) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.expose().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, routes: Routes) {
@@ -60,6 +80,13 @@ async fn route(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>>
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if req.method() == Method::POST && !authorized(routes, &req) {
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "missing or wrong Authorization: Bearer token (daemon.api_token)\n",
+        );
+    }
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["metrics"]) => {
             crate::metrics::process::update();

@@ -20,7 +20,7 @@ pub fn update() {
     if let Some(n) = fs::read_dir("/proc/self/fd").ok().map(|d| d.count()) {
         metrics::gauge!("process_open_fds").set(n as f64);
     }
-    if let Some(stat) = fs::read_to_string("/proc/self/stat").ok() {
+    if let Ok(stat) = fs::read_to_string("/proc/self/stat") {
         // Fields after the command name, which is in parentheses and may hold spaces.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let f: Vec<&str> = rest.split_whitespace().collect();

@@ -31,6 +31,8 @@ pub type PooledClient<'a> =
 pub struct Endpoint {
     /// The name of the database in the config file.
     pub name: String,
+    /// How apply sessions suppress triggers there (`replica_role`).
+    pub replica_role: crate::config::ReplicaRoleConfig,
     pg: PgConfig,
     tls: MakeRustlsConnect,
 }
@@ -66,6 +68,7 @@ impl Endpoint {
         }
         Ok(Endpoint {
             name: name.to_string(),
+            replica_role: db.replica_role.clone(),
             pg,
             tls,
         })

@@ -4,23 +4,52 @@
 
 use tokio_postgres::Client;
 
+use crate::config::ReplicaRoleConfig;
 use crate::pg::error::PgError;
 
-/// How apply transactions keep their writes from being captured again (loop prevention).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// How apply transactions keep their writes from being captured again and from firing user
+/// triggers and FK checks (the database's `replica_role` setting decides, `check` reports).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplicaRole {
     /// `SET LOCAL session_replication_role = replica`: no user triggers, no FK checks.
     Set,
+    /// A SECURITY DEFINER helper sets it (managed services): the SQL that calls it with
+    /// 'replica' and, before commit, with 'origin' (it sets the role for the session).
+    Function { replica: String, origin: String },
     /// Only `SET LOCAL drover.origin`: drover's capture triggers skip, user triggers still fire.
     OriginOnly,
 }
 
 impl ReplicaRole {
-    pub fn describe(self) -> &'static str {
+    pub fn describe(&self) -> String {
         match self {
-            ReplicaRole::Set => "session_replication_role = replica (user triggers and FK checks off while applying)",
-            ReplicaRole::OriginOnly => "drover.origin guard only (no privilege for session_replication_role: user triggers and FK checks fire while applying)",
+            ReplicaRole::Set => "session_replication_role = replica (user triggers and FK checks off while applying)".into(),
+            ReplicaRole::Function { replica, .. } => format!("session_replication_role = replica through a SECURITY DEFINER function ({replica})"),
+            ReplicaRole::OriginOnly => "drover.origin guard only (no session_replication_role: user triggers and FK checks fire while applying)".into(),
+        }
+    }
+
+    /// Whether the apply session runs with session_replication_role = replica.
+    pub fn is_replica(&self) -> bool {
+        !matches!(self, ReplicaRole::OriginOnly)
+    }
+
+    /// SQL to run at the start of an apply transaction.
+    pub fn begin_sql(&self) -> String {
+        match self {
+            ReplicaRole::Set => "SET LOCAL session_replication_role = replica;".into(),
+            ReplicaRole::Function { replica, .. } => format!("{replica};"),
+            ReplicaRole::OriginOnly => String::new(),
+        }
+    }
+
+    /// SQL to run just before commit: a helper function's SET outlives the transaction, and the
+    /// pooled session must not stay in replica mode.
+    pub fn end_sql(&self) -> Option<String> {
+        match self {
+            ReplicaRole::Function { origin, .. } => Some(format!("{origin};")),
+            _ => None,
         }
     }
 }
@@ -47,9 +76,16 @@ impl ServerFacts {
     }
 }
 
-/// Reads the facts. Probes `session_replication_role` by setting it inside a transaction that is
-/// rolled back, which is the only reliable test (PostgreSQL 15 can GRANT SET on it).
-pub async fn read(client: &mut Client, database: &str) -> Result<ServerFacts, PgError> {
+/// Reads the facts. `replica_role` is the database's setting: `set` and `function:NAME` are
+/// checked by trying them inside a transaction that is rolled back (the only reliable test:
+/// PostgreSQL 15 can GRANT SET on the parameter); `auto` tries SET, then a SECURITY DEFINER
+/// `rds_session_replication_role(text)` function visible to the user, then falls back to the
+/// origin guard; `off` uses the origin guard.
+pub async fn read(
+    client: &mut Client,
+    database: &str,
+    replica_role: &ReplicaRoleConfig,
+) -> Result<ServerFacts, PgError> {
     let row = client
         .query_one(
             "SELECT current_setting('server_version_num')::int, current_setting('server_version'), \
@@ -67,17 +103,84 @@ pub async fn read(client: &mut Client, database: &str) -> Result<ServerFacts, Pg
         replica_role: ReplicaRole::OriginOnly,
         installed: row.get(4),
     };
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| PgError::query(database, "probe session_replication_role", e))?;
-    if tx
-        .batch_execute("SET LOCAL session_replication_role = replica")
-        .await
-        .is_ok()
-    {
-        facts.replica_role = ReplicaRole::Set;
+    let set = ReplicaRole::Set;
+    facts.replica_role = match replica_role {
+        ReplicaRoleConfig::Off => ReplicaRole::OriginOnly,
+        ReplicaRoleConfig::Set => {
+            probe(client, &set).await.map_err(|e| {
+                PgError::setup(database, format!("replica_role = \"set\" but {e}: grant it, or use replica_role = \"function:NAME\" or \"off\""))
+            })?;
+            set
+        }
+        ReplicaRoleConfig::Function { .. } => {
+            let f = ReplicaRole::Function {
+                replica: replica_role.sql_call("replica"),
+                origin: replica_role.sql_call("origin"),
+            };
+            probe(client, &f).await.map_err(|e| {
+                PgError::setup(
+                    database,
+                    format!("replica_role = \"{replica_role}\" does not work: {e}"),
+                )
+            })?;
+            f
+        }
+        ReplicaRoleConfig::Auto => {
+            if probe(client, &set).await.is_ok() {
+                set
+            } else {
+                match helper_function(client).await {
+                    Some(f) if probe(client, &f).await.is_ok() => f,
+                    _ => ReplicaRole::OriginOnly,
+                }
+            }
+        }
+    };
+    Ok(facts)
+}
+
+/// Tries a method inside a rolled-back transaction and checks the role really is replica.
+async fn probe(client: &mut Client, role: &ReplicaRole) -> Result<(), String> {
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    let result = async {
+        tx.batch_execute(&role.begin_sql()).await?;
+        tx.query_one("SELECT current_setting('session_replication_role')", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+    }
+    .await;
+    if let Some(end) = role.end_sql() {
+        let _ = tx.batch_execute(&end).await;
     }
     tx.rollback().await.ok();
-    Ok(facts)
+    match result {
+        Ok(v) if v == "replica" => Ok(()),
+        Ok(v) => Err(format!("session_replication_role stayed {v}")),
+        Err(e) => Err(match e.as_db_error() {
+            Some(db) => db.message().to_string(),
+            None => e.to_string(),
+        }),
+    }
+}
+
+/// A SECURITY DEFINER `rds_session_replication_role(text)` the user may execute, as managed
+/// services' users create (see the seed migration).
+async fn helper_function(client: &Client) -> Option<ReplicaRole> {
+    let row = client
+        .query_opt(
+            "SELECT n.nspname::text, p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE p.proname = 'rds_session_replication_role' AND p.prosecdef AND p.pronargs = 1 \
+             AND has_function_privilege(p.oid, 'EXECUTE') ORDER BY n.nspname = 'public' DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .ok()??;
+    let cfg = ReplicaRoleConfig::Function {
+        schema: Some(row.get(0)),
+        name: row.get(1),
+    };
+    Some(ReplicaRole::Function {
+        replica: cfg.sql_call("replica"),
+        origin: cfg.sql_call("origin"),
+    })
 }

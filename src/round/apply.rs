@@ -302,9 +302,7 @@ async fn apply_target(
         "SET LOCAL drover.origin = {}; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;",
         quote_literal(input.sync)
     );
-    if target.replica_role == ReplicaRole::Set {
-        setup.push_str("SET LOCAL session_replication_role = replica;");
-    }
+    setup.push_str(&target.replica_role.begin_sql());
     ttx.batch_execute(&setup)
         .await
         .map_err(|e| PgError::query(dst, "mark the apply session as drover's", e))?;
@@ -381,10 +379,24 @@ async fn apply_target(
     )
     .await
     .map_err(|e| PgError::query(dst, "record progress", e))?;
+    commit_apply(ttx, &target.replica_role, dst).await?;
+    Ok(true)
+}
+
+/// Commits an apply (or copy) transaction, first putting a helper-set replica role back.
+pub(crate) async fn commit_apply(
+    ttx: tokio_postgres::Transaction<'_>,
+    role: &ReplicaRole,
+    db: &str,
+) -> Result<(), PgError> {
+    if let Some(end) = role.end_sql() {
+        ttx.batch_execute(&end)
+            .await
+            .map_err(|e| PgError::query(db, "reset session_replication_role", e))?;
+    }
     ttx.commit()
         .await
-        .map_err(|e| PgError::query(dst, "commit apply", e))?;
-    Ok(true)
+        .map_err(|e| PgError::query(db, "commit apply", e))
 }
 
 /// Locks this sync's progress rows on the target and checks they still say what the cache

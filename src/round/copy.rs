@@ -15,9 +15,8 @@ use tokio_postgres::{Client, IsolationLevel};
 use crate::capture::sql::NOTHING_APPLIED;
 use crate::pg::connect::checkout;
 use crate::pg::error::PgError;
-use crate::pg::facts::ReplicaRole;
 use crate::pg::ident::quote_literal;
-use crate::round::apply::{SourceSide, TargetSide};
+use crate::round::apply::{commit_apply, SourceSide, TargetSide};
 use crate::round::plan::TablePlan;
 
 /// Tables copied at the same time (each holds a source and a target session).
@@ -232,9 +231,7 @@ async fn copy_inner(
         .await
         .map_err(|e| PgError::query(dst, "begin copy", e))?;
     let mut setup = format!("SET LOCAL drover.origin = {};", quote_literal(sync));
-    if job.target.replica_role == ReplicaRole::Set {
-        setup.push_str("SET LOCAL session_replication_role = replica;");
-    }
+    setup.push_str(&job.target.replica_role.begin_sql());
     ttx.batch_execute(&setup)
         .await
         .map_err(|e| PgError::query(dst, "mark the copy session as drover's", e))?;
@@ -280,9 +277,7 @@ async fn copy_inner(
                 "skipped: target not empty",
             )
             .await?;
-            ttx.commit()
-                .await
-                .map_err(|e| PgError::query(dst, "commit copy decision", e))?;
+            commit_apply(ttx, &job.target.replica_role, dst).await?;
             return Ok(false);
         }
     } else {
@@ -292,9 +287,7 @@ async fn copy_inner(
     }
     let rows = stream_rows(stx.client(), src, ttx.client(), dst, t, board).await?;
     record(&ttx, sync, src, dst, &t.display, Some(cur), "done").await?;
-    ttx.commit()
-        .await
-        .map_err(|e| PgError::query(dst, "commit copy", e))?;
+    commit_apply(ttx, &job.target.replica_role, dst).await?;
     tracing::info!(sync, target = dst, table = %t.display, rows, "initial copy done");
     Ok(true)
 }

@@ -17,9 +17,10 @@ use tokio_postgres::{IsolationLevel, Transaction};
 use crate::pg::connect::{checkout, PooledClient};
 use crate::pg::copy::{copy_in_bytes, pipe, CopyEnd};
 use crate::pg::error::PgError;
-use crate::pg::facts::ReplicaRole;
 use crate::pg::ident::quote_literal;
-use crate::round::apply::{RoundReport, SourceSide, TableCounts, TargetReport, TargetSide};
+use crate::round::apply::{
+    commit_apply, RoundReport, SourceSide, TableCounts, TargetReport, TargetSide,
+};
 use crate::round::gather::{self, Pending, SourceTable};
 use crate::round::keys::{copy_text, Key};
 use crate::round::plan::TablePlan;
@@ -386,9 +387,7 @@ async fn apply_db(
         "SET LOCAL drover.origin = {}; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;",
         quote_literal(input.sync)
     );
-    if ctx.db.replica_role == ReplicaRole::Set {
-        setup.push_str("SET LOCAL session_replication_role = replica;");
-    }
+    setup.push_str(&ctx.db.replica_role.begin_sql());
     for t in input.tables {
         setup.push_str(&format!("{};", t.create_temp_keys(dst)));
     }
@@ -510,9 +509,7 @@ async fn apply_db(
         .await
         .map_err(|e| PgError::query(dst, "record progress", e))?;
     }
-    ttx.commit()
-        .await
-        .map_err(|e| PgError::query(dst, "commit apply", e))?;
+    commit_apply(ttx, &ctx.db.replica_role, dst).await?;
     Ok(true)
 }
 

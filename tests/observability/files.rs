@@ -1,6 +1,6 @@
 //! Reading the shipped observability files: YAML and TOML (through Python's parsers, from the
 //! Debian packages python3 and python3-yaml) into serde_json values, the PromQL of the Grafana
-//! dashboard and the alert rules, and the metric names that src/metrics.rs defines.
+//! dashboard and the alert rules, and the metric names that src/metrics/mod.rs defines.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -155,9 +155,9 @@ pub fn alert_rules(rules: &Value) -> Vec<(String, String)> {
     out
 }
 
-/// The metric names src/metrics.rs defines (`pub const X: &str = "drover_...";`).
+/// The metric names src/metrics/mod.rs defines (`pub const X: &str = "drover_...";`).
 pub fn defined_metrics() -> BTreeSet<String> {
-    read("src/metrics.rs")
+    read("src/metrics/mod.rs")
         .lines()
         .filter(|l| l.trim_start().starts_with("pub const") && l.contains(": &str"))
         .filter_map(|l| l.split('"').nth(1))
