@@ -16,3 +16,4 @@ pub mod pg;
 pub mod round;
 pub mod status;
 pub mod topology;
+pub mod verify;

@@ -5,6 +5,7 @@ mod check;
 mod copy;
 mod install;
 mod status;
+mod verify;
 mod wait;
 
 use std::path::PathBuf;
@@ -69,6 +70,16 @@ enum Command {
         #[arg(long, default_value_t = wait::DEFAULT_TIMEOUT_SECS)]
         timeout: f64,
     },
+    /// Compare every table across the sync's databases and list the differing keys.
+    Verify {
+        sync: String,
+        /// Only this table (it must be in the sync's relgroup).
+        #[arg(long, value_name = "TABLE")]
+        table: Option<String>,
+        /// Print JSON: {"sync", "identical", "tables": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the command line; returns the exit code.
@@ -97,6 +108,9 @@ pub fn main() -> i32 {
         Command::Copy { sync, table } => block_on(copy::run(&config, &sync, table.as_deref())),
         Command::Kick { sync } => block_on(status::kick(&config, &sync)),
         Command::Wait { sync, timeout } => block_on(wait::run(&config, &sync, timeout)),
+        Command::Verify { sync, table, json } => {
+            block_on(verify::run(&config, &sync, table.as_deref(), json))
+        }
     };
     match result {
         Ok(code) => code,
