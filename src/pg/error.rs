@@ -23,6 +23,9 @@ pub enum PgError {
     },
     #[error("database \"{database}\": {message}")]
     Setup { database: String, message: String },
+    /// Multi-master conflicts the sync's strategy refuses to resolve (`abort`).
+    #[error("conflict between {databases}: {message}")]
+    Conflict { databases: String, message: String },
 }
 
 /// What kind of failure an error is, for metrics labels and retry decisions.
@@ -36,6 +39,8 @@ pub enum ErrorKind {
     Data,
     /// Lost a race (serialization failure, deadlock, lock timeout): retry soon.
     Contention,
+    /// Conflicting changes under `conflict_strategy = "abort"`: needs a person.
+    Conflict,
     /// Anything else.
     Other,
 }
@@ -47,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Schema => "schema",
             ErrorKind::Data => "data",
             ErrorKind::Contention => "contention",
+            ErrorKind::Conflict => "conflict",
             ErrorKind::Other => "other",
         }
     }
@@ -79,6 +85,7 @@ impl PgError {
             | PgError::Pool { database, .. }
             | PgError::Query { database, .. }
             | PgError::Setup { database, .. } => database,
+            PgError::Conflict { databases, .. } => databases,
         }
     }
 
@@ -87,6 +94,7 @@ impl PgError {
         match self {
             PgError::Connect { .. } | PgError::Pool { .. } => ErrorKind::Connection,
             PgError::Setup { .. } => ErrorKind::Schema,
+            PgError::Conflict { .. } => ErrorKind::Conflict,
             PgError::Query { source, .. } => classify(source),
         }
     }

@@ -232,14 +232,18 @@ async fn read_and_apply(
         rounds.push(tr);
     }
     if *input.strategy == Strategy::Abort && !conflicts.is_empty() {
-        let shown: Vec<String> = conflicts
+        let mut shown: Vec<String> = conflicts
             .iter()
-            .take(ABORT_KEYS_SHOWN)
             .map(|c| format!("{} {}", c.table, c.key))
             .collect();
-        return Err(PgError::setup(
-            &conflicts[0].involved.join(", "),
-            format!(
+        shown.sort();
+        shown.truncate(ABORT_KEYS_SHOWN);
+        let mut involved: Vec<String> = conflicts.iter().flat_map(|c| c.involved.clone()).collect();
+        involved.sort();
+        involved.dedup();
+        return Err(PgError::Conflict {
+            databases: involved.join(", "),
+            message: format!(
                 "{} conflicting key(s) and conflict_strategy = \"abort\": nothing applied; {}{}",
                 conflicts.len(),
                 shown.join("; "),
@@ -249,7 +253,7 @@ async fn read_and_apply(
                     ""
                 }
             ),
-        ));
+        });
     }
     report.conflicts = conflicts.clone();
 
