@@ -182,3 +182,84 @@ fn three_masters_with_kill9_restarts() {
     assert_quiescent(&cfg, &dbs);
     daemon.stop();
 }
+
+#[test]
+fn masters_on_postgres_10_and_17_as_non_superuser() {
+    // Different majors, and an apply role that may not set session_replication_role: the
+    // drover.origin guard alone must prevent loops.
+    let old = support::versions::cluster(10);
+    let new = support::versions::cluster(17);
+    for (c, db) in [(&old, "a"), (&new, "b")] {
+        c.psql("postgres", "CREATE ROLE app LOGIN");
+        c.psql("postgres", &format!("CREATE DATABASE {db} OWNER app"));
+        c.psql(
+            db,
+            "SET ROLE app; CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL, note text);",
+        );
+        c.psql(
+            db,
+            "SET ROLE app; INSERT INTO items SELECT g, 0, 'seed' FROM generate_series(1, 200) g;",
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = |c: &Cluster, name: &str| {
+        format!("[databases.{name}]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"{name}\"\nuser = \"app\"\n", c.port)
+    };
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"items\"]\n\
+         [syncs.mm]\nrelgroup = \"g\"\nsources = [\"a\", \"b\"]\n",
+        free_port(),
+        db(&old, "a"),
+        db(&new, "b")
+    );
+    let cfg = write_config(dir.path(), &toml);
+    let check = drover_ok(&cfg, &["check"]);
+    assert!(check.contains("drover.origin guard only"), "{check}");
+    drover_ok(&cfg, &["install"]);
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    // Interleaved writes on both masters, some on the same keys.
+    for i in 0..150 {
+        old.psql(
+            "a",
+            &format!(
+                "SET ROLE app; UPDATE items SET n = n + 1, note = 'a{i}' WHERE id = {}",
+                i % 50 + 1
+            ),
+        );
+        new.psql(
+            "b",
+            &format!(
+                "SET ROLE app; UPDATE items SET n = n + 10, note = 'b{i}' WHERE id = {}",
+                i % 70 + 30
+            ),
+        );
+        if i % 30 == 0 {
+            old.psql(
+                "a",
+                &format!(
+                    "SET ROLE app; INSERT INTO items VALUES ({}, 1, 'new on a')",
+                    1000 + i
+                ),
+            );
+            new.psql(
+                "b",
+                &format!(
+                    "SET ROLE app; DELETE FROM items WHERE id = {}",
+                    150 + i / 30
+                ),
+            );
+        }
+    }
+    drover_wait(&cfg, "mm", 60);
+    assert_eq!(
+        table_md5(&old, "a", "items", "id"),
+        table_md5(&new, "b", "items", "id")
+    );
+    for (c, name) in [(&old, "a"), (&new, "b")] {
+        eventually(Duration::from_secs(20), "delta tables to drain", || {
+            delta_rows(c, name) == 0
+        });
+    }
+    daemon.stop();
+}
