@@ -11,6 +11,8 @@ pub struct SyncPlan {
     pub name: String,
     pub relgroup: String,
     pub tables: Vec<TableName>,
+    /// Sequences whose values follow the source (one-source syncs).
+    pub sequences: Vec<TableName>,
     /// Masters: their changes are captured and shipped.
     pub sources: Vec<String>,
     /// Receive-only databases.
@@ -64,6 +66,11 @@ pub fn syncs(config: &Config) -> Vec<SyncPlan> {
                 .relgroups
                 .get(&s.relgroup)
                 .map(|r| r.tables.clone())
+                .unwrap_or_default(),
+            sequences: config
+                .relgroups
+                .get(&s.relgroup)
+                .map(|r| r.sequences.clone())
                 .unwrap_or_default(),
             sources: s.sources.clone(),
             targets: s.targets.clone(),

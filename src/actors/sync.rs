@@ -19,6 +19,7 @@ use crate::round::apply::{SourceSide, TargetSide};
 use crate::round::copy::{initial_copy, CopyBoard, CopyMode};
 use crate::round::multi::{run_multi_round, MultiInput};
 use crate::round::plan::fk_order;
+use crate::round::sequences as seq;
 use crate::round::snapshot::ProgressCache;
 use crate::round::{run_round, RoundInput, RoundReport, TablePlan};
 use crate::status::SyncStatus;
@@ -348,16 +349,26 @@ impl SyncActor {
         let mut cache = std::mem::take(&mut self.progress);
         let sync = self.plan.name.clone();
         let strategy = self.plan.strategy.clone();
+        let sequences = self.plan.sequences.clone();
         let fut = async move {
             let report = if prepared.sources.len() == 1 {
-                run_round(RoundInput {
+                let mut report = run_round(RoundInput {
                     sync: &sync,
                     source: &prepared.sources[0],
                     targets: &prepared.receivers,
                     tables: &prepared.tables,
                     progress: &mut cache,
                 })
-                .await
+                .await;
+                if report.ok() {
+                    let sent = &mut cache.sequences;
+                    if let Err(e) =
+                        seq::sync(&prepared.sources[0], &prepared.receivers, &sequences, sent).await
+                    {
+                        report.source_error = Some(e);
+                    }
+                }
+                report
             } else {
                 run_multi_round(MultiInput {
                     sync: &sync,

@@ -131,6 +131,39 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
         }
     }
 
+    for sync in &syncs {
+        for seq in &sync.sequences {
+            for db in sync.databases() {
+                let Some(client) = clients.get(db) else {
+                    continue;
+                };
+                let exists: bool = client
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'S')",
+                        &[&seq.schema, &seq.name],
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("database \"{db}\": {e}"))?
+                    .get(0);
+                if !exists {
+                    problems.push(format!(
+                        "database \"{db}\": sequence {seq} does not exist (sync {})",
+                        sync.name
+                    ));
+                }
+            }
+            if sync.sources.len() > 1 {
+                problems.push(format!(
+                    "sync {}: sequence {seq}: sequences follow one source; with several masters give each its own range (e.g. INCREMENT BY / START WITH) instead",
+                    sync.name
+                ));
+            } else {
+                println!("  sequence {seq}: follows {}", sync.sources[0]);
+            }
+        }
+    }
+
     if problems.is_empty() {
         println!("no problems found");
         Ok(EXIT_OK)

@@ -43,6 +43,19 @@ pub async fn run(config: &Config, sync: &str, timeout: f64) -> anyhow::Result<i3
             .get(0);
         cuts.push((source.clone(), client, cut));
     }
+    // Sequences (one-source syncs): each target must reach the source's value at the call.
+    let mut seq_cut = Vec::new();
+    if plan.sources.len() == 1 {
+        for s in &plan.sequences {
+            let v: i64 = cuts[0]
+                .1
+                .query_one(&format!("SELECT last_value FROM {}", s.quoted()), &[])
+                .await
+                .map_err(|e| PgError::query(&plan.sources[0], format!("read sequence {s}"), e))?
+                .get(0);
+            seq_cut.push((s.clone(), v));
+        }
+    }
     // Best effort: a running daemon starts a round now instead of at its next poll.
     let _ = api(
         config,
@@ -53,7 +66,11 @@ pub async fn run(config: &Config, sync: &str, timeout: f64) -> anyhow::Result<i3
 
     let mut last_reason;
     loop {
-        match owed(config, &plan, &cuts).await {
+        let owed = match owed(config, &plan, &cuts).await {
+            Ok(None) => sequences_behind(config, &plan, &seq_cut).await,
+            other => other,
+        };
+        match owed {
             Ok(None) => {
                 println!(
                     "sync {sync}: every target has applied everything committed before the call"
@@ -69,6 +86,35 @@ pub async fn run(config: &Config, sync: &str, timeout: f64) -> anyhow::Result<i3
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Describes the first sequence some target has not advanced to its cut value, if any.
+async fn sequences_behind(
+    config: &Config,
+    plan: &topology::SyncPlan,
+    cut: &[(crate::pg::ident::TableName, i64)],
+) -> Result<Option<String>, PgError> {
+    if cut.is_empty() {
+        return Ok(None);
+    }
+    for target in plan.receivers_of(&plan.sources[0]) {
+        let dst = Endpoint::new(target, &config.databases[target])?
+            .connect("wait")
+            .await?;
+        for (s, v) in cut {
+            let have: i64 = dst
+                .query_one(&format!("SELECT last_value FROM {}", s.quoted()), &[])
+                .await
+                .map_err(|e| PgError::query(target, format!("read sequence {s}"), e))?
+                .get(0);
+            if have < *v {
+                return Ok(Some(format!(
+                    "sequence {s} on {target} is at {have}, source was at {v}"
+                )));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Describes the first change still owed to some receiver, or None when nothing is owed.

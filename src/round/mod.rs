@@ -15,6 +15,7 @@ pub mod multi;
 pub mod plan;
 pub mod purge;
 pub mod resolve;
+pub mod sequences;
 pub mod snapshot;
 
 pub use apply::{run_round, RoundInput, RoundReport, TargetReport};

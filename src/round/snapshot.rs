@@ -51,6 +51,8 @@ impl Snapshot {
 pub struct ProgressCache {
     entries: HashMap<(String, String, String), Snapshot>,
     loaded: HashMap<(String, String), bool>,
+    /// Sequence values last sent to each target.
+    pub sequences: crate::round::sequences::SentValues,
 }
 
 impl ProgressCache {
