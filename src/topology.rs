@@ -13,6 +13,8 @@ pub struct SyncPlan {
     pub tables: Vec<TableName>,
     /// Sequences whose values follow the source (one-source syncs).
     pub sequences: Vec<TableName>,
+    /// Key columns named in the config (`[relgroups.X.keys]`), for tables without a usable key.
+    pub keys: std::collections::BTreeMap<TableName, Vec<String>>,
     /// Masters: their changes are captured and shipped.
     pub sources: Vec<String>,
     /// Receive-only databases.
@@ -49,6 +51,11 @@ impl SyncPlan {
         self.sources.iter().any(|s| s == db)
     }
 
+    /// The configured key of a table, if any.
+    pub fn key_of(&self, table: &TableName) -> Option<&[String]> {
+        self.keys.get(table).map(Vec::as_slice)
+    }
+
     pub fn involves(&self, db: &str) -> bool {
         self.databases().any(|d| d == db)
     }
@@ -71,6 +78,11 @@ pub fn syncs(config: &Config) -> Vec<SyncPlan> {
                 .relgroups
                 .get(&s.relgroup)
                 .map(|r| r.sequences.clone())
+                .unwrap_or_default(),
+            keys: config
+                .relgroups
+                .get(&s.relgroup)
+                .map(|r| r.keys.clone())
                 .unwrap_or_default(),
             sources: s.sources.clone(),
             targets: s.targets.clone(),

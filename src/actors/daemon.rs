@@ -52,7 +52,7 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
         let tables = plan
             .tables
             .iter()
-            .map(|t| TableActor::new(t.clone()).start())
+            .map(|t| TableActor::new(t.clone(), plan.keys.get(t).cloned()).start())
             .collect();
         let lease_endpoint = endpoints[&plan.sources[0]].clone();
         let name = plan.name.clone();

@@ -28,15 +28,18 @@ pub struct Applied {
 
 pub struct TableActor {
     pub table: TableName,
+    /// Key columns from `[relgroups.X.keys]`, if any.
+    pub configured_key: Option<Vec<String>>,
     plan: Option<Arc<TablePlan>>,
     pub inserted: u64,
     pub deleted: u64,
 }
 
 impl TableActor {
-    pub fn new(table: TableName) -> Self {
+    pub fn new(table: TableName, configured_key: Option<Vec<String>>) -> Self {
         TableActor {
             table,
+            configured_key,
             plan: None,
             inserted: 0,
             deleted: 0,
@@ -61,10 +64,13 @@ impl Handler<Prepare> for TableActor {
 
     fn handle(&mut self, msg: Prepare, _: &mut Context<Self>) -> Self::Result {
         let table = self.table.clone();
+        let key = self.configured_key.clone();
         let fut = async move {
             let s: Vec<Side> = msg.sources.iter().map(side).collect();
             let t: Vec<Side> = msg.targets.iter().map(side).collect();
-            TablePlan::prepare(&table, &s, &t).await.map(Arc::new)
+            TablePlan::prepare(&table, key.as_deref(), &s, &t)
+                .await
+                .map(Arc::new)
         };
         Box::pin(fut.into_actor(self).map(|res, act, _| {
             if let Ok(p) = &res {

@@ -2,6 +2,7 @@
 //! `drover uninstall` removes. Each database is changed in one transaction, so a failed install
 //! leaves it as it was; re-running after a config change adds new tables and drops removed ones.
 
+pub mod images;
 pub mod sql;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,12 +13,19 @@ use crate::config::ReplicaRoleConfig;
 use crate::pg::error::PgError;
 use crate::pg::facts::ServerFacts;
 use crate::pg::ident::{quote_ident, TableName};
+use crate::pg::schema::KeyMethod;
 use crate::pg::{facts, schema, Endpoint};
 use crate::topology::SyncPlan;
 use sql::{CaptureMode, CaptureObjects};
 
 /// Serialises concurrent installs on one database (an arbitrary constant key).
 const INSTALL_LOCK_KEY: i64 = 0x6472_6f76_6572_0001;
+
+/// The tables an install captures on one database and their configured keys.
+struct Wanted<'a> {
+    tables: &'a BTreeSet<TableName>,
+    keys: &'a BTreeMap<TableName, Vec<String>>,
+}
 
 /// A row of `drover.tables`: a table captured by an earlier install.
 struct Installed {
@@ -74,10 +82,19 @@ pub async fn install(endpoint: &Endpoint, syncs: &[SyncPlan]) -> Result<InstallR
         .filter(|s| s.is_source(db))
         .flat_map(|s| s.tables.iter().cloned())
         .collect();
+    let configured: BTreeMap<TableName, Vec<String>> = syncs
+        .iter()
+        .filter(|s| s.is_source(db))
+        .flat_map(|s| s.keys.clone())
+        .collect();
     if !captured.is_empty() {
         report.capture = Some(mode);
     }
-    install_capture(&tx, db, &facts, mode, &captured, &mut report).await?;
+    let wanted = Wanted {
+        tables: &captured,
+        keys: &configured,
+    };
+    install_capture(&tx, db, &facts, mode, &wanted, &mut report).await?;
     install_consumers(&tx, db, syncs).await?;
     report.progress_rows = install_progress(&tx, db, syncs).await?;
     tx.commit().await.map_err(q("commit install"))?;
@@ -90,7 +107,7 @@ async fn install_capture(
     db: &str,
     facts: &ServerFacts,
     mode: CaptureMode,
-    wanted: &BTreeSet<TableName>,
+    wanted: &Wanted<'_>,
     report: &mut InstallReport,
 ) -> Result<(), PgError> {
     let existing: BTreeMap<String, Installed> = tx
@@ -117,11 +134,11 @@ async fn install_capture(
 
     for (name, installed) in &existing {
         let (id, table) = (&installed.id, &installed.table);
-        if wanted.contains(table) {
+        if wanted.tables.contains(table) {
             continue;
         }
         let objects = CaptureObjects::for_id(*id);
-        let exists = schema::describe(tx.client(), db, table, facts.version_num)
+        let exists = schema::describe(tx.client(), db, table, facts.version_num, None)
             .await?
             .is_some();
         let mut ddl = String::new();
@@ -141,19 +158,32 @@ async fn install_capture(
         report.removed.push(name.clone());
     }
 
-    for table in wanted {
+    for table in wanted.tables {
         let name = table.to_string();
-        let meta = schema::describe(tx.client(), db, table, facts.version_num)
+        let configured = wanted.keys.get(table).map(Vec::as_slice);
+        let meta = schema::describe(tx.client(), db, table, facts.version_num, configured)
             .await?
             .ok_or_else(|| PgError::setup(db, format!("table {name} does not exist")))?;
-        if meta.key.is_empty() {
+        if meta.method == KeyMethod::Configured && meta.key_columns().len() != meta.key.len() {
             return Err(PgError::setup(
                 db,
-                format!("table {name} has no primary key: add one before installing"),
+                format!(
+                    "table {name}: a key column configured under [relgroups.*.keys] does not exist"
+                ),
             ));
         }
-        let key = meta.key_columns();
-        let key_names: Vec<String> = key.iter().map(|c| c.name.clone()).collect();
+        // Whole-row tables record every column, with a sign, in place of a key.
+        let image: Vec<&crate::pg::schema::Column> = meta.columns.iter().collect();
+        let key = if meta.whole_row() {
+            image
+        } else {
+            meta.key_columns()
+        };
+        // A whole-row delta is marked by its leading "*" (its columns are the table's).
+        let mut key_names: Vec<String> = key.iter().map(|c| c.name.clone()).collect();
+        if meta.whole_row() {
+            key_names.insert(0, "*".into());
+        }
         let key_types: Vec<String> = key.iter().map(|c| c.type_name.clone()).collect();
         let purpose = format!("install capture of {name}");
         let (id, fresh_delta) = match existing.get(&name) {
@@ -186,10 +216,22 @@ async fn install_capture(
         };
         let objects = CaptureObjects::for_id(id);
         let mut ddl = String::new();
-        if fresh_delta {
-            ddl.push_str(&sql::create_delta(&objects, &key));
+        if meta.whole_row() {
+            if fresh_delta {
+                ddl.push_str(&images::create_delta(&objects, &meta.columns));
+            }
+            ddl.push_str(&images::create_capture(
+                table,
+                &objects,
+                &meta.columns,
+                mode,
+            ));
+        } else {
+            if fresh_delta {
+                ddl.push_str(&sql::create_delta(&objects, &key));
+            }
+            ddl.push_str(&sql::create_capture(table, &objects, &key, mode));
         }
-        ddl.push_str(&sql::create_capture(table, &objects, &key, mode));
         tx.batch_execute(&ddl)
             .await
             .map_err(|e| PgError::query(db, &purpose, e))?;
@@ -322,7 +364,7 @@ pub async fn uninstall(endpoint: &Endpoint) -> Result<usize, PgError> {
         .collect();
     let mut ddl = String::new();
     for t in &tables {
-        if schema::describe(tx.client(), db, t, facts.version_num)
+        if schema::describe(tx.client(), db, t, facts.version_num, None)
             .await?
             .is_some()
         {

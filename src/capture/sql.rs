@@ -193,6 +193,16 @@ END"
             )
         }
     };
+    capture_function(table, objects, &body, mode)
+}
+
+/// `CREATE FUNCTION` with `body`, and the triggers that call it.
+pub(crate) fn capture_function(
+    table: &TableName,
+    objects: &CaptureObjects,
+    body: &str,
+    mode: CaptureMode,
+) -> String {
     let f = &objects.function_quoted;
     let t = table.quoted();
     let mut sql = format!(

@@ -80,7 +80,7 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                 let (Some(client), Some(f)) = (clients.get(db), server.get(db)) else {
                     continue;
                 };
-                match schema::describe(client, db, table, f.version_num).await {
+                match schema::describe(client, db, table, f.version_num, sync.key_of(table)).await {
                     Err(e) => {
                         table_ok = false;
                         problems.push(e.to_string());
@@ -93,11 +93,11 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                         ));
                     }
                     Ok(Some(meta)) => {
-                        if meta.key.is_empty() {
+                        if meta.whole_row() && sync.sources.len() > 1 {
                             table_ok = false;
                             problems.push(format!(
-                                "database \"{db}\": table {table} has no primary key: add one (sync {})",
-                                sync.name
+                                "database \"{db}\": table {table} has no key; multi-master sync {} needs one: add a primary key or name key columns under [relgroups.{}.keys]",
+                                sync.name, sync.relgroup
                             ));
                         }
                         match &reference {
@@ -118,16 +118,14 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
             }
             let key = reference
                 .as_ref()
-                .map(|(_, m)| m.key.join(", "))
+                .map(|(_, m)| m.method.describe(&m.key))
                 .unwrap_or_default();
-            println!(
-                "  {table}: {}",
-                if table_ok {
-                    format!("ok (key: {key})")
-                } else {
-                    "PROBLEM".to_string()
-                }
-            );
+            let verdict = match (&reference, table_ok) {
+                (_, false) => "PROBLEM".to_string(),
+                (None, true) => "not checked (no database of the sync reachable)".to_string(),
+                (Some(_), true) => format!("ok, {key}"),
+            };
+            println!("  {table}: {verdict}");
         }
     }
 

@@ -135,7 +135,9 @@ pub async fn run(config: &Config, sync: &str, table: Option<&str>) -> anyhow::Re
     let tgts: Vec<Side> = (1..sides.len()).map(side).collect();
     let mut plans = Vec::new();
     for t in &tables {
-        plans.push(Arc::new(TablePlan::prepare(t, &srcs, &tgts).await?));
+        plans.push(Arc::new(
+            TablePlan::prepare(t, plan.key_of(t), &srcs, &tgts).await?,
+        ));
     }
     let source = SourceSide {
         name: source_name.clone(),

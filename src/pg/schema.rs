@@ -13,19 +13,49 @@ pub struct Column {
     pub type_name: String,
 }
 
+/// How rows of a table are identified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMethod {
+    /// The primary key.
+    Primary,
+    /// Columns named under `[relgroups.X.keys]`.
+    Configured,
+    /// A unique index (named) whose columns are all NOT NULL.
+    Unique(String),
+    /// No key: whole-row images (duplicates and all-NULL rows included).
+    WholeRow,
+}
+
+impl KeyMethod {
+    pub fn describe(&self, key: &[String]) -> String {
+        match self {
+            KeyMethod::Primary => format!("primary key ({})", key.join(", ")),
+            KeyMethod::Configured => format!("configured key ({})", key.join(", ")),
+            KeyMethod::Unique(i) => format!("unique index {i} ({})", key.join(", ")),
+            KeyMethod::WholeRow => "no key: whole-row images".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TableMeta {
     pub oid: u32,
     pub name: TableName,
     /// Columns that replicate, in attnum order: not dropped, not generated.
     pub columns: Vec<Column>,
-    /// Primary key columns in key order; empty when the table has none.
+    /// The key drover uses, in key order (see `method`); empty for whole-row tables.
     pub key: Vec<String>,
+    /// Where the key comes from.
+    pub method: KeyMethod,
     /// Tables this one references with foreign keys.
     pub fk_parents: Vec<TableName>,
 }
 
 impl TableMeta {
+    pub fn whole_row(&self) -> bool {
+        self.method == KeyMethod::WholeRow
+    }
+
     pub fn key_columns(&self) -> Vec<&Column> {
         self.key
             .iter()
@@ -36,11 +66,15 @@ impl TableMeta {
 
 /// Reads a table's metadata; `Ok(None)` when it does not exist (or is not a plain or
 /// partitioned table).
+/// `configured` is the table's `[relgroups.X.keys]` entry: it wins over the primary key; then
+/// the primary key; then the unique index on NOT NULL columns with the fewest columns; then
+/// whole-row images.
 pub async fn describe(
     client: &Client,
     database: &str,
     table: &TableName,
     version_num: i32,
+    configured: Option<&[String]>,
 ) -> Result<Option<TableMeta>, PgError> {
     let purpose = format!("read the definition of table {table}");
     let Some(row) = client
@@ -77,19 +111,29 @@ pub async fn describe(
             type_name: r.get(1),
         })
         .collect();
-    let key = client
+    // Primary key first, then valid unique non-partial non-expression indexes whose columns
+    // are all NOT NULL, fewest columns first.
+    let indexes = client
         .query(
-            "SELECT a.attname::text FROM pg_index i \
+            "SELECT i.indisprimary, c.relname::text, array_agg(a.attname::text ORDER BY k.ord) \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
              CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indpred IS NULL \
+             AND i.indexprs IS NULL \
+             GROUP BY i.indisprimary, c.relname \
+             HAVING i.indisprimary OR bool_and(a.attnotnull) \
+             ORDER BY i.indisprimary DESC, count(*), c.relname",
             &[&oid],
         )
         .await
-        .map_err(|e| PgError::query(database, &purpose, e))?
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map_err(|e| PgError::query(database, &purpose, e))?;
+    let (method, key): (KeyMethod, Vec<String>) = match (configured, indexes.first()) {
+        (Some(cols), _) => (KeyMethod::Configured, cols.to_vec()),
+        (None, Some(r)) if r.get::<_, bool>(0) => (KeyMethod::Primary, r.get(2)),
+        (None, Some(r)) => (KeyMethod::Unique(r.get(1)), r.get(2)),
+        (None, None) => (KeyMethod::WholeRow, Vec::new()),
+    };
     let fk_parents = client
         .query(
             "SELECT n.nspname::text, c.relname::text FROM pg_constraint k \
@@ -110,6 +154,7 @@ pub async fn describe(
         name: table.clone(),
         columns,
         key,
+        method,
         fk_parents,
     }))
 }
@@ -135,11 +180,16 @@ pub fn differences(source: &TableMeta, target: &TableMeta) -> Vec<String> {
             ));
         }
     }
-    if target.key != source.key {
+    if target.method == KeyMethod::WholeRow && source.method != KeyMethod::WholeRow {
         out.push(format!(
-            "primary key ({}) differs from the source's ({})",
+            "has no key, the source has a {}",
+            source.method.describe(&source.key)
+        ));
+    } else if target.key != source.key && source.method != KeyMethod::WholeRow {
+        out.push(format!(
+            "key ({}) differs from the source's {}",
             target.key.join(", "),
-            source.key.join(", ")
+            source.method.describe(&source.key)
         ));
     }
     out

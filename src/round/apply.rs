@@ -318,6 +318,32 @@ async fn apply_target(
                 .await
                 .map_err(|e| PgError::query(dst, format!("truncate {}", t.display), e))?;
             c.truncated = true;
+        } else if w.pending > 0 && t.whole_row {
+            ttx.batch_execute(&t.create_temp_images(dst))
+                .await
+                .map_err(|e| {
+                    PgError::query(dst, format!("create the image table of {}", t.display), e)
+                })?;
+            let out = t.images_gone_out(src, &w.prev);
+            let gone = pipe(
+                CopyEnd {
+                    tx: stx.client(),
+                    database: src,
+                    sql: &out,
+                },
+                CopyEnd {
+                    tx: ttx.client(),
+                    database: dst,
+                    sql: &t.images_in(dst),
+                },
+                &format!("copy gone rows of {}", t.display),
+            )
+            .await?;
+            if gone > 0 {
+                c.deleted = ttx.execute(&t.delete_images(dst), &[]).await.map_err(|e| {
+                    PgError::query(dst, format!("delete gone rows of {}", t.display), e)
+                })?;
+            }
         } else if w.pending > 0 {
             ttx.batch_execute(&t.create_temp_keys(dst))
                 .await
@@ -349,6 +375,8 @@ async fn apply_target(
     for (t, w) in tables.iter().zip(work) {
         let rows_out = if w.truncate {
             t.all_rows_out()
+        } else if w.pending > 0 && t.whole_row {
+            t.images_new_out(src, &w.prev)
         } else if w.pending > 0 {
             t.rows_out(src, &w.prev)
         } else {

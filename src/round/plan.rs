@@ -28,6 +28,8 @@ pub struct TablePlan {
     pub target_oids: HashMap<String, u32>,
     /// Tables this one references on some target (ordering).
     pub fk_parents: Vec<TableName>,
+    /// No usable key: whole-row images (see `capture::images`).
+    pub whole_row: bool,
 }
 
 /// A database of the sync as preparing sees it.
@@ -41,6 +43,7 @@ impl TablePlan {
     /// Reads the table on every source and target and builds the plan, or says what differs.
     pub async fn prepare(
         table: &TableName,
+        configured: Option<&[String]>,
         sources: &[Side<'_>],
         targets: &[Side<'_>],
     ) -> Result<TablePlan, PgError> {
@@ -51,15 +54,15 @@ impl TablePlan {
         let mut fk_parents = Vec::new();
         for side in sources.iter().chain(targets.iter()) {
             let client = crate::pg::connect::checkout(side.pool, side.name).await?;
-            let meta = schema::describe(&client, side.name, table, side.version_num)
+            let meta = schema::describe(&client, side.name, table, side.version_num, configured)
                 .await?
                 .ok_or_else(|| {
                     PgError::setup(side.name, format!("table {display} does not exist"))
                 })?;
-            if meta.key.is_empty() {
+            if meta.whole_row() && sources.len() > 1 {
                 return Err(PgError::setup(
                     side.name,
-                    format!("table {display} has no primary key: add one"),
+                    format!("table {display} has no key: multi-master needs one (a primary key, a unique index on NOT NULL columns, or [relgroups.*.keys])"),
                 ));
             }
             match &reference {
@@ -128,6 +131,7 @@ impl TablePlan {
             deltas,
             target_oids,
             fk_parents,
+            whole_row: meta.whole_row(),
         })
     }
 
@@ -241,6 +245,64 @@ impl TablePlan {
         format!("TRUNCATE {}", self.quoted)
     }
 
+    fn image_cols(&self, alias: &str) -> String {
+        self.columns
+            .split(", ")
+            .map(|c| format!("{alias}.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Whole-row tables: the row images whose net count went down, with how many copies go.
+    pub fn images_gone_out(&self, source: &str, prev: &Snapshot) -> String {
+        format!(
+            "COPY (SELECT drover_img, -drover_n FROM (SELECT ROW({c})::text AS drover_img, \
+             sum(drover_sign)::int AS drover_n FROM {d} WHERE {p} AND NOT drover_truncate GROUP BY 1) x \
+             WHERE drover_n < 0) TO STDOUT",
+            c = self.columns,
+            d = self.deltas[source],
+            p = Self::pending(prev)
+        )
+    }
+
+    pub fn create_temp_images(&self, target: &str) -> String {
+        format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (img text, n int) ON COMMIT DELETE ROWS",
+            self.temp_name("img", target)
+        )
+    }
+
+    pub fn images_in(&self, target: &str) -> String {
+        format!("COPY {} (img, n) FROM STDIN", self.temp_name("img", target))
+    }
+
+    /// Deletes n copies of each gone image (a table may hold identical rows).
+    pub fn delete_images(&self, target: &str) -> String {
+        let r = self.image_cols("r");
+        format!(
+            "DELETE FROM {t} WHERE (tableoid, ctid) IN (SELECT x.tableoid, x.ctid FROM \
+             (SELECT r.tableoid, r.ctid, ROW({r})::text AS img, row_number() OVER (PARTITION BY ROW({r})::text) AS rn \
+             FROM {t} AS r WHERE ROW({r})::text IN (SELECT img FROM {tmp})) x \
+             JOIN {tmp} AS k ON k.img = x.img WHERE x.rn <= k.n)",
+            t = self.quoted,
+            tmp = self.temp_name("img", target),
+        )
+    }
+
+    /// Whole-row tables: each image whose net count went up, repeated that many times.
+    pub fn images_new_out(&self, source: &str, prev: &Snapshot) -> String {
+        format!(
+            "COPY (SELECT {dc} FROM (SELECT DISTINCT ON (drover_img) {c}, drover_n FROM \
+             (SELECT {c}, ROW({c})::text AS drover_img, sum(drover_sign) OVER (PARTITION BY ROW({c})::text) AS drover_n \
+             FROM {d} WHERE {p} AND NOT drover_truncate) w ORDER BY drover_img) d \
+             CROSS JOIN LATERAL generate_series(1, d.drover_n::int) WHERE d.drover_n > 0) TO STDOUT",
+            c = self.columns,
+            dc = self.image_cols("d"),
+            d = self.deltas[source],
+            p = Self::pending(prev)
+        )
+    }
+
     pub fn rows_in(&self) -> String {
         format!("COPY {} ({}) FROM STDIN", self.quoted, self.columns)
     }
@@ -283,6 +345,7 @@ mod tests {
             deltas: HashMap::from([("src".to_string(), "drover.\"delta_1\"".to_string())]),
             target_oids: HashMap::from([("dst".to_string(), 42)]),
             fk_parents: parents.iter().map(|p| t(p)).collect(),
+            whole_row: false,
         }
     }
 

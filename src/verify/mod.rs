@@ -279,7 +279,8 @@ async fn definition(
     let mut problems = Vec::new();
     let mut reference: Option<(&str, TableMeta)> = None;
     for s in sessions {
-        let Some(meta) = schema::describe(&s.client, &s.name, table, s.version_num).await? else {
+        let Some(meta) = schema::describe(&s.client, &s.name, table, s.version_num, None).await?
+        else {
             problems.push(format!("does not exist on database \"{}\"", s.name));
             continue;
         };
