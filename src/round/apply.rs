@@ -250,13 +250,18 @@ async fn table_work(
         .iter()
         .map(|t| input.progress.get(src, &target.name, &t.display))
         .collect();
-    let sql = input
+    // UNION ALL keeps no order: once the delta tables grow, the planner picks a Parallel
+    // Append, whose rows arrive in any order. Number the branches and sort them back, or one
+    // table's counts land on another (its changes skipped, then purged).
+    let branches = input
         .tables
         .iter()
         .zip(&prevs)
-        .map(|(t, p)| format!("({})", t.stats_sql(src, p)))
+        .enumerate()
+        .map(|(i, (t, p))| format!("(SELECT {i} AS i, s.* FROM ({}) AS s)", t.stats_sql(src, p)))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
+    let sql = format!("SELECT * FROM ({branches}) AS u ORDER BY i");
     let rows = stx
         .query(&sql, &[])
         .await
@@ -265,10 +270,10 @@ async fn table_work(
     for ((row, prev), t) in rows.into_iter().zip(prevs).zip(input.tables.iter()) {
         let w = TableWork {
             prev,
-            pending: row.get::<_, i64>(0) as u64,
-            oldest: row.get(1),
-            truncate: row.get(2),
-            retained: row.get(3),
+            pending: row.get::<_, i64>(1) as u64,
+            oldest: row.get(2),
+            truncate: row.get(3),
+            retained: row.get(4),
         };
         let p = report.pending.entry(t.display.clone()).or_default();
         *p = (*p).max(w.pending);
