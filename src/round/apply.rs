@@ -21,7 +21,7 @@ use crate::pg::error::PgError;
 use crate::pg::facts::ReplicaRole;
 use crate::pg::ident::quote_literal;
 use crate::pg::Pool;
-use crate::round::plan::TablePlan;
+use crate::round::plan::{TablePlan, Window};
 use crate::round::purge;
 use crate::round::snapshot::{ProgressCache, Snapshot};
 
@@ -112,6 +112,8 @@ impl RoundReport {
 /// What one table needs on one target this round.
 struct TableWork {
     prev: Snapshot,
+    /// What this round applies: after `prev`, bounded when the backlog is split.
+    window: Window,
     pending: u64,
     oldest: Option<DateTime<Utc>>,
     truncate: bool,
@@ -173,15 +175,32 @@ async fn round_inner(input: RoundInput<'_>, report: &mut RoundReport) -> Result<
             .iter()
             .any(|w| w.pending > 0 || w.truncate || (w.retained > 0 && cur.xmin() > w.prev.xmin()));
         if needed {
-            tr.result = apply_target(&stx, &input, target, &cur, &work, &mut tr.tables).await;
+            let mut work = work;
+            // A large backlog is applied in bounded rounds: progress moves to a cut below
+            // which everything is committed, and the next round takes the rest.
+            let upto = match bound(&stx, &input, &work, &cur).await {
+                Ok(Some(x)) => {
+                    for w in work.iter_mut() {
+                        w.window.below = Some(x);
+                    }
+                    Snapshot::below(x)
+                }
+                Ok(None) => cur.clone(),
+                Err(e) => {
+                    tr.result = Err(e);
+                    report.targets.push(tr);
+                    return Ok(());
+                }
+            };
+            tr.result = apply_target(&stx, &input, target, &upto, &work, &mut tr.tables).await;
             match &tr.result {
                 Ok(_) => {
                     for t in input.tables.iter() {
                         input
                             .progress
-                            .set(src_name, &target.name, &t.display, cur.clone());
+                            .set(src_name, &target.name, &t.display, upto.clone());
                     }
-                    advanced.push(target.name.clone());
+                    advanced.push((target.name.clone(), upto));
                 }
                 Err(e) => {
                     tracing::warn!(sync = input.sync, target = %target.name, error = %e, "apply failed, rolled back");
@@ -200,11 +219,46 @@ async fn round_inner(input: RoundInput<'_>, report: &mut RoundReport) -> Result<
             input.sync,
             &advanced,
             input.tables,
-            &cur,
         )
         .await?;
     }
     Ok(())
+}
+
+/// Most delta rows of one table one round applies; a larger backlog is split into rounds.
+const ROUND_BUDGET: u64 = 100_000;
+
+/// The transaction-id cut that keeps this round within `ROUND_BUDGET` rows per table, or None
+/// to apply everything visible in `cur`. The cut is valid only at or below `cur.xmin()`
+/// (nothing below it still running) and at or above every `prev.xmax()` (it must not go back).
+async fn bound(
+    stx: &tokio_postgres::Transaction<'_>,
+    input: &RoundInput<'_>,
+    work: &[TableWork],
+    cur: &Snapshot,
+) -> Result<Option<i64>, PgError> {
+    if work.iter().all(|w| w.pending <= ROUND_BUDGET || w.truncate) {
+        return Ok(None);
+    }
+    let src = input.source.name.as_str();
+    let mut cut = i64::MAX;
+    for (t, w) in input.tables.iter().zip(work) {
+        if w.pending <= ROUND_BUDGET || w.truncate {
+            continue;
+        }
+        let row = stx
+            .query_opt(&t.budget_xid_sql(src, &w.prev, ROUND_BUDGET), &[])
+            .await
+            .map_err(|e| PgError::query(src, format!("split the backlog of {}", t.display), e))?;
+        if let Some(r) = row {
+            // Include that row's whole transaction: a cut must always move forward, even
+            // when one transaction wrote more rows than the budget.
+            cut = cut.min(r.get::<_, i64>(0) + 1);
+        }
+    }
+    let lower = work.iter().map(|w| w.prev.xmax()).max().unwrap_or(0);
+    let cut = cut.max(lower);
+    Ok((cut < cur.xmin()).then_some(cut))
 }
 
 /// Reads a target's progress rows for this sync and source into the cache.
@@ -269,6 +323,10 @@ async fn table_work(
     let mut out = Vec::with_capacity(rows.len());
     for ((row, prev), t) in rows.into_iter().zip(prevs).zip(input.tables.iter()) {
         let w = TableWork {
+            window: Window {
+                prev: prev.clone(),
+                below: None,
+            },
             prev,
             pending: row.get::<_, i64>(1) as u64,
             oldest: row.get(2),
@@ -329,7 +387,7 @@ async fn apply_target(
                 .map_err(|e| {
                     PgError::query(dst, format!("create the image table of {}", t.display), e)
                 })?;
-            let out = t.images_gone_out(src, &w.prev);
+            let out = t.images_gone_out(src, &w.window);
             let gone = pipe(
                 CopyEnd {
                     tx: stx.client(),
@@ -355,7 +413,7 @@ async fn apply_target(
                 .map_err(|e| {
                     PgError::query(dst, format!("create the key table of {}", t.display), e)
                 })?;
-            let keys_out = t.keys_out(src, &w.prev);
+            let keys_out = t.keys_out(src, &w.window);
             let keys_in = t.keys_in(dst);
             pipe(
                 CopyEnd {
@@ -381,9 +439,9 @@ async fn apply_target(
         let rows_out = if w.truncate {
             t.all_rows_out()
         } else if w.pending > 0 && t.whole_row {
-            t.images_new_out(src, &w.prev)
+            t.images_new_out(src, &w.window)
         } else if w.pending > 0 {
-            t.rows_out(src, &w.prev)
+            t.rows_out(src, &w.window)
         } else {
             continue;
         };

@@ -102,21 +102,13 @@ async fn multi_inner(mut input: MultiInput<'_>, report: &mut RoundReport) -> Res
     let (committed, curs) = read_and_apply(&mut input, report, &mut clients).await?;
     drop(clients);
     for s in input.sources {
-        let done: Vec<String> = committed
+        let done: Vec<(String, Snapshot)> = committed
             .iter()
             .filter(|c| **c != s.name)
-            .cloned()
+            .map(|c| (c.clone(), curs[&s.name].clone()))
             .collect();
         if !done.is_empty() {
-            purge::after_round(
-                &s.pool,
-                &s.name,
-                input.sync,
-                &done,
-                input.tables,
-                &curs[&s.name],
-            )
-            .await?;
+            purge::after_round(&s.pool, &s.name, input.sync, &done, input.tables).await?;
         }
     }
     Ok(())

@@ -32,6 +32,14 @@ pub struct TablePlan {
     pub whole_row: bool,
 }
 
+/// The delta rows a round applies for one table: those committed after `prev` and, when a
+/// backlog is split into bounded rounds, with a transaction id below `below`.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub prev: Snapshot,
+    pub below: Option<i64>,
+}
+
 /// A database of the sync as preparing sees it.
 pub struct Side<'a> {
     pub name: &'a str,
@@ -145,6 +153,14 @@ impl TablePlan {
         format!("drover_xid >= txid_snapshot_xmin({s}) AND NOT txid_visible_in_snapshot(drover_xid, {s})")
     }
 
+    /// Pending rows of a window: after `prev`, and below the window's bound when it has one.
+    fn window(w: &Window) -> String {
+        match w.below {
+            None => Self::pending(&w.prev),
+            Some(x) => format!("{} AND drover_xid < {x}", Self::pending(&w.prev)),
+        }
+    }
+
     /// One row: pending change count, oldest pending change, whether a TRUNCATE is pending, and
     /// rows kept in the delta table that `prev`'s horizon does not yet let anyone purge.
     pub fn stats_sql(&self, source: &str, prev: &Snapshot) -> String {
@@ -158,17 +174,26 @@ impl TablePlan {
         )
     }
 
-    fn pending_keys(&self, source: &str, prev: &Snapshot) -> String {
+    /// The transaction id of the `budget`-th pending delta row: a cut that bounds a round.
+    pub fn budget_xid_sql(&self, source: &str, prev: &Snapshot, budget: u64) -> String {
         format!(
-            "SELECT {k} FROM {d} WHERE {p} AND NOT drover_truncate",
-            k = self.key_list(),
+            "SELECT drover_xid FROM {d} WHERE {p} AND NOT drover_truncate ORDER BY drover_xid OFFSET {budget} LIMIT 1",
             d = self.deltas[source],
             p = Self::pending(prev)
         )
     }
 
+    fn pending_keys(&self, source: &str, prev: &Window) -> String {
+        format!(
+            "SELECT {k} FROM {d} WHERE {p} AND NOT drover_truncate",
+            k = self.key_list(),
+            d = self.deltas[source],
+            p = Self::window(prev)
+        )
+    }
+
     /// The distinct keys changed since `prev`, as COPY text.
-    pub fn keys_out(&self, source: &str, prev: &Snapshot) -> String {
+    pub fn keys_out(&self, source: &str, prev: &Window) -> String {
         format!(
             "COPY (SELECT DISTINCT * FROM ({}) AS k) TO STDOUT",
             self.pending_keys(source, prev)
@@ -176,7 +201,7 @@ impl TablePlan {
     }
 
     /// The current rows of the keys changed since `prev`; keys without a row are deletes.
-    pub fn rows_out(&self, source: &str, prev: &Snapshot) -> String {
+    pub fn rows_out(&self, source: &str, prev: &Window) -> String {
         format!(
             "COPY (SELECT {c} FROM {t} WHERE ({k}) IN ({pk})) TO STDOUT",
             c = self.columns,
@@ -254,14 +279,14 @@ impl TablePlan {
     }
 
     /// Whole-row tables: the row images whose net count went down, with how many copies go.
-    pub fn images_gone_out(&self, source: &str, prev: &Snapshot) -> String {
+    pub fn images_gone_out(&self, source: &str, prev: &Window) -> String {
         format!(
             "COPY (SELECT drover_img, -drover_n FROM (SELECT ROW({c})::text AS drover_img, \
              sum(drover_sign)::int AS drover_n FROM {d} WHERE {p} AND NOT drover_truncate GROUP BY 1) x \
              WHERE drover_n < 0) TO STDOUT",
             c = self.columns,
             d = self.deltas[source],
-            p = Self::pending(prev)
+            p = Self::window(prev)
         )
     }
 
@@ -290,7 +315,7 @@ impl TablePlan {
     }
 
     /// Whole-row tables: each image whose net count went up, repeated that many times.
-    pub fn images_new_out(&self, source: &str, prev: &Snapshot) -> String {
+    pub fn images_new_out(&self, source: &str, prev: &Window) -> String {
         format!(
             "COPY (SELECT {dc} FROM (SELECT DISTINCT ON (drover_img) {c}, drover_n FROM \
              (SELECT {c}, ROW({c})::text AS drover_img, sum(drover_sign) OVER (PARTITION BY ROW({c})::text) AS drover_n \
@@ -299,7 +324,7 @@ impl TablePlan {
             c = self.columns,
             dc = self.image_cols("d"),
             d = self.deltas[source],
-            p = Self::pending(prev)
+            p = Self::window(prev)
         )
     }
 
@@ -359,8 +384,15 @@ mod tests {
     #[test]
     fn sql_is_quoted() {
         let p = plan("x", &[]);
-        let prev = Snapshot::parse("5:9:7").unwrap();
-        assert!(p.keys_out("src", &prev).contains("'5:9:7'::txid_snapshot"));
+        let prev = Window {
+            prev: Snapshot::parse("5:9:7").unwrap(),
+            below: Some(12),
+        };
+        let sql = p.keys_out("src", &prev);
+        assert!(
+            sql.contains("'5:9:7'::txid_snapshot") && sql.contains("drover_xid < 12"),
+            "{sql}"
+        );
         assert_eq!(
             p.delete_keys("dst"),
             "DELETE FROM \"public\".\"x\" AS t USING pg_temp.drover_keys_42 AS k WHERE t.\"id\" = k.\"id\""

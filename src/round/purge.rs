@@ -12,19 +12,19 @@ use crate::pg::Pool;
 use crate::round::plan::TablePlan;
 use crate::round::snapshot::Snapshot;
 
-/// Records that `targets` applied everything up to `cur` and deletes what no one needs.
+/// Records that each target applied everything up to its snapshot and deletes what no one
+/// needs.
 pub async fn after_round(
     pool: &Pool,
     source: &str,
     sync: &str,
-    targets: &[String],
+    targets: &[(String, Snapshot)],
     tables: &[Arc<TablePlan>],
-    cur: &Snapshot,
 ) -> Result<(), PgError> {
-    let xmin = cur.xmin();
     let mut sql = String::new();
     let sync_l = quote_literal(sync);
-    for target in targets {
+    for (target, snap) in targets {
+        let xmin = snap.xmin();
         for t in tables {
             sql.push_str(&format!(
                 "UPDATE drover.consumers SET horizon = {xmin}, updated_at = now() WHERE sync = {sync_l} \

@@ -36,6 +36,21 @@ impl Snapshot {
             .unwrap_or(0)
     }
 
+    /// Every transaction from xmax on was not yet started in this snapshot.
+    pub fn xmax(&self) -> i64 {
+        self.0
+            .split(':')
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// "Everything below `x` committed": a valid cut when no transaction below `x` is still
+    /// running (`x <= xmin` of the round's snapshot).
+    pub fn below(x: i64) -> Snapshot {
+        Snapshot(format!("{x}:{x}:"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
