@@ -196,7 +196,9 @@ END"
     capture_function(table, objects, &body, mode)
 }
 
-/// `CREATE FUNCTION` with `body`, and the triggers that call it.
+/// `CREATE FUNCTION` with `body`, and the triggers that call it. The function runs as its owner
+/// (the role that ran `drover install`), so application roles need no rights on the `drover`
+/// schema; its search_path is pinned and every name in it is qualified.
 pub(crate) fn capture_function(
     table: &TableName,
     objects: &CaptureObjects,
@@ -206,7 +208,8 @@ pub(crate) fn capture_function(
     let f = &objects.function_quoted;
     let t = table.quoted();
     let mut sql = format!(
-        "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $drover$\n{body}\n$drover$;\n"
+        "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql \
+         SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $drover$\n{body}\n$drover$;\n"
     );
     sql.push_str(&drop_triggers(table));
     match mode {

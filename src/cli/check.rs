@@ -60,7 +60,13 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                 server.insert(name.clone(), f);
             }
             Err(e) => {
-                println!("database {name}: UNREACHABLE");
+                let what = match e {
+                    crate::pg::PgError::Connect { .. } | crate::pg::PgError::Pool { .. } => {
+                        "UNREACHABLE"
+                    }
+                    _ => "PROBLEM",
+                };
+                println!("database {name}: {what}");
                 problems.push(e.to_string());
             }
         }
