@@ -128,3 +128,68 @@ fn killed_copy_marks_nothing_done() {
         table_md5(&dst, "repdb", "pgbench_accounts", "aid")
     );
 }
+
+#[test]
+fn initial_copy_if_empty_copies_empty_targets_only() {
+    let c = Cluster::start();
+    for db in ["src", "empty", "full"] {
+        c.create_db(db);
+        c.psql(db, "CREATE TABLE t (id int PRIMARY KEY, v text)");
+    }
+    c.psql(
+        "src",
+        "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1000) g",
+    );
+    c.psql("full", "INSERT INTO t VALUES (1, 'kept')");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}{}[relgroups.g]\ntables = [\"t\"]\n\
+         [syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\ntargets = [\"empty\", \"full\"]\ninitial_copy = \"if-empty\"\n",
+        free_port(),
+        c.database_toml("src", "src"),
+        c.database_toml("empty", "empty"),
+        c.database_toml("full", "full"),
+    );
+    let cfg = write_config(dir.path(), &toml);
+    drover_ok(&cfg, &["install"]);
+    c.psql("src", "UPDATE t SET v = 'changed' WHERE id = 2");
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    drover_wait(&cfg, "s", 60);
+    // The empty target got the whole table; the other kept its row and got only the change.
+    assert_eq!(
+        table_md5(&c, "src", "t", "id"),
+        table_md5(&c, "empty", "t", "id")
+    );
+    assert_eq!(
+        c.psql(
+            "full",
+            "SELECT string_agg(id || '=' || v, ' ' ORDER BY id) FROM t"
+        ),
+        "1=kept 2=changed"
+    );
+    assert_eq!(
+        c.psql("empty", "SELECT initial_copy FROM drover.progress"),
+        "done"
+    );
+    assert_eq!(
+        c.psql("full", "SELECT initial_copy FROM drover.progress"),
+        "skipped: target not empty"
+    );
+    let s = sync_status(&cfg, "s");
+    let board = s["copy"].as_array().unwrap();
+    assert!(
+        board
+            .iter()
+            .any(|e| e["target"] == "empty" && e["state"] == "done" && e["rows_copied"] == 1000),
+        "{s}"
+    );
+    // Decided once: a restart does not copy again.
+    daemon.stop();
+    c.psql("empty", "DELETE FROM t WHERE id = 1000");
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    drover_wait(&cfg, "s", 60);
+    assert_eq!(c.psql("empty", "SELECT count(*) FROM t"), "999");
+    daemon.stop();
+}
