@@ -27,31 +27,7 @@ fn copy_under_live_writes_then_deltas_continue() {
     let mut daemon = Daemon::start(&setup.config);
     wait_for_daemon(&setup.config);
 
-    let port = src.port.to_string();
-    let writer = std::thread::spawn(move || {
-        let out = std::process::Command::new("pgbench")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-n",
-                "-c",
-                "2",
-                "-T",
-                "15",
-                "repdb",
-            ])
-            .output()
-            .expect("pgbench");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    let writer = pgbench_in_background(&src, "repdb", &["-n", "-c", "2", "-T", "15"]);
     std::thread::sleep(Duration::from_secs(2));
     let t = std::time::Instant::now();
     let out = drover_ok(&setup.config, &["copy", "legacy_to_new"]);

@@ -61,29 +61,7 @@ fn target_crash_mid_round_recovers_alone() {
     wait_for_daemon(&setup.config);
 
     // Writes keep flowing while the target dies and comes back.
-    let port = src.port;
-    let writer = std::thread::spawn(move || {
-        let out = std::process::Command::new("pgbench")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "-n",
-                "-T",
-                "6",
-                "repdb",
-            ])
-            .output()
-            .expect("pgbench");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    let writer = pgbench_in_background(&src, "repdb", &["-n", "-T", "6"]);
     std::thread::sleep(Duration::from_millis(1500));
     dst.stop_immediate();
     eventually(Duration::from_secs(30), "the sync to report bad", || {

@@ -27,32 +27,7 @@ fn mm_config(dbs: &[(&Cluster, &str)], extra: &str) -> (tempfile::TempDir, std::
 }
 
 fn pgbench_bg(c: &Cluster, db: &str, secs: u32) -> std::thread::JoinHandle<()> {
-    let port = c.port.to_string();
-    let db = db.to_string();
-    std::thread::spawn(move || {
-        let out = std::process::Command::new("pgbench")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-n",
-                "-c",
-                "2",
-                "-T",
-                &secs.to_string(),
-                &db,
-            ])
-            .output()
-            .expect("pgbench");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    })
+    pgbench_in_background(c, db, &["-n", "-c", "2", "-T", &secs.to_string()])
 }
 
 fn assert_all_same(dbs: &[(&Cluster, &str)]) {

@@ -2,8 +2,8 @@
 //! (+1 a row that appeared, -1 a row that went; an update is both), so duplicate rows and
 //! all-NULL rows replicate as a multiset, and insert-only tables stream incrementally.
 
-use super::sql::{capture_function, CaptureMode, CaptureObjects, NOTIFY_CHANNEL};
-use crate::pg::ident::{quote_ident, quote_literal, TableName};
+use super::sql::{capture_function, CaptureMode, CaptureObjects, Pieces};
+use crate::pg::ident::{quote_ident, TableName};
 use crate::pg::schema::Column;
 
 /// The image delta table: every replicated column, the sign, and the usual bookkeeping.
@@ -34,13 +34,12 @@ pub fn create_capture(
     let delta = &objects.delta_quoted;
     let insert =
         format!("INSERT INTO {delta} ({list}, drover_sign, drover_xid, drover_changed_at)");
-    let stamp = "txid_current(), clock_timestamp()";
-    let truncate = format!(
-        "INSERT INTO {delta} (drover_xid, drover_changed_at, drover_truncate) VALUES ({stamp}, true);"
-    );
-    let guard =
-        "IF coalesce(current_setting('drover.origin', true), '') <> '' THEN RETURN NULL; END IF;";
-    let notify = format!("PERFORM pg_notify({}, '');", quote_literal(NOTIFY_CHANNEL));
+    let Pieces {
+        stamp,
+        truncate,
+        guard,
+        notify,
+    } = Pieces::new(delta);
     let body = match mode {
         CaptureMode::Statement => format!(
             "BEGIN

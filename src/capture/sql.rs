@@ -117,6 +117,32 @@ pub fn drop_triggers(table: &TableName) -> String {
         .collect()
 }
 
+/// The statements every capture function shares.
+pub(crate) struct Pieces {
+    /// The writer's transaction id and the change time.
+    pub stamp: &'static str,
+    /// Records a TRUNCATE.
+    pub truncate: String,
+    /// Writes made by drover's own apply transactions carry drover.origin: not captured again.
+    pub guard: &'static str,
+    /// Wakes the daemon (one notification per transaction: identical ones are merged).
+    pub notify: String,
+}
+
+impl Pieces {
+    pub(crate) fn new(delta: &str) -> Pieces {
+        let stamp = "txid_current(), clock_timestamp()";
+        Pieces {
+            stamp,
+            truncate: format!(
+                "INSERT INTO {delta} (drover_xid, drover_changed_at, drover_truncate) VALUES ({stamp}, true);"
+            ),
+            guard: "IF coalesce(current_setting('drover.origin', true), '') <> '' THEN RETURN NULL; END IF;",
+            notify: format!("PERFORM pg_notify({}, '');", quote_literal(NOTIFY_CHANNEL)),
+        }
+    }
+}
+
 /// The delta table: the key columns, the writer's transaction id and the change time.
 pub fn create_delta(objects: &CaptureObjects, key: &[&Column]) -> String {
     let cols: Vec<String> = key
@@ -145,14 +171,12 @@ pub fn create_capture(
     let klist = keys.join(", ");
     let delta = &objects.delta_quoted;
     let insert = format!("INSERT INTO {delta} ({klist}, drover_xid, drover_changed_at)");
-    let stamp = "txid_current(), clock_timestamp()";
-    let truncate = format!(
-        "INSERT INTO {delta} (drover_xid, drover_changed_at, drover_truncate) VALUES ({stamp}, true);"
-    );
-    // Writes made by drover's own apply transactions carry drover.origin: not captured again.
-    let guard =
-        "IF coalesce(current_setting('drover.origin', true), '') <> '' THEN RETURN NULL; END IF;";
-    let notify = format!("PERFORM pg_notify({}, '');", quote_literal(NOTIFY_CHANNEL));
+    let Pieces {
+        stamp,
+        truncate,
+        guard,
+        notify,
+    } = Pieces::new(delta);
     let body = match mode {
         CaptureMode::Statement => format!(
             "BEGIN

@@ -358,14 +358,7 @@ async fn apply_target(
         .transaction()
         .await
         .map_err(|e| PgError::query(dst, "begin apply", e))?;
-    // The key temp table is never analyzed, so the planner guesses ~2500 rows and hashes the
-    // whole target table for every delete; a nested loop over the primary key index costs
-    // O(keys) instead of O(table).
-    let mut setup = format!(
-        "SET LOCAL drover.origin = {}; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;",
-        quote_literal(input.sync)
-    );
-    setup.push_str(&target.replica_role.begin_sql());
+    let setup = apply_session(input.sync, &target.replica_role);
     ttx.batch_execute(&setup)
         .await
         .map_err(|e| PgError::query(dst, "mark the apply session as drover's", e))?;
@@ -472,6 +465,19 @@ async fn apply_target(
     .map_err(|e| PgError::query(dst, "record progress", e))?;
     commit_apply(ttx, &target.replica_role, dst).await?;
     Ok(true)
+}
+
+/// Opens an apply (or copy) transaction's session state: the loop guard, the replica role, and
+/// the planner settings deletes need.
+pub(crate) fn apply_session(sync: &str, role: &ReplicaRole) -> String {
+    // The key temp table is never analyzed, so the planner guesses ~2500 rows and hashes the
+    // whole target table for every delete; a nested loop over the primary key index costs
+    // O(keys) instead of O(table).
+    format!(
+        "SET LOCAL drover.origin = {}; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; {}",
+        quote_literal(sync),
+        role.begin_sql()
+    )
 }
 
 /// Commits an apply (or copy) transaction, first putting a helper-set replica role back.

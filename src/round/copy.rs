@@ -16,7 +16,7 @@ use crate::capture::sql::NOTHING_APPLIED;
 use crate::pg::connect::checkout;
 use crate::pg::error::PgError;
 use crate::pg::ident::quote_literal;
-use crate::round::apply::{commit_apply, SourceSide, TargetSide};
+use crate::round::apply::{apply_session, commit_apply, SourceSide, TargetSide};
 use crate::round::plan::TablePlan;
 
 /// Tables copied at the same time (each holds a source and a target session).
@@ -230,8 +230,7 @@ async fn copy_inner(
         .transaction()
         .await
         .map_err(|e| PgError::query(dst, "begin copy", e))?;
-    let mut setup = format!("SET LOCAL drover.origin = {};", quote_literal(sync));
-    setup.push_str(&job.target.replica_role.begin_sql());
+    let setup = apply_session(sync, &job.target.replica_role);
     ttx.batch_execute(&setup)
         .await
         .map_err(|e| PgError::query(dst, "mark the copy session as drover's", e))?;

@@ -17,9 +17,8 @@ use tokio_postgres::{IsolationLevel, Transaction};
 use crate::pg::connect::{checkout, PooledClient};
 use crate::pg::copy::{copy_in_bytes, pipe, CopyEnd};
 use crate::pg::error::PgError;
-use crate::pg::ident::quote_literal;
 use crate::round::apply::{
-    commit_apply, RoundReport, SourceSide, TableCounts, TargetReport, TargetSide,
+    apply_session, commit_apply, RoundReport, SourceSide, TableCounts, TargetReport, TargetSide,
 };
 use crate::round::gather::{self, Pending, SourceTable};
 use crate::round::keys::{copy_text, Key};
@@ -379,11 +378,7 @@ async fn apply_db(
         .transaction()
         .await
         .map_err(|e| PgError::query(dst, "begin apply", e))?;
-    let mut setup = format!(
-        "SET LOCAL drover.origin = {}; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;",
-        quote_literal(input.sync)
-    );
-    setup.push_str(&ctx.db.replica_role.begin_sql());
+    let mut setup = apply_session(input.sync, &ctx.db.replica_role);
     for t in input.tables {
         setup.push_str(&format!("{};", t.create_temp_keys(dst)));
     }

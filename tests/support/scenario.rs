@@ -150,3 +150,25 @@ pub fn delta_rows(c: &Cluster, db: &str) -> i64 {
         })
         .sum()
 }
+
+/// Runs pgbench with `args` against `db` in a thread; join it to wait (it asserts success).
+pub fn pgbench_in_background(c: &Cluster, db: &str, args: &[&str]) -> std::thread::JoinHandle<()> {
+    let port = c.port.to_string();
+    let mut all: Vec<String> = ["-h", "127.0.0.1", "-p", port.as_str(), "-U", "postgres"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    all.extend(args.iter().map(|s| s.to_string()));
+    all.push(db.to_string());
+    std::thread::spawn(move || {
+        let out = Command::new("pgbench")
+            .args(&all)
+            .output()
+            .expect("run pgbench");
+        assert!(
+            out.status.success(),
+            "pgbench: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+}
