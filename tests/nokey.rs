@@ -109,6 +109,42 @@ fn unique_index_configured_key_and_whole_row_tables() {
         "1"
     );
     daemon.stop();
+
+    // verify compares a whole-row table as a multiset: identical now; then one duplicate more
+    // and one row fewer on the target are an "extra" and a "missing" row hash.
+    let same = drover_ok(&cfg, &["verify", "s"]);
+    assert!(
+        same.contains("public.dup: identical (rows dst: 4, src: 4)"),
+        "{same}"
+    );
+    c.psql(
+        "dst",
+        "INSERT INTO dup VALUES (NULL, NULL); DELETE FROM dup WHERE b = 'y'",
+    );
+    let out = drover(&cfg, &["verify", "s", "--table", "public.dup", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = &report["tables"][0];
+    assert_eq!(t["difference_count"], 2, "{t:#}");
+    let mut kinds: Vec<&str> = t["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert!(
+                d["key"]["row_md5"].as_str().is_some_and(|h| h.len() == 32),
+                "{d:#}"
+            );
+            d["kind"].as_str().unwrap()
+        })
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["extra", "missing"], "{t:#}");
 }
 
 fn src_pgbench(c: &Cluster) {

@@ -3,9 +3,10 @@
 //! legacy PostgreSQL 10 and a new PostgreSQL 15 where drover is a non-superuser owning the
 //! tables. pgbench plays the application: it writes on legacy during the initial copy and until
 //! the writes are stopped, and on new after the switch. Between the blocks the test checks what
-//! the runbook promises: check reports the helper function, verify exits 0 after the wait, every
-//! table's md5 and every sequence agree after the cutover and after the rollback, and uninstall
-//! leaves no drover schema and no trigger.
+//! the runbook promises: check reports the helper function and the keyless pgbench_history as a
+//! whole-row table, verify exits 0 after the wait, every table's md5 (pgbench_history's as a
+//! multiset) and the application's sequence agree after the cutover and after the rollback, and
+//! uninstall leaves no drover schema and no trigger.
 //!
 //! Only what cannot be run here is replaced, and the same way every time: the example hosts
 //! become the test servers (text substitution in the shell settings and the password file,
@@ -27,13 +28,35 @@ use doc::{parse, text, Runbook, APP_PASSWORD, DOC, PG15_BIN};
 use support::scenario::*;
 use support::*;
 
-/// Tables of the relgroup and their keys (pgbench_history gets `hid` in the runbook).
+/// Tables of the relgroup and the order their rows are hashed in: pgbench_history has no key,
+/// so it is compared as a multiset (rows sorted by their text).
 const TABLES: [(&str, &str); 4] = [
     ("pgbench_accounts", "aid"),
     ("pgbench_branches", "bid"),
     ("pgbench_tellers", "tid"),
-    ("pgbench_history", "hid"),
+    ("pgbench_history", "md5_row_::text"),
 ];
+
+/// The application's sequence (docs/migration.md: "the sequence `public.receipt_no`").
+const APP_SEQUENCE: &str = "public.receipt_no";
+
+/// The application's transaction: pgbench's built-in TPC-B-like one, plus a receipt number.
+const APP_SCRIPT: &str = "\\set aid random(1, 100000 * :scale)
+\\set bid random(1, 1 * :scale)
+\\set tid random(1, 10 * :scale)
+\\set delta random(-5000, 5000)
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
+SELECT nextval('public.receipt_no');
+END;
+";
+
+/// Scale of the application's pgbench tables.
+const SCALE: &str = "5";
 
 /// pgbench as `user` in the background (the application); killed on drop.
 struct Writer {
@@ -46,7 +69,8 @@ impl Writer {
         let log = dir.join(format!("pgbench-{}.log", c.port));
         let mut cmd = Command::new(Path::new(PG15_BIN).join("pgbench"));
         cmd.args(["-h", "127.0.0.1", "-p", &c.port.to_string(), "-U", user])
-            .args(["-n", "-c", "2", "-T", "900", "-R", "200", "repdb"])
+            .args(app_args(dir))
+            .args(["-c", "2", "-T", "900", "-R", "200", "repdb"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap());
@@ -73,6 +97,19 @@ impl Drop for Writer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// pgbench options that run the application's transaction (written to `dir` by
+/// `write_app_script`).
+fn app_args(dir: &Path) -> Vec<String> {
+    let script = dir.join("app.pgbench").display().to_string();
+    ["-n", "-s", SCALE, "-f", &script]
+        .map(str::to_string)
+        .to_vec()
+}
+
+fn write_app_script(dir: &Path) {
+    fs::write(dir.join("app.pgbench"), APP_SCRIPT).expect("write the application's script");
 }
 
 /// Runs pgbench with `args` as `user` to completion; returns whether it succeeded and its
@@ -116,11 +153,27 @@ fn assert_tables_same(legacy: &Cluster, new: &Cluster, when: &str) -> String {
     legacy.psql("repdb", "SELECT count(*) FROM pgbench_history")
 }
 
+/// The application's sequence as `last_value|is_called` (the runbook's check prints this form).
 fn sequence(c: &Cluster) -> String {
     c.psql(
         "repdb",
-        "SELECT last_value || ' ' || is_called FROM public.pgbench_history_hid_seq",
+        &format!("SELECT last_value, is_called FROM {APP_SEQUENCE}"),
     )
+}
+
+/// The sequence is the same on both servers and has moved past `floor`; returns its value.
+fn assert_sequence_same(legacy: &Cluster, new: &Cluster, floor: i64, when: &str) -> i64 {
+    let (a, b) = (sequence(legacy), sequence(new));
+    assert_eq!(
+        a, b,
+        "{when}: {APP_SEQUENCE} differs between legacy and new"
+    );
+    let value: i64 = a.split('|').next().unwrap().parse().unwrap();
+    assert!(
+        value > floor && a.ends_with("|t"),
+        "{when}: {APP_SEQUENCE} did not move past {floor}: {a}"
+    );
+    value
 }
 
 /// Non-internal triggers and drover schemas left on a server.
@@ -145,15 +198,35 @@ fn runbook_legacy_pg10_to_managed_pg15_and_back() {
     // The application as it runs today: its own role and database on legacy.
     legacy.psql("postgres", "CREATE ROLE app LOGIN");
     legacy.psql("postgres", "CREATE DATABASE repdb OWNER app");
-    let (ok, out) = pgbench(&legacy, "app", None, &["-i", "-s", "5", "-q"]);
+    let (ok, out) = pgbench(&legacy, "app", None, &["-i", "-s", SCALE, "-q"]);
     assert!(ok, "pgbench -i: {out}");
+    legacy.psql(
+        "repdb",
+        &format!("SET ROLE app; CREATE SEQUENCE {APP_SEQUENCE}"),
+    );
+    // pgbench creates no sequence: the application's is the only one, and history has no key.
+    assert_eq!(
+        legacy.psql(
+            "repdb",
+            "SELECT string_agg(c.relname, ',') FROM pg_class c \
+             WHERE c.relkind = 'S' AND c.relnamespace = 'public'::regnamespace"
+        ),
+        "receipt_no"
+    );
+    assert_eq!(
+        legacy.psql(
+            "repdb",
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'public.pgbench_history'::regclass"
+        ),
+        "0"
+    );
 
     let mut rb = Runbook::new(&legacy, &new);
-    // 1-3: prerequisites, primary key, schema.
+    write_app_script(rb.work.path());
+    // 1-3: prerequisites, schema (pgbench_history keeps having no key).
     rb.step_ok("new-roles");
     rb.step_ok("helper-function");
     rb.step_ok("pgpass");
-    rb.step_ok("history-key");
     rb.step_ok("schema");
     assert_eq!(
         new.psql(
@@ -181,10 +254,19 @@ fn runbook_legacy_pg10_to_managed_pg15_and_back() {
         ),
         "{check}"
     );
+    for line in [
+        "public.pgbench_accounts: ok, primary key (aid)",
+        "public.pgbench_history: ok, no key: whole-row images",
+        "sequence public.receipt_no: follows legacy",
+    ] {
+        assert!(check.contains(line), "check lacks {line:?}:\n{check}");
+    }
     rb.step_ok("install");
     // The application keeps working: its role (neither a superuser nor drover's) now fires the
     // capture triggers.
-    let (ok, out) = pgbench(&legacy, "app", None, &["-n", "-t", "5"]);
+    let txn = app_args(rb.work.path());
+    let txn: Vec<&str> = txn.iter().map(String::as_str).collect();
+    let (ok, out) = pgbench(&legacy, "app", None, &[&txn[..], &["-t", "5"]].concat());
     assert!(
         ok,
         "the application cannot write on legacy after drover install:\n{out}"
@@ -281,26 +363,33 @@ fn runbook_legacy_pg10_to_managed_pg15_and_back() {
     let history = assert_tables_same(&legacy, &new, "after the cutover wait");
     assert!(history.parse::<u64>().unwrap() > 0);
     eprintln!("{history} pgbench transactions on legacy reached new");
-    let setvals = rb.step_ok("sequences");
+    let receipts = assert_sequence_same(&legacy, &new, 1, "after the cutover wait");
+    let seqs = rb.step_ok("sequences-check");
     assert!(
-        setvals.contains("SELECT pg_catalog.setval('public.pgbench_history_hid_seq', "),
-        "{setvals}"
+        seqs.contains(&format!(
+            "public.receipt_no: legacy {receipts}|t, new {receipts}|t"
+        )),
+        "{seqs}"
     );
-    assert_eq!(sequence(&new), sequence(&legacy));
     rb.step_ok("stop-migrate");
     let installed = rb.step_ok("rollback-install");
     assert!(installed.contains("no problems found"), "{installed}");
     rb.step_ok("start-rollback");
 
-    // The application now writes on new, with its own password and grants; the history key
-    // comes from the sequence set above.
+    // The application now writes on new, with its own password and grants; its receipt numbers
+    // continue from legacy's.
     let (ok, out) = pgbench(
         &new,
         "app",
         Some(APP_PASSWORD),
-        &["-n", "-c", "2", "-t", "300"],
+        &[&txn[..], &["-c", "2", "-t", "300"]].concat(),
     );
     assert!(ok, "pgbench on new as app: {out}");
+    assert_eq!(
+        sequence(&new),
+        format!("{}|t", receipts + 600),
+        "{APP_SEQUENCE} on new continues from legacy's value"
+    );
     let status = rb.step_ok("rollback-status");
     assert!(
         status.contains("Sync name                : new_to_legacy"),
@@ -332,11 +421,18 @@ fn runbook_legacy_pg10_to_managed_pg15_and_back() {
         "the writes on new did not reach legacy: {history} at the cutover, {before} after \
          pgbench -t 300 on new, {after} on both after the rollback"
     );
-    rb.step_ok("rollback-sequences");
-    assert_eq!(sequence(&legacy), sequence(&new));
+    let back_receipts =
+        assert_sequence_same(&legacy, &new, receipts + 600, "after the rollback wait");
+    let seqs = rb.step_ok("rollback-sequences-check");
+    assert!(
+        seqs.contains(&format!(
+            "public.receipt_no: new {back_receipts}|t, legacy {back_receipts}|t"
+        )),
+        "{seqs}"
+    );
     rb.step_ok("rollback-reopen");
     assert_eq!(login(&legacy, "app", None).as_deref(), Ok("app"));
-    let (ok, out) = pgbench(&legacy, "app", None, &["-n", "-t", "50"]);
+    let (ok, out) = pgbench(&legacy, "app", None, &[&txn[..], &["-t", "50"]].concat());
     assert!(ok, "the application writes on legacy again: {out}");
 
     // 9: finish.

@@ -84,7 +84,7 @@ impl Collector {
         }
     }
 
-    fn push(&mut self, f: Found) {
+    pub fn push(&mut self, f: Found) {
         self.count += 1;
         if self.shown.len() < self.limit {
             self.shown.push(f);

@@ -6,8 +6,9 @@
 //! once, so every table is compared as of one snapshot per database. The first source of the
 //! sync is the reference: a key it has that database D lacks is "missing" on D, a key D has that
 //! it lacks is "extra", a key with different row contents is "changed". Tables are compared by
-//! primary key, range by range (`compare`), with rows hashed on the servers as `md5` of the row's
-//! text under drover's pinned session settings (`sql`).
+//! primary key (or the unique index drover uses), range by range (`compare`), with rows hashed on
+//! the servers as `md5` of the row's text under drover's pinned session settings (`sql`). A table
+//! with no key is compared as a multiset of row hashes (`multiset`).
 //!
 //! On a live system the snapshots are taken at slightly different moments and the targets lag
 //! the source, so a change in flight shows as a difference. Such a difference disappears when
@@ -15,6 +16,7 @@
 
 mod compare;
 pub mod key;
+mod multiset;
 pub mod sql;
 
 use std::collections::BTreeMap;
@@ -83,7 +85,7 @@ pub struct TableReport {
     pub truncated: bool,
     /// Rows per database.
     pub rows: BTreeMap<String, i64>,
-    /// Why the table could not be compared (missing, no primary key, different columns).
+    /// Why the table could not be compared (missing somewhere, different columns).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
 }
@@ -205,11 +207,15 @@ async fn verify_table(sessions: &[Session], table: &TableName) -> Result<TableRe
         let collations = key_collations(s, table, &meta.key).await?;
         sqls.push(TableSql::new(&meta, &collations));
     }
-    let shape = KeyShape::new(
-        meta.key_columns()
-            .into_iter()
-            .map(|c| (c.name.as_str(), c.type_name.as_str())),
-    );
+    let shape = if meta.whole_row() {
+        KeyShape::new([(multiset::ROW_HASH, "text")])
+    } else {
+        KeyShape::new(
+            meta.key_columns()
+                .into_iter()
+                .map(|c| (c.name.as_str(), c.type_name.as_str())),
+        )
+    };
     let sides: Vec<Side> = sessions
         .iter()
         .zip(&sqls)
@@ -224,7 +230,11 @@ async fn verify_table(sessions: &[Session], table: &TableName) -> Result<TableRe
         shape: &shape,
         display: &display,
     };
-    let rows = job.compare(&sides[0], &sides[1..], &mut out).await?;
+    let rows = if meta.whole_row() {
+        multiset::compare(&display, &sides[0], &sides[1..], &mut out).await?
+    } else {
+        job.compare(&sides[0], &sides[1..], &mut out).await?
+    };
     report.rows = sessions.iter().map(|s| s.name.clone()).zip(rows).collect();
     report.identical = out.count == 0;
     report.difference_count = out.count;
@@ -270,8 +280,8 @@ async fn key_collations(
         .collect())
 }
 
-/// The reference's definition of the table, or why it cannot be compared: missing somewhere,
-/// no primary key, or columns and key that differ from the reference's.
+/// The reference's definition of the table, or why it cannot be compared: missing somewhere, or
+/// columns and key that differ from the reference's.
 async fn definition(
     sessions: &[Session],
     table: &TableName,
@@ -285,15 +295,7 @@ async fn definition(
             continue;
         };
         match &reference {
-            None => {
-                if meta.key.is_empty() {
-                    problems.push(format!(
-                        "has no primary key on database \"{}\": verify compares by primary key",
-                        s.name
-                    ));
-                }
-                reference = Some((&s.name, meta));
-            }
+            None => reference = Some((&s.name, meta)),
             Some((ref_name, r)) => {
                 let diffs = schema::differences(r, &meta);
                 if !diffs.is_empty() {

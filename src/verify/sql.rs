@@ -239,6 +239,35 @@ impl TableSql {
     }
 }
 
+impl TableSql {
+    /// A table with no key, as a multiset: row count, then the sums of the two 64-bit halves of
+    /// every row hash as text. The sums do not depend on row order, so nothing is sorted.
+    pub fn multiset_sum(&self) -> String {
+        let half = |from: usize| {
+            format!(
+                "coalesce(sum(('x' || substr(drover_h, {from}, 16))::bit(64)::bigint::numeric), 0)"
+            )
+        };
+        format!(
+            "SELECT count(*), {} || '/' || {} FROM (SELECT {} AS drover_h FROM {} {ALIAS}) s",
+            half(1),
+            half(17),
+            self.row_hash,
+            self.table
+        )
+    }
+
+    /// Each distinct row hash and how many rows have it, in byte order (the same on every
+    /// server), for the merge of two sides whose `multiset_sum` differ.
+    pub fn multiset_list(&self) -> String {
+        format!(
+            "SELECT drover_h, count(*) FROM (SELECT {} AS drover_h FROM {} {ALIAS}) s \
+             GROUP BY drover_h ORDER BY drover_h COLLATE \"C\"",
+            self.row_hash, self.table
+        )
+    }
+}
+
 /// `float8send(CASE WHEN c = 'NaN' THEN 'NaN' ELSE c END)`: PostgreSQL treats all NaNs as equal.
 fn float_bits(ty: &str, col: &str) -> String {
     format!("{ty}send(CASE WHEN {col} = 'NaN'::{ty} THEN 'NaN'::{ty} ELSE {col} END)")
