@@ -169,3 +169,54 @@ fn initial_copy_if_empty_copies_empty_targets_only() {
     assert_eq!(c.psql("empty", "SELECT count(*) FROM t"), "999");
     daemon.stop();
 }
+
+#[test]
+fn large_copy_rebuilds_indexes_and_keeps_referenced_keys() {
+    let c = Cluster::start();
+    let ddl = "CREATE TABLE parent (id int PRIMARY KEY, v text);
+               CREATE INDEX parent_v ON parent (v);
+               CREATE TABLE big (id int PRIMARY KEY, v text UNIQUE, n int);
+               CREATE INDEX big_n ON big (n);
+               CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id));";
+    for db in ["src", "dst"] {
+        c.create_db(db);
+        c.psql(db, ddl);
+    }
+    c.psql(
+        "src",
+        "INSERT INTO parent SELECT g, 'p' || g FROM generate_series(1, 150000) g;
+         INSERT INTO big SELECT g, 'b' || g, g % 100 FROM generate_series(1, 150000) g;
+         INSERT INTO child SELECT g, g FROM generate_series(1, 10) g;
+         ANALYZE parent; ANALYZE big;",
+    );
+    let setup = one_way((&c, "src"), (&c, "dst"), &["parent", "big", "child"]);
+    drover_ok(&setup.config, &["install"]);
+    drover_ok(&setup.config, &["copy", "legacy_to_new"]);
+    for (t, key) in [("parent", "id"), ("big", "id"), ("child", "id")] {
+        assert_eq!(
+            table_md5(&c, "src", t, key),
+            table_md5(&c, "dst", t, key),
+            "{t}"
+        );
+    }
+    // Every index and constraint is back, valid, and the FK still points at parent's key.
+    let defs = |db: &str| {
+        c.psql(
+            db,
+            "SELECT string_agg(i.indexrelid::regclass || ':' || i.indisvalid, ' ' ORDER BY i.indexrelid::regclass::text) FROM pg_index i \
+             WHERE i.indrelid IN ('parent'::regclass, 'big'::regclass, 'child'::regclass)",
+        )
+    };
+    assert_eq!(defs("dst"), defs("src"));
+    assert_eq!(
+        c.psql("dst", "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = 'child'::regclass"),
+        "1"
+    );
+    let err = c
+        .try_psql("dst", "INSERT INTO big VALUES (999999, 'b1', 1)")
+        .unwrap_err();
+    assert!(
+        err.contains("duplicate key"),
+        "unique constraint enforced again: {err}"
+    );
+}

@@ -370,9 +370,7 @@ async fn apply_target(
         let c = counts.entry(t.display.clone()).or_default();
         c.pending = w.pending;
         if w.truncate {
-            ttx.batch_execute(&t.truncate())
-                .await
-                .map_err(|e| PgError::query(dst, format!("truncate {}", t.display), e))?;
+            empty_table(&ttx, dst, t).await?;
             c.truncated = true;
         } else if w.pending > 0 && t.whole_row {
             ttx.batch_execute(&t.create_temp_images(dst))
@@ -478,6 +476,33 @@ pub(crate) fn apply_session(sync: &str, role: &ReplicaRole) -> String {
         quote_literal(sync),
         role.begin_sql()
     )
+}
+
+/// Empties a target table: TRUNCATE, or DELETE when a foreign key references it (PostgreSQL
+/// refuses to truncate a referenced table; in replica mode the DELETE skips the FK checks).
+pub(crate) async fn empty_table(
+    ttx: &tokio_postgres::Transaction<'_>,
+    dst: &str,
+    t: &TablePlan,
+) -> Result<(), PgError> {
+    let purpose = format!("empty {}", t.display);
+    let referenced: bool = ttx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' \
+             AND confrelid = $1::text::regclass AND conrelid <> confrelid)",
+            &[&t.quoted],
+        )
+        .await
+        .map_err(|e| PgError::query(dst, &purpose, e))?
+        .get(0);
+    let sql = if referenced {
+        format!("DELETE FROM {}", t.quoted)
+    } else {
+        t.truncate()
+    };
+    ttx.batch_execute(&sql)
+        .await
+        .map_err(|e| PgError::query(dst, &purpose, e))
 }
 
 /// Commits an apply (or copy) transaction, first putting a helper-set replica role back.

@@ -16,7 +16,8 @@ use crate::capture::sql::NOTHING_APPLIED;
 use crate::pg::connect::checkout;
 use crate::pg::error::PgError;
 use crate::pg::ident::quote_literal;
-use crate::round::apply::{apply_session, commit_apply, SourceSide, TargetSide};
+use crate::round::apply::{apply_session, commit_apply, empty_table, SourceSide, TargetSide};
+use crate::round::indexes;
 use crate::round::plan::TablePlan;
 
 /// Tables copied at the same time (each holds a source and a target session).
@@ -280,11 +281,16 @@ async fn copy_inner(
             return Ok(false);
         }
     } else {
-        ttx.batch_execute(&t.truncate())
-            .await
-            .map_err(|e| PgError::query(dst, format!("truncate {}", t.display), e))?;
+        empty_table(&ttx, dst, t).await?;
     }
+    // The table is empty now (truncated, or found empty): large loads rebuild indexes after.
+    let rebuild = if total >= indexes::REBUILD_MIN_ROWS {
+        indexes::drop_for_load(&ttx, dst, t).await?
+    } else {
+        Vec::new()
+    };
     let rows = stream_rows(stx.client(), src, ttx.client(), dst, t, board).await?;
+    indexes::rebuild(&ttx, dst, t, &rebuild).await?;
     record(&ttx, sync, src, dst, &t.display, Some(cur), "done").await?;
     commit_apply(ttx, &job.target.replica_role, dst).await?;
     tracing::info!(sync, target = dst, table = %t.display, rows, "initial copy done");

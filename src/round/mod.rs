@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod copy;
 pub mod gather;
+pub mod indexes;
 pub mod keys;
 pub mod multi;
 pub mod plan;

@@ -18,7 +18,8 @@ use crate::pg::connect::{checkout, PooledClient};
 use crate::pg::copy::{copy_in_bytes, pipe, CopyEnd};
 use crate::pg::error::PgError;
 use crate::round::apply::{
-    apply_session, commit_apply, RoundReport, SourceSide, TableCounts, TargetReport, TargetSide,
+    apply_session, commit_apply, empty_table, RoundReport, SourceSide, TableCounts, TargetReport,
+    TargetSide,
 };
 use crate::round::gather::{self, Pending, SourceTable};
 use crate::round::keys::{copy_text, Key};
@@ -393,9 +394,7 @@ async fn apply_db(
         let c = counts.entry(t.display.clone()).or_default();
         let mut from: BTreeMap<String, Vec<Key>> = BTreeMap::new();
         if let Some(src) = r.reload_from.as_ref().filter(|s| **s != dst) {
-            ttx.batch_execute(&t.truncate())
-                .await
-                .map_err(|e| PgError::query(dst, format!("truncate {}", t.display), e))?;
+            empty_table(&ttx, dst, t).await?;
             c.truncated = true;
             from.insert(src.clone(), Vec::new());
         } else if r.reload_from.is_none() {
