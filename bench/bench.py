@@ -47,6 +47,8 @@ class Params:
         self.lag_grace = 15 if quick else 30
         self.settle_timeout = 60 if quick else 120
         self.copy_scales = [10] if quick else [10, 50]
+        self.mm_seconds = 10 if quick else 20
+        self.mm_timeout = 60 if quick else 120
 
     def as_dict(self):
         return dict(self.__dict__)
@@ -191,6 +193,7 @@ def main():
         else:
             shutil.rmtree(work, ignore_errors=True)
     results["elapsed_s"]["total"] = round(time.monotonic() - t_start, 1)
+    meta["machine"]["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]
     results["tables"] = report.render(results, peers)
     save()
     print()

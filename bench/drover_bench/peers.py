@@ -85,7 +85,10 @@ class Drover(Peer):
     name = "drover"
     trigger_prefix = "drover_capture"
 
-    def __init__(self, work, source, target, binary):
+    def __init__(self, work, source, target, binary, databases=None, sources=("src",), targets=("tgt",),
+                 tables=TABLES, extra=""):
+        """`databases` maps config names to clusters (default src/tgt);
+        `extra` is appended to the sync section (e.g. a conflict strategy)."""
         super().__init__(work, source, target)
         self.binary = binary
         self.dir = os.path.join(work, "drover")
@@ -94,16 +97,16 @@ class Drover(Peer):
         self.log = os.path.join(self.dir, "drover.log")
         self.proc = None
         self._entry = None
+        self.databases = databases or {"src": source, "tgt": target}
         listen = procs.free_port()
-        tables = ", ".join(f'"{t}"' for t in TABLES)
+        text = f'[daemon]\nlisten = "127.0.0.1:{listen}"\n\n'
+        for name, c in self.databases.items():
+            text += f'[databases.{name}]\nhost = "127.0.0.1"\nport = {c.port}\ndbname = "{DB}"\nuser = "postgres"\n\n'
+        quoted = lambda xs: ", ".join(f'"{x}"' for x in xs)
+        text += f"[relgroups.herd]\ntables = [{quoted(tables)}]\n\n"
+        text += f'[syncs.{SYNC}]\nrelgroup = "herd"\nsources = [{quoted(sources)}]\ntargets = [{quoted(targets)}]\n{extra}'
         with open(self.config, "w") as f:
-            f.write(
-                f'[daemon]\nlisten = "127.0.0.1:{listen}"\n\n'
-                f'[databases.src]\nhost = "127.0.0.1"\nport = {source.port}\ndbname = "{DB}"\nuser = "postgres"\n\n'
-                f'[databases.tgt]\nhost = "127.0.0.1"\nport = {target.port}\ndbname = "{DB}"\nuser = "postgres"\n\n'
-                f"[relgroups.herd]\ntables = [{tables}]\n\n"
-                f'[syncs.{SYNC}]\nrelgroup = "herd"\nsources = ["src"]\ntargets = ["tgt"]\n'
-            )
+            f.write(text)
 
     def cli(self, *args, timeout=600, check=True):
         return run([self.binary, "--config", self.config, *args], timeout=timeout, check=check)
@@ -149,6 +152,9 @@ class Drover(Peer):
 
     def cpu_seconds(self):
         return procs.cpu_seconds(self.proc.pid) if self.running() else 0.0
+
+    def clusters(self):
+        return list(self.databases.values())
 
     def empty_capture(self):
         names = self.source.psql(DB, "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
@@ -211,9 +217,13 @@ class Bucardo(Peer):
     name = "bucardo"
     trigger_prefix = "bucardo_"
 
-    def __init__(self, work, source, target, control):
+    def __init__(self, work, source, target, control, databases=None, roles=None):
+        """`databases` maps Bucardo db names to clusters, `roles` them to
+        source/target (default: src is the source, tgt the target)."""
         super().__init__(work, source, target)
         self.control = control
+        self.databases = databases or {"src": source, "tgt": target}
+        self.roles = roles or {"src": "source", "tgt": "target"}
         self.dir = os.path.join(work, "bucardo")
         self.piddir = os.path.join(self.dir, "pid")
         self.logdir = os.path.join(self.dir, "log")
@@ -243,10 +253,12 @@ class Bucardo(Peer):
             f"reason_file={self.logdir}/restart.reason",
             f"log_conflict_file={self.logdir}/conflict.log",
         )
-        for name, c in (("src", self.source), ("tgt", self.target)):
+        for name, c in self.databases.items():
             self.bucardo("add", "db", name, f"dbname={DB}", "host=127.0.0.1", f"port={c.port}", "user=postgres")
-        self.bucardo("add", "table", *TABLES, "db=src", "relgroup=herd")
-        self.bucardo("add", "sync", SYNC, "relgroup=herd", "dbs=src:source,tgt:target")
+        first = next(iter(self.databases))
+        self.bucardo("add", "table", *TABLES, f"db={first}", "relgroup=herd")
+        dbs = ",".join(f"{n}:{r}" for n, r in self.roles.items())
+        self.bucardo("add", "sync", SYNC, "relgroup=herd", f"dbs={dbs}")
 
     def mcp_pid(self):
         try:
@@ -296,7 +308,7 @@ class Bucardo(Peer):
         return sum(procs.cpu_seconds(p, children=True) for p in self.pids())
 
     def clusters(self):
-        return [self.source, self.target, self.control]
+        return list(self.databases.values()) + [self.control]
 
     def empty_capture(self):
         names = self.source.psql(DB, "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "

@@ -55,8 +55,9 @@ def render(results, peers):
         parts.append(initial_copy(w["initial_copy"]))
     if "catchup_seed" in w or "catchup_big" in w:
         parts.append(cost(w, peers))
+    parts.append(targets(w))
     if "multi_master" in w:
-        parts.append(f"### 6. Multi-master\n{w['multi_master'].get('status', w['multi_master'])}")
+        parts.append(multi_master(w["multi_master"], peers))
     return "\n\n".join(parts)
 
 
@@ -143,19 +144,46 @@ def lag(r, peers):
             + table(["peer", "-R", "achieved TPS", "lag p50", "lag p99", "p99 per run", "probes unseen", "drover/peer p99 per run"], rows))
 
 
+def multi_master(r, peers):
+    if error_of(r) or "status" in r:
+        return f"### 6. Multi-master\n{r.get('error') or r.get('status')}"
+    rows, secs = [], {}
+    for p in peers:
+        pr = r.get(p)
+        if pr is None:
+            continue
+        if error_of(pr):
+            rows.append([p, "-", "failed: " + pr["error"].splitlines()[0][:120], "-", ""])
+        elif "status" in pr:
+            rows.append([p, "-", pr["status"], "-", ""])
+        else:
+            secs[p] = [x["seconds"] if x["seconds"] is not None else INF for x in pr["runs"]]
+            rows.append([p, ", ".join(str(x["transactions"]) for x in pr["runs"]), flist(secs[p]),
+                         f(median(secs[p])), ""])
+    for row in rows:
+        if row[0] != "drover" and row[0] in secs and "drover" in secs:
+            row[4] = flist(ratios(secs["drover"], secs[row[0]]), 3)
+    return (f"### 6. Multi-master: {r['pgbench']} (s)\n"
+            + table(["peer", "transactions (both masters)", "seconds per run", "median s", "drover/peer per run"], rows))
+
+
 def initial_copy(r):
     rows = []
     for scale, sr in r.items():
-        if scale == "drover":
+        if not scale.isdigit():
             continue
         if error_of(sr):
-            rows.append([scale, "-", "failed: " + sr["error"].splitlines()[0][:120], "-"])
+            rows.append([scale, "-", "failed: " + sr["error"].splitlines()[0][:120], "-", "-"])
             continue
-        rows.append([scale, "drover", r["drover"], "-"])
+        if "drover copy" not in sr:
+            rows.append([scale, "drover", r["drover"], "-", "-"])
+        d = sr.get("drover copy")
         for method, secs in sr.items():
-            rows.append([scale, method, flist(secs, 1), f(median(secs), 1)])
-    return ("### 4. Initial copy to an empty target (s)\n"
-            + table(["scale", "method", "seconds per run", "median s"], rows))
+            rs = flist(ratios(d, secs), 2) if d and method != "drover copy" else ""
+            rows.append([scale, method, flist(secs, 1), f(median(secs), 1), rs])
+    note = f"drover copy = {r['drover']}, timed together" if "n/a" not in r["drover"] else ""
+    return ("### 4. Initial copy to an empty target (s)\n" + (note + "\n" if note else "")
+            + table(["scale", "method", "seconds per run", "median s", "drover/method per run"], rows))
 
 
 def cost(w, peers):
@@ -188,3 +216,81 @@ def cost(w, peers):
             "benchmark's equality polls.\n"
             + table(["peer", "backlog", "transactions", "daemon CPU s / 1k tx", "server CPU s / 1k tx",
                      "daemon peak RSS MB", "drover/Bucardo daemon CPU"], rows))
+
+
+def _runs(w, key, peer):
+    r = w.get(key)
+    if not r or error_of(r) or not r.get(peer) or error_of(r[peer]):
+        return None
+    return r[peer]["runs"] if "runs" in r[peer] else r[peer]
+
+
+def _secs(runs):
+    return [x["seconds"] if x["seconds"] is not None else INF for x in runs]
+
+
+def targets(w):
+    """Issue 6's targets next to what this run measured."""
+    rows = []
+
+    def add(target, measured, ok):
+        rows.append([target, measured, "-" if ok is None else ("yes" if ok else "**no**")])
+
+    o = w.get("overhead")
+    if o and not error_of(o):
+        base = o["tps"].get("none", [])
+        for state in ("stopped", "running"):
+            d = o["tps"].get(f"drover triggers, daemon {state}")
+            if d:
+                m = median(ratios(d, base))
+                add(f"source TPS with drover's capture (daemon {state}) >= 85% of no capture",
+                    f"{f(m * 100 if m else None, 1)} %", m is not None and m >= 0.85)
+    d = _runs(w, "catchup_seed", "drover")
+    for peer, factor in (("native", 4), ("bucardo", 10)):
+        p = _runs(w, "catchup_seed", peer)
+        if d and p:
+            m = median(ratios(_secs(d), _secs(p)))
+            add(f"seed catch-up >= {factor}x faster than {peer} (drover/{peer} <= {1 / factor:.2f})",
+                f"drover/{peer} {f(m, 3)} ({f(1 / m if m else None, 1)}x faster)", m is not None and m <= 1 / factor)
+    d = _runs(w, "catchup_big", "drover")
+    if d:
+        ok = all(x["seconds"] is not None for x in d)
+        per = median([x["seconds"] / x["transactions"] * 10000 for x in d if x["seconds"] is not None])
+        seed = _runs(w, "catchup_seed", "drover")
+        seed_per = median([x["seconds"] / x["transactions"] * 10000 for x in seed if x["seconds"] is not None]) if seed else None
+        add("no cliff on a big backlog (s per 10k transactions: big vs seed)", f"{f(per)} vs {f(seed_per)}", ok)
+    lag = w.get("lag")
+    if lag and not error_of(lag) and isinstance(lag.get("drover"), dict) and "500" in lag["drover"]:
+        dr = lag["drover"]["500"]
+        nat = lag.get("native", {}).get("500") if isinstance(lag.get("native"), dict) else None
+        if nat:
+            m = median(ratios([x["p99_ms"] for x in dr], [x["p99_ms"] for x in nat]))
+            add("lag p99 at -R 500 <= 2x native's", f"drover/native {f(m)} ({fmt_ms(median([x['p99_ms'] for x in dr]))} "
+                f"vs {fmt_ms(median([x['p99_ms'] for x in nat]))})", m is not None and m <= 2)
+        t = median([x["tps"] for x in dr])
+        add("the source reaches 500 TPS in that run", f"{f(t, 0)} TPS", t is not None and t >= 490)
+    c = w.get("initial_copy")
+    if c and not error_of(c):
+        scales = sorted((int(k) for k, v in c.items() if k.isdigit() and not error_of(v)), reverse=True)
+        target = "initial copy of scale 50 faster than pg_dump | pg_restore, within 1.1x of the COPY pipe"
+        sr = c[str(scales[0])] if scales else {}
+        if "drover copy" in sr:
+            dm, pm, cm = (median(sr[k]) for k in ("drover copy", "pg_dump -Fc | pg_restore", "COPY pipe"))
+            add(target + (f" (measured at scale {scales[0]})" if scales[0] != 50 else ""),
+                f"drover {f(dm, 1)} s, pg_dump/pg_restore {f(pm, 1)} s, COPY pipe {f(cm, 1)} s "
+                f"(drover/COPY pipe {f(dm / cm if cm else None)})",
+                dm is not None and pm is not None and cm is not None and dm < pm and dm <= 1.1 * cm)
+        else:
+            add(target, c.get("drover"), None)
+    if d:
+        rss = max(x["peak_rss_kb"] for x in d) / 1024
+        add("daemon peak RSS <= 40 MB during the big catch-up", f"{f(rss, 1)} MB", rss <= 40)
+        b = _runs(w, "catchup_big", "bucardo")
+        if b:
+            dc = median([x["daemon_cpu_s"] / x["transactions"] for x in d])
+            bc = median([x["daemon_cpu_s"] / x["transactions"] for x in b])
+            m = dc / bc if bc else None
+            add("daemon CPU per replicated transaction <= half of Bucardo's", f"drover/Bucardo {f(m, 3)}", m is not None and m <= 0.5)
+    if not rows:
+        return "### Targets (issue 6)\nnothing measured"
+    return "### Targets (issue 6), as measured in this run\n" + table(["target", "measured", "met"], rows)

@@ -15,7 +15,7 @@ import traceback
 from . import procs
 from .cluster import PG_BIN, Cluster, CommandError
 from .data import EqualityPoll, differing_tables, LagProbe, conn_args, copy_schema_and_data, make_pair, pipe, psql_cmd
-from .peers import DB, Bucardo, Drover, Native, ResourceSampler
+from .peers import DB, SYNC, Bucardo, Drover, Native, ResourceSampler
 
 MAIN_SCALE = 10
 
@@ -93,6 +93,8 @@ def source_overhead(ctx):
         configs = [c for c in OVERHEAD_CONFIGS if c[1] is None or c[1] in peers]
         tps = {c[0]: [] for c in configs}
         args = ["-c", "4", "-j", "2", "-T", str(ctx.p.overhead_seconds)]
+        # Warm-up, not counted: caches, hint bits and autovacuum after the load.
+        src.pgbench(DB, ["-c", "4", "-j", "2", "-T", str(max(5, ctx.p.overhead_seconds // 3))])
         for run in range(ctx.p.runs):
             for label, peer_name, daemon in configs:
                 peer = peers.get(peer_name)
@@ -271,7 +273,8 @@ PGBENCH_TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pg
 
 def initial_copy(ctx):
     drover_copy = "copy" in _drover_help(ctx)
-    out = {"drover": "built" if drover_copy else "n/a (not built)"}
+    out = {"drover": "schema (pg_dump --schema-only | psql), drover install, drover copy" if drover_copy
+           else "n/a (not built)"}
     for scale in ctx.p.copy_scales:
         ctx.log(f"  scale {scale}")
         out[str(scale)] = guarded(ctx, f"initial copy scale {scale}", lambda: _copy_scale(ctx, scale, drover_copy))
@@ -296,18 +299,29 @@ def _copy_scale(ctx, scale, drover_copy):
         expect = _copy_fingerprint(src)
         methods = {"pg_dump -Fc | pg_restore": _dump_restore, "COPY pipe": _copy_pipe}
         if drover_copy:
-            methods["drover copy"] = None  # TODO when `drover copy` exists: its CLI is not fixed yet
+            tables = [f"public.{t}" for t in PGBENCH_TABLES if t != "pgbench_history"]
+            drover = Drover(work, src, tgt, ctx.drover_bin, tables=tables)
+
+            def drover_copy_fn(src, tgt):
+                pipe([f"{PG_BIN}/pg_dump", "--schema-only", "-t", "public.pgbench_*", *conn_args(src)], psql_cmd(tgt))
+                drover.cli("install")
+                drover.cli("copy", SYNC)
+
+            methods = {"drover copy": drover_copy_fn, **methods}
         res = {m: [] for m in methods}
         for run in range(ctx.p.runs):
             for method, fn in methods.items():
-                if fn is None:
-                    continue
                 tgt.psql("postgres", f"DROP DATABASE IF EXISTS {DB}")
                 tgt.psql("postgres", f"CREATE DATABASE {DB}")
                 tgt.checkpoint("postgres")
                 t0 = time.monotonic()
-                fn(src, tgt)
-                secs = time.monotonic() - t0
+                try:
+                    fn(src, tgt)
+                    secs = time.monotonic() - t0
+                finally:
+                    if method == "drover copy":
+                        # Untimed: pg_dump would carry drover's triggers to the next method's target.
+                        drover.cli("uninstall")
                 if _copy_fingerprint(tgt) != expect:
                     raise CommandError(f"{method}: the target differs from the source after the copy")
                 res[method].append(secs)
@@ -342,11 +356,83 @@ def _copy_pipe(src, tgt):
 
 
 def multi_master(ctx):
-    if "drover" not in ctx.peers:
-        return {"status": "skipped (drover not selected)"}
-    if not _drover_multi_master(ctx):
-        return {"status": "n/a (multi-master not built)"}
-    return {"status": "n/a (the built drover accepts two sources, but this benchmark's multi-master workload is not written yet)"}
+    out = {"pgbench": f"pgbench -c 2 -T {ctx.p.mm_seconds} (scale {MAIN_SCALE}) on both masters at once, "
+                      "then the time until both hold the same rows"}
+    for name in ctx.peers:
+        if name == "native":
+            out[name] = {"status": "n/a (PostgreSQL 15 cannot filter changes by origin; two-way needs 16's origin = none)"}
+        elif name == "drover" and not _drover_multi_master(ctx):
+            out[name] = {"status": "n/a (multi-master not built)"}
+        else:
+            ctx.log(f"  {name}")
+            out[name] = guarded(ctx, f"multi-master {name}", lambda: _mm_peer(ctx, name))
+    return out
+
+
+def _mm_peer(ctx, name):
+    work = ctx.subdir(f"mm-{name}")
+    a, b = make_pair(work, "mm", MAIN_SCALE)
+    peer = None
+    try:
+        dbs = {"a": a, "b": b}
+        if name == "drover":
+            peer = Drover(work, a, b, ctx.drover_bin, databases=dbs, sources=("a", "b"), targets=())
+        else:
+            peer = Bucardo(work, a, b, Cluster(work, "bucardo-ctl").start(), databases=dbs,
+                           roles={"a": "source", "b": "source"})
+        peer.install()
+        peer.start()
+        runs = []
+        for run in range(ctx.p.runs):
+            results, errors = {}, []
+
+            def bench(c, key):
+                try:
+                    results[key] = c.pgbench(DB, ["-c", "2", "-T", str(ctx.p.mm_seconds)])[1]
+                except Exception as e:
+                    errors.append(str(e))
+
+            threads = [threading.Thread(target=bench, args=(c, k)) for k, c in dbs.items()]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if errors:
+                raise CommandError("; ".join(errors))
+            t0 = time.monotonic()
+            secs = converge(a, b, t0, ctx.p.mm_timeout, check=getattr(peer, "check_alive", None))
+            r = {"seconds": secs, "tps_a": results["a"]["tps"], "tps_b": results["b"]["tps"],
+                 "transactions": results["a"]["transactions"] + results["b"]["transactions"]}
+            runs.append(r)
+            ctx.log(f"    run {run + 1}: {r['transactions']} tx ({r['tps_a']:.0f} + {r['tps_b']:.0f} tps), "
+                    f"converged {'never (timeout)' if secs is None else f'after {secs:.2f} s'}")
+            if secs is None:
+                break
+        return {"runs": runs}
+    finally:
+        destroy(peer, peer.clusters() if peer else [a, b], ctx.keep)
+
+
+def converge(a, b, t0, timeout, check=None):
+    """Seconds from t0 until a and b hold the same rows (both may still move)."""
+    from .data import CHEAP, MD5
+
+    ca, cb = a.conn(DB, app="drover-bench-poll"), b.conn(DB, app="drover-bench-poll")
+    try:
+        for c in (ca, cb):
+            c.query("SET max_parallel_workers_per_gather = 0")
+        while True:
+            sent = time.monotonic()
+            if ca.value(CHEAP) == cb.value(CHEAP) and ca.value(MD5) == cb.value(MD5):
+                return sent - t0
+            if check:
+                check()
+            if time.monotonic() - t0 > timeout:
+                return None
+            time.sleep(max(0.02, time.monotonic() - sent))
+    finally:
+        ca.close()
+        cb.close()
 
 
 def _drover_multi_master(ctx):
