@@ -26,6 +26,7 @@ from drover_bench.cluster import INITDB_ARGS, SETTINGS, run, server_version  # n
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCK = os.path.join(tempfile.gettempdir(), "drover-bench.lock")
 WORKLOADS = ["overhead", "catchup", "lag", "copy", "cost", "multimaster"]
+EXTRA_WORKLOADS = ["capture"]  # run only when named in --only
 PEERS = ["drover", "native", "bucardo"]
 
 
@@ -112,7 +113,8 @@ def take_lock():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one run, short durations (under 10 minutes)")
-    ap.add_argument("--only", default="", help=f"comma-separated workloads: {','.join(WORKLOADS)}")
+    ap.add_argument("--only", default="", help=f"comma-separated workloads: {','.join(WORKLOADS)}; also "
+                    "capture (drover's capture variants, a tuning aid not in the default set)")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated peers: {','.join(PEERS)}")
     ap.add_argument("--runs", type=int, default=0, help="runs per measurement (default 3, quick 1)")
     ap.add_argument("--drover", default=None, help="drover binary (default: target/release/drover)")
@@ -123,8 +125,8 @@ def main():
     only = [w for w in args.only.split(",") if w] or WORKLOADS
     peers = [p for p in args.peers.split(",") if p]
     for w in only:
-        if w not in WORKLOADS:
-            ap.error(f"unknown workload {w!r} (choose from {', '.join(WORKLOADS)})")
+        if w not in WORKLOADS + EXTRA_WORKLOADS:
+            ap.error(f"unknown workload {w!r} (choose from {', '.join(WORKLOADS + EXTRA_WORKLOADS)})")
     for p in peers:
         if p not in PEERS:
             ap.error(f"unknown peer {p!r} (choose from {', '.join(PEERS)})")
@@ -166,6 +168,8 @@ def main():
     plan = []
     if "overhead" in only:
         plan.append(("overhead", "1. source overhead", lambda: workloads.source_overhead(ctx)))
+    if "capture" in only:
+        plan.append(("capture", "1b. capture variants", lambda: workloads.capture_variants(ctx)))
     if "catchup" in only or "cost" in only:
         plan.append(("catchup_seed", "2a. catch-up, seed backlog", lambda: workloads.catch_up(ctx, "seed")))
         plan.append(("catchup_big", "2b. catch-up, big backlog", lambda: workloads.catch_up(ctx, "big")))

@@ -108,8 +108,9 @@ class Drover(Peer):
         with open(self.config, "w") as f:
             f.write(text)
 
-    def cli(self, *args, timeout=600, check=True):
-        return run([self.binary, "--config", self.config, *args], timeout=timeout, check=check)
+    def cli(self, *args, timeout=600, check=True, env=None):
+        return run([self.binary, "--config", self.config, *args], timeout=timeout, check=check,
+                   env=dict(os.environ, **env) if env else None)
 
     def install(self):
         self.cli("install")

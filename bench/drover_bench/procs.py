@@ -149,3 +149,40 @@ def free_port():
                 continue
         _ports.add(port)
         return port
+
+
+def system_busy_seconds():
+    """CPU seconds all processes on the machine have used since boot."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    # user nice system idle iowait irq softirq steal
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+class OtherLoad:
+    """Measures how much CPU processes that are not ours used during a block:
+    the machine's busy time minus our clusters, our peer's daemons, our
+    children (pgbench, psql) and ourselves. The benchmark shares a 2-core
+    machine; this number says how much a run was disturbed."""
+
+    def __init__(self, clusters, peer=None):
+        self.clusters, self.peer = clusters, peer
+
+    def _ours(self):
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system
+        own += sum(c.cpu_seconds() for c in self.clusters)
+        if self.peer is not None:
+            own += self.peer.cpu_seconds()
+        return own
+
+    def __enter__(self):
+        self.t0, self.busy0, self.ours0 = time.monotonic(), system_busy_seconds(), self._ours()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.monotonic() - self.t0
+        other = (system_busy_seconds() - self.busy0) - (self._ours() - self.ours0)
+        # Average number of cores used by others (>= 0; rounding can dip below).
+        self.cores = max(0.0, other / wall) if wall > 0 else 0.0

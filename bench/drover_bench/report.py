@@ -46,6 +46,8 @@ def render(results, peers):
     parts = []
     if "overhead" in w:
         parts.append(overhead(w["overhead"]))
+    if "capture" in w:
+        parts.append(capture_variants(w["capture"]))
     for key, title in (("catchup_seed", "2a. Catch-up, seed backlog"), ("catchup_big", "2b. Catch-up, big backlog")):
         if key in w:
             parts.append(catchup(w[key], title, peers))
@@ -72,9 +74,11 @@ def overhead(r):
             continue
         rs = ratios(tps[label], base)
         rows.append([label, flist(tps[label], 0), f(median(tps[label]), 0),
-                     f(median(rs) * 100 if median(rs) else None, 1, " %"), flist([x * 100 if x else None for x in rs], 1)])
+                     f(median(rs) * 100 if median(rs) else None, 1, " %"), flist([x * 100 if x else None for x in rs], 1),
+                     flist(r.get("other_cores", {}).get(label, []), 2)])
     text = f"### 1. Source overhead: {r['pgbench']}, TPS\n" + table(
-        ["capture", "TPS per run", "median TPS", "vs no capture (median)", "vs no capture per run (%)"], rows)
+        ["capture", "TPS per run", "median TPS", "vs no capture (median)", "vs no capture per run (%)",
+         "other processes, cores"], rows)
     lines = []
     for state in ("stopped", "running"):
         d, b = tps.get(f"drover triggers, daemon {state}"), tps.get(f"bucardo triggers, daemon {state}")
@@ -82,6 +86,20 @@ def overhead(r):
             rs = ratios(d, b)
             lines.append(f"- drover/Bucardo TPS, daemons {state}: {flist(rs)} per run, median {f(median(rs))}")
     return text + ("\n\n" + "\n".join(lines) if lines else "")
+
+
+def capture_variants(r):
+    if error_of(r):
+        return f"### 1b. Capture variants\nfailed: {r['error']}"
+    tps, base = r["tps"], r["tps"].get("none", [])
+    rows = []
+    for label, runs in tps.items():
+        rs = ratios(runs, base)
+        rows.append([label, flist(runs, 0), f(median(runs), 0), f(median(rs) * 100 if median(rs) else None, 1, " %"),
+                     flist(r.get("other_cores", {}).get(label, []), 2)])
+    return (f"### 1b. Capture variants (no daemon): {r['pgbench']}, TPS\n"
+            + table(["drover capture", "TPS per run", "median TPS", "vs none (median of per-run ratios)",
+                     "other processes, cores"], rows))
 
 
 def catchup(r, title, peers):
@@ -94,17 +112,18 @@ def catchup(r, title, peers):
         if pr is None:
             continue
         if error_of(pr):
-            rows.append([p, "-", "failed: " + pr["error"].splitlines()[0][:120], "-", "-", "-"])
+            rows.append([p, "-", "failed: " + pr["error"].splitlines()[0][:120], "-", "-", "-", "-"])
             continue
         runs = pr["runs"]
         secs[p] = [x["seconds"] if x["seconds"] is not None else INF for x in runs]
         tx = ", ".join(str(x["transactions"]) for x in runs)
         timeouts = sum(1 for x in runs if x["seconds"] is None)
         shown = flist(secs[p]).replace("never", f"> {r['timeout_s']} (timeout)")
-        rows.append([p, tx, shown, f(median(secs[p])) if not timeouts else f"> {r['timeout_s']}", "", ""])
+        others = flist([x.get("other_cores") for x in runs])
+        rows.append([p, tx, shown, f(median(secs[p])) if not timeouts else f"> {r['timeout_s']}", "", "", others])
         if p == "drover":
             waits = [x.get("wait_seconds") for x in runs]
-            rows.append(["drover (`drover wait`)", tx, flist(waits), f(median(waits)), "", ""])
+            rows.append(["drover (`drover wait`)", tx, flist(waits), f(median(waits)), "", "", ""])
     d = secs.get("drover")
     for row in rows:
         if d and row[0] in secs and row[0] != "drover":
@@ -115,7 +134,8 @@ def catchup(r, title, peers):
                 row[5] = f"< {f(max(x for x in d if x != INF) / r['timeout_s'], 3)}" if d else "-"
     return (f"### {title}: {r['pgbench']} while replication is stopped, then time from start until the "
             f"target equals the source (s)\n"
-            + table(["peer", "transactions", "seconds per run", "median s", "drover/peer per run", "median drover/peer"], rows))
+            + table(["peer", "transactions", "seconds per run", "median s", "drover/peer per run", "median drover/peer",
+                     "other processes, cores"], rows))
 
 
 def lag(r, peers):
@@ -128,20 +148,22 @@ def lag(r, peers):
         if pr is None:
             continue
         if error_of(pr):
-            rows.append([p, "-", "failed: " + pr["error"].splitlines()[0][:120], "-", "-", "-", "-", "-"])
+            rows.append([p, "-", "failed: " + pr["error"].splitlines()[0][:120], "-", "-", "-", "-", "-", "-"])
             continue
         for rate, runs in pr.items():
             p99[(p, rate)] = [x["p99_ms"] for x in runs]
             rows.append([p, rate, f(median([x["tps"] for x in runs]), 0), fmt_ms(median([x["p50_ms"] for x in runs])),
                          fmt_ms(median([x["p99_ms"] for x in runs])), ", ".join(fmt_ms(x["p99_ms"]) for x in runs),
-                         ", ".join(f"{x['unseen']}/{x['probes']}" for x in runs), ""])
+                         ", ".join(f"{x['unseen']}/{x['probes']}" for x in runs), "",
+                         flist([x.get("other_cores") for x in runs])])
     for row in rows:
         key = (row[0], row[1])
         if row[0] != "drover" and key in p99 and ("drover", row[1]) in p99:
             rs = ratios(p99[("drover", row[1])], p99[key])
             row[7] = flist(rs, 2) if any(x is not None for x in rs) else "< 0.01 (peer never caught up)"
     return ("### 3. Steady lag: pgbench -c 4 -j 2 -R RATE (scale 10) while replicating; probe row every 50 ms\n"
-            + table(["peer", "-R", "achieved TPS", "lag p50", "lag p99", "p99 per run", "probes unseen", "drover/peer p99 per run"], rows))
+            + table(["peer", "-R", "achieved TPS", "lag p50", "lag p99", "p99 per run", "probes unseen", "drover/peer p99 per run",
+                     "other processes, cores"], rows))
 
 
 def multi_master(r, peers):

@@ -92,6 +92,7 @@ def source_overhead(ctx):
                     clusters.append(peers[name].control)
         configs = [c for c in OVERHEAD_CONFIGS if c[1] is None or c[1] in peers]
         tps = {c[0]: [] for c in configs}
+        other = {c[0]: [] for c in configs}
         args = ["-c", "4", "-j", "2", "-T", str(ctx.p.overhead_seconds)]
         # Warm-up, not counted: caches, hint bits and autovacuum after the load.
         src.pgbench(DB, ["-c", "4", "-j", "2", "-T", str(max(5, ctx.p.overhead_seconds // 3))])
@@ -107,17 +108,72 @@ def source_overhead(ctx):
                         time.sleep(3)  # measure steady state, not the daemon's start
                 try:
                     src.checkpoint(DB)
-                    _, res = src.pgbench(DB, args)
+                    with procs.OtherLoad(clusters, peer if daemon else None) as load:
+                        _, res = src.pgbench(DB, args)
                 finally:
                     if peer:
                         if daemon:
                             peer.stop()
                         peer.set_capture(False)
                 tps[label].append(res["tps"])
-                ctx.log(f"  run {run + 1}: {label}: {res['tps']:.0f} tps")
-        return {"pgbench": "pgbench " + " ".join(args) + f" (scale {MAIN_SCALE})", "tps": tps}
+                other[label].append(round(load.cores, 2))
+                ctx.log(f"  run {run + 1}: {label}: {res['tps']:.0f} tps (other processes: {load.cores:.2f} cores)")
+        return {"pgbench": "pgbench " + " ".join(args) + f" (scale {MAIN_SCALE})", "tps": tps, "other_cores": other}
     finally:
         destroy(None, clusters, ctx.keep)
+
+
+# -- 1b. capture variants (not in the default set: a tuning aid) -------------
+
+CAPTURE_VARIANTS = ["none", "statement", "statement, no NOTIFY", "row"]
+
+
+def capture_variants(ctx):
+    """Source TPS under drover's capture variants, interleaved run by run, to
+    show what each part of the capture costs: statement-level triggers with
+    transition tables (the default), the same without the NOTIFY the trigger
+    sends, and row-level triggers (DROVER_CAPTURE_MODE=row). No daemon runs."""
+    work = ctx.subdir("capture")
+    src, tgt = make_pair(work, "cap", MAIN_SCALE)
+    try:
+        drover = Drover(work, src, tgt, ctx.drover_bin)
+        args = ["-c", "4", "-j", "2", "-T", str(ctx.p.overhead_seconds)]
+        src.pgbench(DB, ["-c", "4", "-j", "2", "-T", str(max(5, ctx.p.overhead_seconds // 3))])
+        tps = {v: [] for v in CAPTURE_VARIANTS}
+        other = {v: [] for v in CAPTURE_VARIANTS}
+        for run in range(ctx.p.runs):
+            for variant in CAPTURE_VARIANTS:
+                drover.cli("uninstall")
+                if variant != "none":
+                    mode = "row" if variant == "row" else "statement"
+                    drover.cli("install", env={"DROVER_CAPTURE_MODE": mode})
+                if variant == "statement, no NOTIFY":
+                    _drop_notify(src)
+                src.checkpoint(DB)
+                with procs.OtherLoad([src, tgt]) as load:
+                    _, res = src.pgbench(DB, args)
+                tps[variant].append(res["tps"])
+                other[variant].append(round(load.cores, 2))
+                ctx.log(f"  run {run + 1}: {variant}: {res['tps']:.0f} tps (other processes: {load.cores:.2f} cores)")
+        drover.cli("uninstall")
+        return {"pgbench": "pgbench " + " ".join(args) + f" (scale {MAIN_SCALE})", "tps": tps, "other_cores": other}
+    finally:
+        destroy(None, [src, tgt], ctx.keep)
+
+
+def _drop_notify(src):
+    """Rewrites drover's capture functions without their pg_notify call."""
+    import re
+
+    defs = src.psql(DB, "SELECT string_agg(pg_get_functiondef(p.oid), E';\\n') || ';' FROM pg_proc p "
+                        "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'drover' "
+                        "AND p.prosrc LIKE '%pg_notify%'")
+    if defs.strip(";").strip():
+        src.psql(DB, re.sub(r"PERFORM pg_notify\([^;]*\);", "NULL;", defs))
+    left = src.psql(DB, "SELECT count(*) FROM pg_proc WHERE prosrc LIKE '%pg_notify%' "
+                        "AND pronamespace = 'drover'::regnamespace")
+    if left != "0":
+        raise CommandError(f"{left} capture functions still call pg_notify")
 
 
 # -- 2 and 5. catch-up, with its cost ----------------------------------------
@@ -153,7 +209,8 @@ def _catch_up_peer(ctx, name, scale, args, timeout):
             secs = "timeout" if r["seconds"] is None else f"{r['seconds']:.2f} s"
             extra = f", drover wait {r['wait_seconds']:.2f} s" if r.get("wait_seconds") is not None else ""
             ctx.log(f"    run {run + 1}: {bench['transactions']} tx caught up in {secs}{extra}, "
-                    f"daemon cpu {r['daemon_cpu_s']:.2f} s, peak rss {r['peak_rss_kb'] / 1024:.1f} MB")
+                    f"daemon cpu {r['daemon_cpu_s']:.2f} s, peak rss {r['peak_rss_kb'] / 1024:.1f} MB, "
+                    f"other processes {r['other_cores']:.2f} cores")
             if r["seconds"] is None:
                 ctx.log("    timed out: further runs skipped (the target is behind)")
                 break
@@ -180,7 +237,7 @@ def _measure_catch_up(ctx, peer, timeout):
         watcher.start()
     check = peer.check_alive if isinstance(peer, Drover) else None
     try:
-        with ResourceSampler(peer) as sampler:
+        with procs.OtherLoad(clusters, peer) as load, ResourceSampler(peer) as sampler:
             seconds = poll.wait(t0, timeout, on_poll=check)
             daemon_cpu = peer.cpu_seconds()
         server_cpu = sum(c.cpu_seconds() for c in clusters) - server0
@@ -191,7 +248,7 @@ def _measure_catch_up(ctx, peer, timeout):
             watcher.join(5)
         peer.stop()
     r = {"seconds": seconds, "daemon_cpu_s": daemon_cpu, "server_cpu_s": server_cpu,
-         "peak_rss_kb": sampler.peak_kb}
+         "peak_rss_kb": sampler.peak_kb, "other_cores": round(load.cores, 2)}
     if seconds is None:
         r["differing_tables"] = differing_tables(peer.source, peer.target)
         ctx.log(f"    timed out; tables that differ: {', '.join(r['differing_tables']) or 'none (equal just after the deadline)'}")
@@ -229,7 +286,8 @@ def _lag_peer(ctx, name):
                 probe = LagProbe(src, tgt, id_base)
                 probe.start()
                 try:
-                    _, bench = src.pgbench(DB, ["-c", "4", "-j", "2", "-R", str(rate), "-T", str(ctx.p.lag_seconds)])
+                    with procs.OtherLoad(peer.clusters(), peer) as load:
+                        _, bench = src.pgbench(DB, ["-c", "4", "-j", "2", "-R", str(rate), "-T", str(ctx.p.lag_seconds)])
                 finally:
                     probe.stop_writing()
                     probe.wait_seen(ctx.p.lag_grace)
@@ -240,10 +298,11 @@ def _lag_peer(ctx, name):
                      "unseen": sum(1 for x in lags if x == float("inf")),
                      "p50_ms": percentile(lags, 50) * 1000, "p99_ms": percentile(lags, 99) * 1000,
                      "max_ms": max(lags) * 1000 if lags else None,
-                     "settled_before_s": settle}
+                     "settled_before_s": settle, "other_cores": round(load.cores, 2)}
                 res[str(rate)].append(r)
                 ctx.log(f"    -R {rate} run {run + 1}: {bench['tps']:.0f} tps, lag p50 {fmt_ms(r['p50_ms'])}, "
-                        f"p99 {fmt_ms(r['p99_ms'])}, {r['unseen']}/{r['probes']} probes unseen")
+                        f"p99 {fmt_ms(r['p99_ms'])}, {r['unseen']}/{r['probes']} probes unseen, "
+                        f"other processes {r['other_cores']:.2f} cores")
         return res
     finally:
         destroy(peer, peer.clusters() if peer else [src, tgt], ctx.keep)
