@@ -1,0 +1,1 @@
+"""drover benchmark harness (issue 6): clusters, peers, workloads, report."""
