@@ -100,8 +100,16 @@ pub async fn initial_copy(
         "initial copy starting"
     );
 
+    let run = CopyRun {
+        sync,
+        source,
+        cur: &cur,
+        exported: &exported,
+        mode,
+        board,
+    };
     let results: Vec<Result<bool, PgError>> = futures::stream::iter(jobs.iter())
-        .map(|job| copy_one(sync, source, job, &cur, &exported, mode, board))
+        .map(|job| copy_one(&run, job))
         .buffer_unordered(PARALLEL)
         .collect()
         .await;
@@ -161,18 +169,27 @@ fn set_board(board: &CopyBoard, target: &str, table: &str, f: impl FnOnce(&mut C
     f(&mut b[i]);
 }
 
-/// Copies one table to one target; Ok(false) when skipped (if-empty and not empty).
-async fn copy_one(
-    sync: &str,
-    source: &SourceSide,
-    job: &Job<'_>,
-    cur: &str,
-    exported: &str,
+/// What every table copy of one run shares.
+#[derive(Clone, Copy)]
+struct CopyRun<'a> {
+    sync: &'a str,
+    source: &'a SourceSide,
+    /// The exported snapshot as progress text, and its id for `SET TRANSACTION SNAPSHOT`.
+    cur: &'a str,
+    exported: &'a str,
     mode: CopyMode,
-    board: &CopyBoard,
-) -> Result<bool, PgError> {
-    let (src, dst, t) = (source.name.as_str(), job.target.name.as_str(), job.table);
-    let result = copy_inner(sync, source, job, cur, exported, mode, board).await;
+    board: &'a CopyBoard,
+}
+
+/// Copies one table to one target; Ok(false) when skipped (if-empty and not empty).
+async fn copy_one(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
+    let (sync, board) = (run.sync, run.board);
+    let (src, dst, t) = (
+        run.source.name.as_str(),
+        job.target.name.as_str(),
+        job.table,
+    );
+    let result = copy_inner(run, job).await;
     let state = match &result {
         Ok(true) => "done",
         Ok(false) => "skipped (target not empty)",
@@ -185,15 +202,15 @@ async fn copy_one(
     result
 }
 
-async fn copy_inner(
-    sync: &str,
-    source: &SourceSide,
-    job: &Job<'_>,
-    cur: &str,
-    exported: &str,
-    mode: CopyMode,
-    board: &CopyBoard,
-) -> Result<bool, PgError> {
+async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
+    let CopyRun {
+        sync,
+        source,
+        cur,
+        exported,
+        mode,
+        board,
+    } = *run;
     let (src, dst, t) = (source.name.as_str(), job.target.name.as_str(), job.table);
     let mut sclient = checkout(&source.pool, src).await?;
     let stx = sclient
