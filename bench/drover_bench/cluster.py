@@ -24,6 +24,12 @@ SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
     "wal_level": "logical",
 }
+# Extra settings for profiling runs only, e.g.
+# DROVER_BENCH_SETTINGS="log_min_duration_statement=0;log_line_prefix='%m %a '"
+# (printed in the header like the others; never set in reported runs).
+for _item in filter(None, os.environ.get("DROVER_BENCH_SETTINGS", "").split(";")):
+    _k, _, _v = _item.partition("=")
+    SETTINGS[_k.strip()] = _v.strip()
 # initdb options (not server settings): trust for 127.0.0.1 and the socket.
 INITDB_ARGS = ["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]
 

@@ -1,11 +1,14 @@
-//! DatabaseActor: owns one database's pool, its server facts and its LISTEN session.
+//! DatabaseActor: owns one database's pool, its server facts and its LISTEN session, on which
+//! it holds the doorbell while a subscribed sync waits for changes (see `actors::doorbell`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures::StreamExt;
 use tokio_postgres::AsyncMessage;
 
+use crate::actors::doorbell::{self, Action, Bell, Doorbell};
 use crate::capture::sql::NOTIFY_CHANNEL;
 use crate::pg::connect::checkout;
 use crate::pg::error::PgError;
@@ -38,7 +41,18 @@ pub struct GetHandle;
 /// Subscribes a sync to change notifications; starts listening on first use.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Subscribe(pub Recipient<Kick>);
+pub struct Subscribe {
+    pub sync: String,
+    pub kicks: Recipient<Kick>,
+}
+
+/// A sync waits for changes (true) or runs rounds back to back and needs no notification.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Waiting {
+    pub sync: String,
+    pub waiting: bool,
+}
 
 pub struct DatabaseActor {
     endpoint: Endpoint,
@@ -48,7 +62,10 @@ pub struct DatabaseActor {
     listening: bool,
     listen_failures: u32,
     /// The LISTEN session's client; dropping it ends the session.
-    listen_client: Option<tokio_postgres::Client>,
+    listen_client: Option<Arc<tokio_postgres::Client>>,
+    /// Counts LISTEN sessions, so answers from an ended one are ignored.
+    session_id: u64,
+    bell: Doorbell,
 }
 
 impl DatabaseActor {
@@ -62,7 +79,115 @@ impl DatabaseActor {
             listening: false,
             listen_failures: 0,
             listen_client: None,
+            session_id: 0,
+            bell: Doorbell::default(),
         }
+    }
+
+    /// Runs what the doorbell asks for on the LISTEN session.
+    fn ring(&mut self, action: Action, ctx: &mut Context<Self>) {
+        let Some(client) = self.listen_client.clone() else {
+            return;
+        };
+        let session = self.session_id;
+        match action {
+            Action::None => {}
+            Action::Acquire => {
+                let fut = async move {
+                    match client.query_one(&doorbell::acquire_sql(), &[]).await {
+                        Ok(row) => Ok((true, row.get::<_, String>(1))),
+                        Err(e) if doorbell::contended(&e) => Ok((false, String::new())),
+                        Err(e) => Err(e),
+                    }
+                };
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    if session != act.session_id {
+                        return;
+                    }
+                    match res {
+                        Ok((got, snapshot)) => {
+                            let next = act.bell.acquired(got);
+                            match act.bell.bell {
+                                Bell::Held => {
+                                    tracing::debug!(database = %act.endpoint.name, snapshot = %snapshot, "doorbell taken");
+                                    let xip = doorbell::in_progress(&snapshot);
+                                    act.settle(xip, act.bell.generation, doorbell::SETTLE_FIRST, ctx);
+                                }
+                                Bell::Contended => {
+                                    tracing::debug!(database = %act.endpoint.name, "doorbell held by another session");
+                                    ctx.run_later(doorbell::CONTENDED_RETRY, |act, ctx| {
+                                        let next = act.bell.retry();
+                                        act.ring(next, ctx);
+                                    });
+                                }
+                                _ => {}
+                            }
+                            act.ring(next, ctx);
+                        }
+                        Err(e) => {
+                            tracing::debug!(database = %act.endpoint.name, error = %e, "cannot take the doorbell");
+                            act.bell.failed();
+                        }
+                    }
+                }));
+            }
+            Action::Release => {
+                let fut = async move { client.simple_query(doorbell::RELEASE_SQL).await };
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    if session != act.session_id {
+                        return;
+                    }
+                    match res {
+                        Ok(_) => {
+                            tracing::debug!(database = %act.endpoint.name, "doorbell released");
+                            let next = act.bell.released();
+                            act.ring(next, ctx);
+                        }
+                        Err(e) => {
+                            tracing::debug!(database = %act.endpoint.name, error = %e, "cannot release the doorbell");
+                            act.bell.failed();
+                        }
+                    }
+                }));
+            }
+        }
+    }
+
+    /// Kicks the syncs once no writer that may have skipped its notification (`xip`, in
+    /// progress when the bell was taken) is still running. Stops when the bell is released.
+    fn settle(&mut self, xip: Vec<i64>, generation: u64, wait: Duration, ctx: &mut Context<Self>) {
+        if xip.is_empty() {
+            self.kick_all();
+            return;
+        }
+        ctx.run_later(wait, move |act, ctx| {
+            let Some(client) = act.listen_client.clone() else {
+                return;
+            };
+            if generation != act.bell.generation {
+                return;
+            }
+            let fut = async move {
+                let done: bool = client.query_one(doorbell::SETTLED_SQL, &[&xip]).await?.get(0);
+                Ok::<_, tokio_postgres::Error>((done, xip))
+            };
+            ctx.spawn(fut.into_actor(act).map(move |res, act, ctx| {
+                if generation != act.bell.generation {
+                    return;
+                }
+                match res {
+                    Ok((true, _)) => {
+                        tracing::debug!(database = %act.endpoint.name, waited_ms = wait.as_millis() as u64, "doorbell settled");
+                        act.kick_all()
+                    }
+                    Ok((false, xip)) => {
+                        act.settle(xip, generation, (wait * 2).min(doorbell::SETTLE_MAX), ctx)
+                    }
+                    // The session is failing; its reconnect kicks everyone.
+                    Err(_) => {}
+                }
+            }));
+        });
     }
 
     fn kick_all(&self) {
@@ -97,7 +222,10 @@ impl DatabaseActor {
                 }
             });
             client
-                .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+                .batch_execute(&format!(
+                    "LISTEN {NOTIFY_CHANNEL}; {}",
+                    doorbell::LOCK_TIMEOUT_SQL
+                ))
                 .await
                 .map_err(|e| PgError::query(&endpoint.name, "LISTEN for changes", e))?;
             Ok::<_, PgError>((client, rx))
@@ -105,10 +233,13 @@ impl DatabaseActor {
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
             Ok((client, rx)) => {
                 act.listen_failures = 0;
-                act.listen_client = Some(client);
+                act.listen_client = Some(Arc::new(client));
+                act.session_id += 1;
                 ctx.add_stream(tokio_stream_from(rx));
                 // Changes made while not listening would otherwise wait for the poll timer.
                 act.kick_all();
+                let next = act.bell.session_up();
+                act.ring(next, ctx);
             }
             Err(e) => {
                 act.listen_failures += 1;
@@ -142,8 +273,10 @@ impl StreamHandler<Notified> for DatabaseActor {
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        // The LISTEN session ended: reconnect with backoff.
+        // The LISTEN session ended (and with it the bell): reconnect with backoff.
         self.listen_client = None;
+        self.session_id += 1;
+        self.bell.session_lost();
         self.listen_failures += 1;
         let wait = backoff(self.listen_failures);
         ctx.run_later(wait, |act, ctx| act.listen(ctx));
@@ -154,10 +287,21 @@ impl Handler<Subscribe> for DatabaseActor {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) {
-        self.subscribers.push(msg.0);
+        self.subscribers.push(msg.kicks);
+        let next = self.bell.subscribe(&msg.sync);
+        self.ring(next, ctx);
         if !self.listening {
             self.listen(ctx);
         }
+    }
+}
+
+impl Handler<Waiting> for DatabaseActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Waiting, ctx: &mut Context<Self>) {
+        let next = self.bell.set_waiting(&msg.sync, msg.waiting);
+        self.ring(next, ctx);
     }
 }
 

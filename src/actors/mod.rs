@@ -1,7 +1,8 @@
 //! The daemon's actors (one actix System, single-threaded):
 //!
 //! - `DatabaseActor`, one per database: its pool, its server facts, its LISTEN session; it
-//!   forwards change notifications to the syncs reading from it.
+//!   forwards change notifications to the syncs reading from it, and holds the doorbell that
+//!   makes capture triggers notify only while a sync waits (`doorbell`).
 //! - `TableActor`, one per (sync, table): the table's plan (columns, key, SQL) and counters.
 //! - `SyncActor`, one per sync: the lease, round scheduling, status, error backoff.
 //! - `MetricsActor`: the only writer of the Prometheus recorder.
@@ -11,6 +12,7 @@
 
 pub mod daemon;
 pub mod database;
+pub mod doorbell;
 pub mod metrics;
 pub mod sync;
 pub mod table;

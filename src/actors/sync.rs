@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::Utc;
 
-use crate::actors::database::{DatabaseActor, DbHandle, GetHandle, Kick, Subscribe};
+use crate::actors::database::{DatabaseActor, DbHandle, GetHandle, Kick, Subscribe, Waiting};
 use crate::actors::metrics::{MetricsActor, RoundMetrics};
 use crate::actors::table::{Applied, Prepare, TableActor};
 use crate::pg::error::{ErrorKind, PgError};
@@ -85,6 +85,8 @@ pub struct SyncActor {
     /// A copy requested through the API, to run when no round is: Some(tables), empty = all.
     forced_copy: Option<Vec<String>>,
     copy_board: CopyBoard,
+    /// What the sources' doorbells were last told (see `report_waiting`).
+    waiting_reported: Option<bool>,
     stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -136,6 +138,7 @@ impl SyncActor {
             copying: false,
             forced_copy: None,
             copy_board: CopyBoard::default(),
+            waiting_reported: Some(true),
             stop_waiters: Vec::new(),
         }
     }
@@ -256,7 +259,10 @@ impl SyncActor {
                     act.progress = ProgressCache::default();
                     if first {
                         for s in &act.plan.sources {
-                            act.databases[s].do_send(Subscribe(ctx.address().recipient()));
+                            act.databases[s].do_send(Subscribe {
+                                sync: act.plan.name.clone(),
+                                kicks: ctx.address().recipient(),
+                            });
                         }
                         ctx.run_interval(POLL_INTERVAL, |_, ctx| ctx.notify(Kick));
                     }
@@ -471,6 +477,7 @@ impl SyncActor {
         self.metrics.do_send(m);
 
         let next = self.schedule.finished(good, inserted + deleted > 0);
+        self.report_waiting();
         if self.forced_copy.is_some() && !matches!(next, Next::Stop) {
             self.start_copy(ctx);
             return;
@@ -493,6 +500,22 @@ impl SyncActor {
                 });
             }
             Next::Idle => {}
+        }
+    }
+
+    /// Tells the sources' doorbells whether this sync waits for notifications: not while
+    /// rounds keep finding changes back to back (`Schedule::saturated`).
+    fn report_waiting(&mut self) {
+        let waiting = !self.schedule.saturated();
+        if self.waiting_reported == Some(waiting) {
+            return;
+        }
+        self.waiting_reported = Some(waiting);
+        for s in &self.plan.sources {
+            self.databases[s].do_send(Waiting {
+                sync: self.plan.name.clone(),
+                waiting,
+            });
         }
     }
 

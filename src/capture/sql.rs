@@ -10,6 +10,13 @@ pub const SCHEMA_VERSION: &str = "1";
 /// The channel capture triggers notify and the daemon listens on.
 pub const NOTIFY_CHANNEL: &str = "drover";
 
+/// The doorbell: an advisory lock (two-int key space, per database) that a daemon's LISTEN
+/// session holds while it waits for changes. Capture triggers notify only while it is held:
+/// a notifying transaction's commit takes a database-wide lock (PreCommit_Notify), which
+/// serializes the commits (and WAL flushes) of every writer, so under load, while the daemon
+/// runs rounds back to back anyway, writers skip the NOTIFY. See `actors::doorbell`.
+pub const DOORBELL_KEY: (i32, i32) = (0x6472_6f76, 1); // "drov", 1
+
 /// Progress that means "nothing applied": a snapshot in which no transaction is visible.
 pub const NOTHING_APPLIED: &str = "1:1:";
 
@@ -125,7 +132,8 @@ pub(crate) struct Pieces {
     pub truncate: String,
     /// Writes made by drover's own apply transactions carry drover.origin: not captured again.
     pub guard: &'static str,
-    /// Wakes the daemon (one notification per transaction: identical ones are merged).
+    /// Wakes the daemon when it waits for changes (the doorbell lock is held); identical
+    /// notifications of one transaction are merged.
     pub notify: String,
 }
 
@@ -138,9 +146,19 @@ impl Pieces {
                 "INSERT INTO {delta} (drover_xid, drover_changed_at, drover_truncate) VALUES ({stamp}, true);"
             ),
             guard: "IF coalesce(current_setting('drover.origin', true), '') <> '' THEN RETURN NULL; END IF;",
-            notify: format!("PERFORM pg_notify({}, '');", quote_literal(NOTIFY_CHANNEL)),
+            notify: ring_doorbell(),
         }
     }
+}
+
+/// PL/pgSQL that notifies only while a daemon holds the doorbell (a shared try-lock fails).
+fn ring_doorbell() -> String {
+    let (a, b) = DOORBELL_KEY;
+    format!(
+        "IF pg_try_advisory_lock_shared({a}, {b}) THEN PERFORM pg_advisory_unlock_shared({a}, {b}); \
+         ELSE PERFORM pg_notify({}, ''); END IF;",
+        quote_literal(NOTIFY_CHANNEL)
+    )
 }
 
 /// The delta table: the key columns, the writer's transaction id and the change time.

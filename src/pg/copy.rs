@@ -2,31 +2,45 @@
 //! unparsed, chunk by chunk, so a table of any size passes with constant memory.
 
 use futures::{SinkExt, StreamExt};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, ToStatement};
 
 use crate::pg::error::PgError;
 
-/// One side of a COPY: the session, its database name, and the statement.
-pub struct CopyEnd<'a> {
+/// One side of a COPY: the session, its database name, and the statement (SQL text, or a
+/// statement prepared ahead, which saves the round trip that preparing costs).
+pub struct CopyEnd<'a, S: ?Sized + ToStatement> {
     /// The session (inside its transaction: `Transaction::client()`).
     pub tx: &'a Client,
     pub database: &'a str,
-    pub sql: &'a str,
+    pub sql: &'a S,
 }
 
 /// Runs `COPY (...) TO STDOUT` on `from` and feeds its output to `COPY ... FROM STDIN` on `to`.
 /// Returns the number of rows the target stored. `purpose` names the step in errors.
-pub async fn pipe(from: CopyEnd<'_>, to: CopyEnd<'_>, purpose: &str) -> Result<u64, PgError> {
-    let out = from
-        .tx
-        .copy_out(from.sql)
-        .await
-        .map_err(|e| PgError::query(from.database, format!("{purpose} (read)"), e))?;
-    let sink = to
-        .tx
-        .copy_in::<_, bytes::Bytes>(to.sql)
-        .await
-        .map_err(|e| PgError::query(to.database, format!("{purpose} (write)"), e))?;
+pub async fn pipe<A, B>(
+    from: CopyEnd<'_, A>,
+    to: CopyEnd<'_, B>,
+    purpose: &str,
+) -> Result<u64, PgError>
+where
+    A: ?Sized + ToStatement,
+    B: ?Sized + ToStatement,
+{
+    // Both sides start at once: their round trips overlap.
+    let (out, sink) = tokio::try_join!(
+        async {
+            from.tx
+                .copy_out(from.sql)
+                .await
+                .map_err(|e| PgError::query(from.database, format!("{purpose} (read)"), e))
+        },
+        async {
+            to.tx
+                .copy_in::<_, bytes::Bytes>(to.sql)
+                .await
+                .map_err(|e| PgError::query(to.database, format!("{purpose} (write)"), e))
+        },
+    )?;
     futures::pin_mut!(out);
     futures::pin_mut!(sink);
     while let Some(chunk) = out.next().await {

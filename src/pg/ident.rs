@@ -61,6 +61,22 @@ pub fn quote_literal(s: &str) -> String {
     out
 }
 
+/// A value as an escape string constant (`E'...'`): quotes and backslashes doubled, so it reads
+/// back the same whatever the server's `standard_conforming_strings`. For data values; names
+/// and settings use `quote_literal`.
+pub fn quote_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 3);
+    out.push_str("E'");
+    for c in s.chars() {
+        if c == '\'' || c == '\\' {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
 /// A schema-qualified table name, as stored in the catalog (case already
 /// folded, quotes removed). Equality is catalog identity: `t`, `public.t`,
 /// `"t"` and `PUBLIC.T` all parse to the same value.
@@ -399,6 +415,12 @@ pub const QUOTED_KEYWORDS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_survive_either_string_syntax() {
+        assert_eq!(quote_value(r"it's a \ path"), r"E'it''s a \\ path'");
+        assert_eq!(quote_value(""), "E''");
+    }
 
     fn t(schema: &str, name: &str) -> TableName {
         TableName::new(schema, name)

@@ -1,6 +1,7 @@
 //! PostgreSQL plumbing: connections and pools with pinned session settings (`connect`), TLS and
 //! ~/.pgpass (`tls`, `pgpass`), identifier quoting (`ident`), server facts (`facts`), table
-//! metadata (`schema`) and COPY streaming between two connections (`copy`).
+//! metadata (`schema`), COPY streaming between two connections (`copy`) and text answers of
+//! one-round-trip queries (`simple`).
 //!
 //! Everything that talks to a server goes through `Endpoint`, so every connection carries the
 //! same session settings and an `application_name` that says what it is for.
@@ -12,6 +13,7 @@ pub mod facts;
 pub mod ident;
 pub mod pgpass;
 pub mod schema;
+pub mod simple;
 pub mod tls;
 
 pub use connect::{Endpoint, Pool};

@@ -3,10 +3,15 @@
 //! Source side: a REPEATABLE READ READ ONLY transaction whose first statement reads the
 //! snapshot `cur`; every table's pending keys and rows are read inside it, so the whole round
 //! is one consistent picture. Target side, per target, one transaction: lock and check the
-//! progress rows (a second daemon or a stale cache aborts here instead of applying twice),
-//! TRUNCATE where the source truncated, load pending keys into a temp table, delete them
-//! (children first), COPY the current rows in (parents first), set progress to `cur`, commit.
+//! progress rows (a second daemon or a stale cache aborts here instead of applying twice) and
+//! set them to `cur`, TRUNCATE where the source truncated, load pending keys into a temp table,
+//! delete them (children first), COPY the current rows in (parents first), commit.
 //! A failure on one target rolls back that target only; the others go on.
+//!
+//! Round trips are what a small round costs (each is ~0.1 ms on loopback, and a round runs
+//! every few ms under steady load): small queries go as text in one flight, and every
+//! statement is prepared up front in one pipelined flight per side (a COPY named by text costs
+//! a prepare round trip of its own).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,10 +25,13 @@ use crate::pg::copy::{pipe, CopyEnd};
 use crate::pg::error::PgError;
 use crate::pg::facts::ReplicaRole;
 use crate::pg::ident::quote_literal;
+use crate::pg::simple;
 use crate::pg::Pool;
 use crate::round::plan::{TablePlan, Window};
 use crate::round::purge;
+use crate::round::small;
 use crate::round::snapshot::{ProgressCache, Snapshot};
+use crate::round::timing::Phases;
 
 pub struct SourceSide {
     pub name: String,
@@ -123,14 +131,21 @@ struct TableWork {
 pub async fn run_round(input: RoundInput<'_>) -> RoundReport {
     let started = Instant::now();
     let mut report = RoundReport::empty();
-    if let Err(e) = round_inner(input, &mut report).await {
+    let mut steps = Phases::default();
+    let sync = input.sync;
+    if let Err(e) = round_inner(input, &mut report, &mut steps).await {
         report.source_error = Some(e);
     }
     report.duration = started.elapsed();
+    steps.log(sync);
     report
 }
 
-async fn round_inner(input: RoundInput<'_>, report: &mut RoundReport) -> Result<(), PgError> {
+async fn round_inner(
+    input: RoundInput<'_>,
+    report: &mut RoundReport,
+    steps: &mut Phases,
+) -> Result<(), PgError> {
     let src_name = input.source.name.as_str();
     // Targets whose progress is not cached are read first (outside the source snapshot).
     for target in input.targets {
@@ -146,30 +161,17 @@ async fn round_inner(input: RoundInput<'_>, report: &mut RoundReport) -> Result<
         .start()
         .await
         .map_err(|e| PgError::query(src_name, "begin the source snapshot", e))?;
-    let cur: String = stx
-        .query_one("SELECT txid_current_snapshot()::text", &[])
-        .await
-        .map_err(|e| PgError::query(src_name, "read the source snapshot", e))?
-        .get(0);
-    let cur = Snapshot::parse(&cur)
-        .ok_or_else(|| PgError::setup(src_name, format!("unexpected snapshot text {cur:?}")))?;
+    steps.mark("source_begin");
+    let (cur, works) = read_source(&stx, &input, report).await?;
+    steps.mark("source_stats");
     report.snapshot = Some(cur.clone());
 
     let mut advanced = Vec::new();
-    for target in input.targets {
+    for (target, work) in input.targets.iter().zip(works) {
         let mut tr = TargetReport {
             target: target.name.clone(),
             result: Ok(false),
             tables: HashMap::new(),
-        };
-        let work = match table_work(&stx, &input, target, report).await {
-            Ok(w) => w,
-            Err(e) => {
-                // The source transaction is unusable after a failed statement.
-                tr.result = Err(e);
-                report.targets.push(tr);
-                return Ok(());
-            }
         };
         let needed = work
             .iter()
@@ -187,12 +189,14 @@ async fn round_inner(input: RoundInput<'_>, report: &mut RoundReport) -> Result<
                 }
                 Ok(None) => cur.clone(),
                 Err(e) => {
+                    // The source transaction is unusable after a failed statement.
                     tr.result = Err(e);
                     report.targets.push(tr);
                     return Ok(());
                 }
             };
-            tr.result = apply_target(&stx, &input, target, &upto, &work, &mut tr.tables).await;
+            tr.result =
+                apply_target(&stx, &input, target, &upto, &work, &mut tr.tables, steps).await;
             match &tr.result {
                 Ok(_) => {
                     for t in input.tables.iter() {
@@ -210,19 +214,121 @@ async fn round_inner(input: RoundInput<'_>, report: &mut RoundReport) -> Result<
         }
         report.targets.push(tr);
     }
-    stx.commit().await.ok();
+    // Read only: dropping rolls back without waiting for the answer.
+    drop(stx);
     drop(src);
-    if !advanced.is_empty() {
-        purge::after_round(
-            &input.source.pool,
-            src_name,
-            input.sync,
-            &advanced,
-            input.tables,
-        )
-        .await?;
+    let idle = report.pending.values().all(|p| *p == 0);
+    if let Some(due) = input.progress.purge.take_due(advanced, idle) {
+        input.progress.purge.start(
+            due,
+            purge::Background {
+                source: input.source.pool.clone(),
+                source_name: src_name.to_string(),
+                sync: input.sync.to_string(),
+                targets: input
+                    .targets
+                    .iter()
+                    .map(|t| (t.name.clone(), t.pool.clone()))
+                    .collect(),
+                tables: input.tables.to_vec(),
+            },
+        );
     }
     Ok(())
+}
+
+/// Reads the round's snapshot and what each table has pending for each target, in one round
+/// trip (the queries are pipelined).
+async fn read_source(
+    stx: &tokio_postgres::Transaction<'_>,
+    input: &RoundInput<'_>,
+    report: &mut RoundReport,
+) -> Result<(Snapshot, Vec<Vec<TableWork>>), PgError> {
+    let src = input.source.name.as_str();
+    let prevs: Vec<Vec<Snapshot>> = input
+        .targets
+        .iter()
+        .map(|target| {
+            input
+                .tables
+                .iter()
+                .map(|t| input.progress.get(src, &target.name, &t.display))
+                .collect()
+        })
+        .collect();
+    let stats: Vec<String> = prevs.iter().map(|p| stats_sql(input, p)).collect();
+    let (snap, counts) = tokio::try_join!(
+        async {
+            stx.simple_query("SELECT txid_current_snapshot()::text")
+                .await
+                .map_err(|e| PgError::query(src, "read the source snapshot", e))
+        },
+        futures::future::try_join_all(stats.iter().map(|sql| async move {
+            stx.simple_query(sql)
+                .await
+                .map_err(|e| PgError::query(src, "count pending changes", e))
+        })),
+    )?;
+    let text: String = simple::rows(snap)
+        .first()
+        .and_then(|r| r.get(0).map(str::to_string))
+        .unwrap_or_default();
+    let cur = Snapshot::parse(&text)
+        .ok_or_else(|| PgError::setup(src, format!("unexpected snapshot text {text:?}")))?;
+    let mut works = Vec::with_capacity(prevs.len());
+    for (msgs, prevs) in counts.into_iter().zip(prevs) {
+        let rows = simple::rows(msgs);
+        if rows.len() != input.tables.len() {
+            return Err(PgError::setup(
+                src,
+                format!(
+                    "pending counts: {} rows for {} tables",
+                    rows.len(),
+                    input.tables.len()
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for ((row, prev), t) in rows.iter().zip(prevs).zip(input.tables.iter()) {
+            let w = TableWork {
+                window: Window {
+                    prev: prev.clone(),
+                    below: None,
+                },
+                prev,
+                pending: simple::get(row, 1).unwrap_or(0),
+                oldest: simple::get::<f64>(row, 2)
+                    .and_then(|e| DateTime::from_timestamp_micros((e * 1e6) as i64)),
+                truncate: simple::get_bool(row, 3),
+                retained: simple::get(row, 4).unwrap_or(0),
+            };
+            let p = report.pending.entry(t.display.clone()).or_default();
+            *p = (*p).max(w.pending);
+            if let Some(o) = w.oldest {
+                report.oldest_pending = Some(report.oldest_pending.map_or(o, |x| x.min(o)));
+            }
+            out.push(w);
+        }
+        works.push(out);
+    }
+    Ok((cur, works))
+}
+
+/// Counts what each table has pending after `prevs` (one per table), as one query.
+fn stats_sql(input: &RoundInput<'_>, prevs: &[Snapshot]) -> String {
+    let src = input.source.name.as_str();
+    // UNION ALL keeps no order: once the delta tables grow, the planner picks a Parallel
+    // Append, whose rows arrive in any order. Number the branches and sort them back, or one
+    // table's counts land on another (its changes skipped, then purged).
+    let branches = input
+        .tables
+        .iter()
+        .zip(prevs)
+        .enumerate()
+        .map(|(i, (t, p))| format!("(SELECT {i} AS i, s.* FROM ({}) AS s)", t.stats_sql(src, p)))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    format!("SELECT * FROM ({branches}) AS u ORDER BY i")
 }
 
 /// Most delta rows of one table one round applies; a larger backlog is split into rounds.
@@ -291,58 +397,6 @@ pub(crate) async fn load_progress(
     Ok(())
 }
 
-/// Counts what each table has pending for one target, in one round trip.
-async fn table_work(
-    stx: &tokio_postgres::Transaction<'_>,
-    input: &RoundInput<'_>,
-    target: &TargetSide,
-    report: &mut RoundReport,
-) -> Result<Vec<TableWork>, PgError> {
-    let src = input.source.name.as_str();
-    let prevs: Vec<Snapshot> = input
-        .tables
-        .iter()
-        .map(|t| input.progress.get(src, &target.name, &t.display))
-        .collect();
-    // UNION ALL keeps no order: once the delta tables grow, the planner picks a Parallel
-    // Append, whose rows arrive in any order. Number the branches and sort them back, or one
-    // table's counts land on another (its changes skipped, then purged).
-    let branches = input
-        .tables
-        .iter()
-        .zip(&prevs)
-        .enumerate()
-        .map(|(i, (t, p))| format!("(SELECT {i} AS i, s.* FROM ({}) AS s)", t.stats_sql(src, p)))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let sql = format!("SELECT * FROM ({branches}) AS u ORDER BY i");
-    let rows = stx
-        .query(&sql, &[])
-        .await
-        .map_err(|e| PgError::query(src, "count pending changes", e))?;
-    let mut out = Vec::with_capacity(rows.len());
-    for ((row, prev), t) in rows.into_iter().zip(prevs).zip(input.tables.iter()) {
-        let w = TableWork {
-            window: Window {
-                prev: prev.clone(),
-                below: None,
-            },
-            prev,
-            pending: row.get::<_, i64>(1) as u64,
-            oldest: row.get(2),
-            truncate: row.get(3),
-            retained: row.get(4),
-        };
-        let p = report.pending.entry(t.display.clone()).or_default();
-        *p = (*p).max(w.pending);
-        if let Some(o) = w.oldest {
-            report.oldest_pending = Some(report.oldest_pending.map_or(o, |x| x.min(o)));
-        }
-        out.push(w);
-    }
-    Ok(out)
-}
-
 async fn apply_target(
     stx: &tokio_postgres::Transaction<'_>,
     input: &RoundInput<'_>,
@@ -350,6 +404,7 @@ async fn apply_target(
     cur: &Snapshot,
     work: &[TableWork],
     counts: &mut HashMap<String, TableCounts>,
+    steps: &mut Phases,
 ) -> Result<bool, PgError> {
     let src = input.source.name.as_str();
     let dst = target.name.as_str();
@@ -358,111 +413,252 @@ async fn apply_target(
         .transaction()
         .await
         .map_err(|e| PgError::query(dst, "begin apply", e))?;
-    let setup = apply_session(input.sync, &target.replica_role);
-    ttx.batch_execute(&setup)
-        .await
-        .map_err(|e| PgError::query(dst, "mark the apply session as drover's", e))?;
-    check_progress(&ttx, input, target, work).await?;
-
+    steps.mark("target_begin");
     let tables = input.tables;
+    if tables
+        .iter()
+        .zip(work)
+        .all(|(t, w)| small::eligible(t, w.pending, w.truncate))
+    {
+        return apply_small(stx, input, target, cur, work, counts, steps, ttx).await;
+    }
+    let plan = ApplySteps::new(input, target, cur, work);
+    // One flight: the session setup, the progress lock, check and update (a failed check
+    // rolls the update back), and every statement the round runs, prepared on both sides.
+    let (setup, tstmts, sstmts) = tokio::join!(
+        ttx.simple_query(&plan.setup),
+        futures::future::try_join_all(plan.target_sql.iter().map(|q| ttx.prepare(q))),
+        futures::future::try_join_all(plan.source_sql.iter().map(|q| stx.prepare(q))),
+    );
+    let setup = setup.map_err(|e| PgError::query(dst, "lock and record progress", e))?;
+    check_progress(&simple::rows(setup), input, target, work)?;
+    let tstmts = tstmts.map_err(|e| PgError::query(dst, "prepare the apply statements", e))?;
+    let sstmts = sstmts.map_err(|e| PgError::query(src, "prepare the read statements", e))?;
+    steps.mark("target_setup");
+
     // TRUNCATE and key deletes: children first.
-    for (t, w) in tables.iter().zip(work).rev() {
+    for ((t, w), s) in tables.iter().zip(work).zip(&plan.tables).rev() {
         let c = counts.entry(t.display.clone()).or_default();
         c.pending = w.pending;
         if w.truncate {
             empty_table(&ttx, dst, t).await?;
             c.truncated = true;
-        } else if w.pending > 0 && t.whole_row {
-            ttx.batch_execute(&t.create_temp_images(dst))
-                .await
-                .map_err(|e| {
-                    PgError::query(dst, format!("create the image table of {}", t.display), e)
-                })?;
-            let out = t.images_gone_out(src, &w.window);
-            let gone = pipe(
-                CopyEnd {
-                    tx: stx.client(),
-                    database: src,
-                    sql: &out,
-                },
-                CopyEnd {
-                    tx: ttx.client(),
-                    database: dst,
-                    sql: &t.images_in(dst),
-                },
-                &format!("copy gone rows of {}", t.display),
-            )
-            .await?;
-            if gone > 0 {
-                c.deleted = ttx.execute(&t.delete_images(dst), &[]).await.map_err(|e| {
-                    PgError::query(dst, format!("delete gone rows of {}", t.display), e)
-                })?;
-            }
-        } else if w.pending > 0 {
-            ttx.batch_execute(&t.create_temp_keys(dst))
-                .await
-                .map_err(|e| {
-                    PgError::query(dst, format!("create the key table of {}", t.display), e)
-                })?;
-            let keys_out = t.keys_out(src, &w.window);
-            let keys_in = t.keys_in(dst);
-            pipe(
-                CopyEnd {
-                    tx: stx.client(),
-                    database: src,
-                    sql: &keys_out,
-                },
-                CopyEnd {
-                    tx: ttx.client(),
-                    database: dst,
-                    sql: &keys_in,
-                },
-                &format!("copy changed keys of {}", t.display),
-            )
-            .await?;
-            c.deleted = ttx.execute(&t.delete_keys(dst), &[]).await.map_err(|e| {
-                PgError::query(dst, format!("delete changed rows of {}", t.display), e)
-            })?;
+            continue;
         }
-    }
-    // Rows: parents first.
-    for (t, w) in tables.iter().zip(work) {
-        let rows_out = if w.truncate {
-            t.all_rows_out()
-        } else if w.pending > 0 && t.whole_row {
-            t.images_new_out(src, &w.window)
-        } else if w.pending > 0 {
-            t.rows_out(src, &w.window)
-        } else {
+        let (Some(out), Some(into), Some(delete)) = (s.gone_out, s.gone_in, s.delete) else {
             continue;
         };
-        let rows_in = t.rows_in();
-        let n = pipe(
+        let what = if t.whole_row {
+            "gone rows"
+        } else {
+            "changed keys"
+        };
+        let gone = pipe(
             CopyEnd {
                 tx: stx.client(),
                 database: src,
-                sql: &rows_out,
+                sql: &sstmts[out],
             },
             CopyEnd {
                 tx: ttx.client(),
                 database: dst,
-                sql: &rows_in,
+                sql: &tstmts[into],
+            },
+            &format!("copy {what} of {}", t.display),
+        )
+        .await?;
+        if gone > 0 {
+            c.deleted = ttx.execute(&tstmts[delete], &[]).await.map_err(|e| {
+                PgError::query(dst, format!("delete changed rows of {}", t.display), e)
+            })?;
+        }
+    }
+    steps.mark("target_deletes");
+    // Rows: parents first.
+    for (t, s) in tables.iter().zip(&plan.tables) {
+        let (Some(out), Some(into)) = (s.rows_out, s.rows_in) else {
+            continue;
+        };
+        let n = pipe(
+            CopyEnd {
+                tx: stx.client(),
+                database: src,
+                sql: &sstmts[out],
+            },
+            CopyEnd {
+                tx: ttx.client(),
+                database: dst,
+                sql: &tstmts[into],
             },
             &format!("copy changed rows of {}", t.display),
         )
         .await?;
         counts.entry(t.display.clone()).or_default().inserted = n;
     }
-    let names: Vec<&str> = tables.iter().map(|t| t.display.as_str()).collect();
-    ttx.execute(
-        "UPDATE drover.progress SET snapshot = $1, applied_at = now() \
-         WHERE sync = $2 AND source = $3 AND table_name = ANY($4)",
-        &[&cur.as_str(), &input.sync, &src, &names],
-    )
-    .await
-    .map_err(|e| PgError::query(dst, "record progress", e))?;
+    steps.mark("target_rows");
     commit_apply(ttx, &target.replica_role, dst).await?;
+    steps.mark("target_commit");
     Ok(true)
+}
+
+/// A small round (`small`): changes read as text beside the progress lock, applied in one
+/// batch.
+#[allow(clippy::too_many_arguments)]
+async fn apply_small(
+    stx: &tokio_postgres::Transaction<'_>,
+    input: &RoundInput<'_>,
+    target: &TargetSide,
+    cur: &Snapshot,
+    work: &[TableWork],
+    counts: &mut HashMap<String, TableCounts>,
+    steps: &mut Phases,
+    ttx: tokio_postgres::Transaction<'_>,
+) -> Result<bool, PgError> {
+    let src = input.source.name.as_str();
+    let dst = target.name.as_str();
+    let tables = input.tables;
+    let pending: Vec<(usize, &TablePlan, &Window)> = tables
+        .iter()
+        .zip(work)
+        .enumerate()
+        .filter(|(_, (_, w))| w.pending > 0)
+        .map(|(i, (t, w))| (i, t.as_ref(), &w.window))
+        .collect();
+    let setup = progress_sql(input, target, cur);
+    let (setup, changes) = tokio::join!(
+        ttx.simple_query(&setup),
+        small::read(stx.client(), src, &pending)
+    );
+    let setup = setup.map_err(|e| PgError::query(dst, "lock and record progress", e))?;
+    check_progress(&simple::rows(setup), input, target, work)?;
+    let changes = changes?;
+    steps.mark("small_read");
+    for (t, w) in tables.iter().zip(work) {
+        counts.entry(t.display.clone()).or_default().pending = w.pending;
+    }
+    let (sql, statements) = small::apply_batch(tables, &changes);
+    if !sql.is_empty() {
+        let done = ttx
+            .simple_query(&sql)
+            .await
+            .map_err(|e| PgError::query(dst, "apply changed rows", e))?;
+        for ((table, delete), n) in statements.into_iter().zip(small::affected(&done)) {
+            let c = counts.entry(tables[table].display.clone()).or_default();
+            if delete {
+                c.deleted = n;
+            } else {
+                c.inserted = n;
+            }
+        }
+    }
+    steps.mark("small_apply");
+    commit_apply(ttx, &target.replica_role, dst).await?;
+    steps.mark("target_commit");
+    Ok(true)
+}
+
+/// The apply's session settings, then the progress lock (read back for `check_progress`) and
+/// update, as one text batch.
+fn progress_sql(input: &RoundInput<'_>, target: &TargetSide, cur: &Snapshot) -> String {
+    let (sync, source) = (quote_literal(input.sync), quote_literal(&input.source.name));
+    let names: Vec<String> = input
+        .tables
+        .iter()
+        .map(|t| quote_literal(&t.display))
+        .collect();
+    // No wait for the WAL flush (the purge waits instead: see `purge`).
+    format!(
+        "SET LOCAL synchronous_commit = off; {session}\n\
+         SELECT table_name, snapshot FROM drover.progress WHERE sync = {sync} AND source = {source} FOR UPDATE;\n\
+         UPDATE drover.progress SET snapshot = {snap}, applied_at = now() \
+         WHERE sync = {sync} AND source = {source} AND table_name IN ({names});",
+        session = apply_session(input.sync, &target.replica_role),
+        snap = quote_literal(cur.as_str()),
+        names = names.join(", "),
+    )
+}
+
+/// Indexes into the statements prepared for one table's apply.
+#[derive(Default)]
+struct TableSteps {
+    /// Source: the changed keys (or gone row images); target: where they go; the delete.
+    gone_out: Option<usize>,
+    gone_in: Option<usize>,
+    delete: Option<usize>,
+    /// Source: the current rows; target: the COPY that stores them.
+    rows_out: Option<usize>,
+    rows_in: Option<usize>,
+}
+
+/// Everything one target's apply sends, built before the first query so that it can be sent
+/// in one flight.
+struct ApplySteps {
+    /// Session settings, temp tables, the progress lock and check, the progress update.
+    setup: String,
+    source_sql: Vec<String>,
+    target_sql: Vec<String>,
+    tables: Vec<TableSteps>,
+}
+
+impl ApplySteps {
+    fn new(
+        input: &RoundInput<'_>,
+        target: &TargetSide,
+        cur: &Snapshot,
+        work: &[TableWork],
+    ) -> ApplySteps {
+        let src = input.source.name.as_str();
+        let dst = target.name.as_str();
+        // Temp tables first: the statements that name them are prepared right after.
+        let mut setup = String::new();
+        let mut source_sql = Vec::new();
+        let mut target_sql = Vec::new();
+        let push = |v: &mut Vec<String>, q: String| {
+            v.push(q);
+            Some(v.len() - 1)
+        };
+        let mut tables = Vec::with_capacity(work.len());
+        for (t, w) in input.tables.iter().zip(work) {
+            let mut s = TableSteps::default();
+            if w.truncate {
+                s.rows_out = push(&mut source_sql, t.all_rows_out());
+                s.rows_in = push(&mut target_sql, t.rows_in());
+            } else if w.pending > 0 {
+                let (create, gone_out, gone_in, delete, rows_out) = if t.whole_row {
+                    (
+                        t.create_temp_images(dst),
+                        t.images_gone_out(src, &w.window),
+                        t.images_in(dst),
+                        t.delete_images(dst),
+                        t.images_new_out(src, &w.window),
+                    )
+                } else {
+                    (
+                        t.create_temp_keys(dst),
+                        t.keys_out(src, &w.window),
+                        t.keys_in(dst),
+                        t.delete_keys(dst),
+                        t.rows_out(src, &w.window),
+                    )
+                };
+                setup.push_str(&create);
+                setup.push_str(";\n");
+                s.gone_out = push(&mut source_sql, gone_out);
+                s.gone_in = push(&mut target_sql, gone_in);
+                s.delete = push(&mut target_sql, delete);
+                s.rows_out = push(&mut source_sql, rows_out);
+                s.rows_in = push(&mut target_sql, t.rows_in());
+            }
+            tables.push(s);
+        }
+        setup.push_str(&progress_sql(input, target, cur));
+        ApplySteps {
+            setup,
+            source_sql,
+            target_sql,
+            tables,
+        }
+    }
 }
 
 /// Opens an apply (or copy) transaction's session state: the loop guard, the replica role, and
@@ -521,33 +717,29 @@ pub(crate) async fn commit_apply(
         .map_err(|e| PgError::query(db, "commit apply", e))
 }
 
-/// Locks this sync's progress rows on the target and checks they still say what the cache
-/// says: if another daemon applied meanwhile, this round stops before writing anything.
-async fn check_progress(
-    ttx: &tokio_postgres::Transaction<'_>,
+/// Checks the progress rows locked at the start of the apply against the cache: if another
+/// daemon applied meanwhile, this round stops before writing anything (the rollback also undoes
+/// the progress update sent with the lock).
+fn check_progress(
+    rows: &[tokio_postgres::SimpleQueryRow],
     input: &RoundInput<'_>,
     target: &TargetSide,
     work: &[TableWork],
 ) -> Result<(), PgError> {
-    let src = input.source.name.as_str();
     let dst = target.name.as_str();
-    let rows = ttx
-        .query(
-            "SELECT table_name, snapshot FROM drover.progress WHERE sync = $1 AND source = $2 FOR UPDATE",
-            &[&input.sync, &src],
-        )
-        .await
-        .map_err(|e| PgError::query(dst, "lock progress", e))?;
-    let found: HashMap<String, String> = rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+    let found: HashMap<&str, &str> = rows
+        .iter()
+        .filter_map(|r| Some((r.get(0)?, r.get(1)?)))
+        .collect();
     for (t, w) in input.tables.iter().zip(work) {
-        match found.get(&t.display) {
+        match found.get(t.display.as_str()) {
             None => {
                 return Err(PgError::setup(
                     dst,
                     format!("no progress row for table {} of sync {}: run drover install", t.display, input.sync),
                 ))
             }
-            Some(s) if s != w.prev.as_str() => {
+            Some(s) if *s != w.prev.as_str() => {
                 return Err(PgError::setup(
                     dst,
                     format!(

@@ -4,8 +4,9 @@
 //! nothing.
 //!
 //! `plan` prepares per-table SQL, `snapshot` holds progress markers, `apply` runs a
-//! one-source round, `multi` a multi-master round (`gather` reads pending keys, `resolve`
-//! picks winners, `keys` encodes keys), `purge` trims delta tables.
+//! one-source round (`small` applies small ones without COPY), `multi` a multi-master round
+//! (`gather` reads pending keys, `resolve`
+//! picks winners, `keys` encodes keys), `purge` trims delta tables, `timing` profiles a round's steps.
 
 pub mod apply;
 pub mod copy;
@@ -17,7 +18,9 @@ pub mod plan;
 pub mod purge;
 pub mod resolve;
 pub mod sequences;
+pub mod small;
 pub mod snapshot;
+pub mod timing;
 
 pub use apply::{run_round, RoundInput, RoundReport, TargetReport};
 pub use plan::TablePlan;

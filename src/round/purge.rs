@@ -2,8 +2,17 @@
 //! table has applied it, i.e. its xid is below the smallest horizon (progress xmin) recorded in
 //! `drover.consumers`. Receivers' progress lives on the receivers; the source keeps this copy
 //! (written after they commit, so it may lag, which only delays purging).
+//!
+//! One-source rounds commit on targets without waiting for the WAL flush (as PostgreSQL's own
+//! subscriptions do), so a target that crashes may lose its last rounds, progress included.
+//! Their delta rows must still be there: before purging, the purge commits a transaction with
+//! an xid under `synchronous_commit = on` on each target, which flushes (and, with synchronous
+//! standbys, replicates) every WAL record before it, those rounds' commits included. The purge
+//! runs beside the rounds, not between them, so a slow flush delays only the purge.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::pg::connect::checkout;
 use crate::pg::error::PgError;
@@ -11,6 +20,89 @@ use crate::pg::ident::quote_literal;
 use crate::pg::Pool;
 use crate::round::plan::TablePlan;
 use crate::round::snapshot::Snapshot;
+
+/// Least time between two purges of a sync while changes keep coming.
+const PURGE_EVERY: Duration = Duration::from_millis(250);
+
+/// Horizons waiting to be purged. A purge after every round would add a write transaction to
+/// each round, and under steady load rounds come every few milliseconds: horizons are
+/// collected and purged at most every `PURGE_EVERY`, and at once when a round finds nothing
+/// pending (so the delta tables drain when the writes stop).
+#[derive(Debug, Default)]
+pub struct PurgeDue {
+    last: Option<Instant>,
+    due: Vec<(String, Snapshot)>,
+    /// A background purge is running: the next waits for it.
+    running: Arc<AtomicBool>,
+}
+
+impl PurgeDue {
+    /// Adds the targets a round advanced; returns what to purge now, if anything.
+    pub fn take_due(
+        &mut self,
+        advanced: Vec<(String, Snapshot)>,
+        idle: bool,
+    ) -> Option<Vec<(String, Snapshot)>> {
+        for (target, snap) in advanced {
+            self.due.retain(|(t, _)| *t != target);
+            self.due.push((target, snap));
+        }
+        let now = Instant::now();
+        let timely = self
+            .last
+            .map_or(true, |l| now.duration_since(l) >= PURGE_EVERY);
+        if self.due.is_empty() || !(idle || timely) || self.running.load(Ordering::Acquire) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.due))
+    }
+}
+
+/// What a background purge needs.
+pub struct Background {
+    pub source: Pool,
+    pub source_name: String,
+    pub sync: String,
+    /// Every target of the round: name and pool.
+    pub targets: Vec<(String, Pool)>,
+    pub tables: Vec<Arc<TablePlan>>,
+}
+
+impl PurgeDue {
+    /// Flushes the targets' WAL, then purges `due`, beside the rounds. Failures are logged:
+    /// the next purge covers the same rows.
+    pub fn start(&self, due: Vec<(String, Snapshot)>, bg: Background) {
+        let running = self.running.clone();
+        running.store(true, Ordering::Release);
+        tokio::task::spawn_local(async move {
+            let result = async {
+                for (target, _) in &due {
+                    if let Some((name, pool)) = bg.targets.iter().find(|(n, _)| n == target) {
+                        flush_barrier(pool, name).await?;
+                    }
+                }
+                after_round(&bg.source, &bg.source_name, &bg.sync, &due, &bg.tables).await
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(sync = %bg.sync, database = e.database(), error = %e, "purge failed; the next one retries");
+            }
+            running.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Waits until every transaction the target committed so far is flushed to disk.
+async fn flush_barrier(pool: &Pool, target: &str) -> Result<(), PgError> {
+    let client = checkout(pool, target).await?;
+    client
+        .batch_execute(
+            "SELECT set_config('synchronous_commit', 'on', true); SELECT txid_current();",
+        )
+        .await
+        .map_err(|e| PgError::query(target, "flush the target's WAL before purging", e))
+}
 
 /// Records that each target applied everything up to its snapshot and deletes what no one
 /// needs.
@@ -21,7 +113,9 @@ pub async fn after_round(
     targets: &[(String, Snapshot)],
     tables: &[Arc<TablePlan>],
 ) -> Result<(), PgError> {
-    let mut sql = String::new();
+    // Losing this commit in a crash only brings back rows that every receiver already has
+    // (progress filters them): no need to wait for its WAL flush.
+    let mut sql = String::from("SELECT set_config('synchronous_commit', 'off', true);\n");
     let sync_l = quote_literal(sync);
     for (target, snap) in targets {
         let xmin = snap.xmin();
@@ -46,4 +140,29 @@ pub async fn after_round(
         .batch_execute(&sql)
         .await
         .map_err(|e| PgError::query(source, "purge applied delta rows", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(x: i64) -> Snapshot {
+        Snapshot::below(x)
+    }
+
+    #[test]
+    fn purges_are_spaced_but_drain_when_idle() {
+        let mut p = PurgeDue::default();
+        let first = p.take_due(vec![("t".into(), snap(5))], false).unwrap();
+        assert_eq!(first, vec![("t".to_string(), snap(5))]);
+        assert!(p.take_due(vec![("t".into(), snap(6))], false).is_none());
+        assert!(p.take_due(vec![("t".into(), snap(7))], false).is_none());
+        let idle = p.take_due(vec![], true).unwrap();
+        assert_eq!(
+            idle,
+            vec![("t".to_string(), snap(7))],
+            "latest horizon only"
+        );
+        assert!(p.take_due(vec![], true).is_none(), "nothing due");
+    }
 }

@@ -68,6 +68,8 @@ pub struct ProgressCache {
     loaded: HashMap<(String, String), bool>,
     /// Sequence values last sent to each target.
     pub sequences: crate::round::sequences::SentValues,
+    /// Applied horizons not yet purged on the source.
+    pub purge: crate::round::purge::PurgeDue,
 }
 
 impl ProgressCache {

@@ -16,6 +16,8 @@ pub struct Schedule {
     pub failures: u32,
     pub in_backoff: bool,
     pub stopping: bool,
+    /// Consecutive good rounds that moved rows.
+    pub productive: u32,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -59,11 +61,18 @@ impl Schedule {
             return Next::After(self.failed());
         }
         self.failures = 0;
+        self.productive = if moved_rows { self.productive + 1 } else { 0 };
         if self.dirty || moved_rows {
             Next::Now
         } else {
             Next::Idle
         }
+    }
+
+    /// Rounds keep finding changes: the next one starts right away, so change notifications
+    /// are not needed (one productive round is usually a notification's own round).
+    pub fn saturated(&self) -> bool {
+        self.productive >= 2
     }
 
     /// Counts a failure and returns the pause before the retry.
@@ -118,6 +127,20 @@ mod tests {
         s.started();
         assert_eq!(s.finished(true, true), Next::Now);
         assert_eq!(s.failures, 0);
+    }
+
+    #[test]
+    fn back_to_back_productive_rounds_saturate() {
+        let mut s = Schedule::default();
+        s.started();
+        s.finished(true, true);
+        assert!(!s.saturated(), "a notification's own round");
+        s.started();
+        s.finished(true, true);
+        assert!(s.saturated());
+        s.started();
+        assert_eq!(s.finished(true, false), Next::Idle);
+        assert!(!s.saturated());
     }
 
     #[test]

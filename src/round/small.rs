@@ -1,0 +1,157 @@
+//! Small rounds without COPY. Under steady load a round carries a handful of rows per table,
+//! and its cost is round trips, not bytes: a COPY pipe costs three (start both ends, finish)
+//! plus one to prepare each end. Here the changed keys and current rows of every table are read
+//! as text in one pipelined flight inside the round's snapshot, and applied with one batch of
+//! `DELETE ... USING (VALUES ...)` and `INSERT ... VALUES` statements on the target, all
+//! values as escape-string literals (the same text COPY would carry, under the same pinned
+//! session settings). Larger rounds, TRUNCATEs and tables without a key take the COPY path.
+
+use futures::future::try_join_all;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::pg::error::PgError;
+use crate::pg::ident::quote_value;
+use crate::round::plan::{TablePlan, Window};
+
+/// Most pending delta rows a table may have for its round to go this way.
+pub const SMALL_ROWS: u64 = 200;
+
+/// A row of text values (None: NULL).
+pub type TextRow = Vec<Option<String>>;
+
+/// One table's changes: the distinct changed keys and the current rows of those keys.
+pub struct TextChanges {
+    pub table: usize,
+    pub keys: Vec<TextRow>,
+    pub rows: Vec<TextRow>,
+}
+
+/// Whether a table's pending work fits this path.
+pub fn eligible(t: &TablePlan, pending: u64, truncate: bool) -> bool {
+    !truncate && (pending == 0 || (!t.whole_row && pending <= SMALL_ROWS))
+}
+
+/// Reads the changes of `tables` (index, plan, window) in one flight.
+pub async fn read(
+    src: &Client,
+    source: &str,
+    tables: &[(usize, &TablePlan, &Window)],
+) -> Result<Vec<TextChanges>, PgError> {
+    try_join_all(tables.iter().map(|(i, t, w)| async move {
+        let pending = t.pending_keys(source, w);
+        let keys = format!("SELECT DISTINCT * FROM ({pending}) AS k");
+        let rows = format!(
+            "SELECT {c} FROM {t} WHERE ({k}) IN ({pending})",
+            c = t.columns,
+            t = t.quoted,
+            k = t.key_list()
+        );
+        let what = |e| PgError::query(source, format!("read changes of {}", t.display), e);
+        let (keys, rows) =
+            tokio::try_join!(src.simple_query(&keys), src.simple_query(&rows)).map_err(what)?;
+        Ok(TextChanges {
+            table: *i,
+            keys: text_rows(keys),
+            rows: text_rows(rows),
+        })
+    }))
+    .await
+}
+
+fn text_rows(messages: Vec<SimpleQueryMessage>) -> Vec<TextRow> {
+    crate::pg::simple::rows(messages)
+        .iter()
+        .map(|r| (0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+        .collect()
+}
+
+fn value(v: &Option<String>, cast: Option<&str>) -> String {
+    match (v, cast) {
+        (None, Some(ty)) => format!("NULL::{ty}"),
+        (None, None) => "NULL".to_string(),
+        (Some(s), Some(ty)) => format!("{}::{ty}", quote_value(s)),
+        (Some(s), None) => quote_value(s),
+    }
+}
+
+/// Deletes the changed keys (typed: a VALUES list has no column types of its own).
+pub fn delete_sql(t: &TablePlan, keys: &[TextRow]) -> Option<String> {
+    if keys.is_empty() {
+        return None;
+    }
+    let values: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let vals: Vec<String> = k
+                .iter()
+                .zip(&t.key_types)
+                .map(|(v, ty)| value(v, Some(ty)))
+                .collect();
+            format!("({})", vals.join(", "))
+        })
+        .collect();
+    let on: Vec<String> = t.key.iter().map(|k| format!("t.{k} = k.{k}")).collect();
+    Some(format!(
+        "DELETE FROM {tbl} AS t USING (VALUES {v}) AS k ({kl}) WHERE {on}",
+        tbl = t.quoted,
+        v = values.join(", "),
+        kl = t.key_list(),
+        on = on.join(" AND ")
+    ))
+}
+
+/// Inserts the current rows (INSERT coerces untyped literals to the column types).
+pub fn insert_sql(t: &TablePlan, rows: &[TextRow]) -> Option<String> {
+    if rows.is_empty() {
+        return None;
+    }
+    let values: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let vals: Vec<String> = r.iter().map(|v| value(v, None)).collect();
+            format!("({})", vals.join(", "))
+        })
+        .collect();
+    Some(format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        t.quoted,
+        t.columns,
+        values.join(", ")
+    ))
+}
+
+/// The apply batch: deletes children first, inserts parents first (`changes` in table order).
+/// Returns the SQL and, per statement, (table index, is a delete).
+pub fn apply_batch(
+    tables: &[std::sync::Arc<TablePlan>],
+    changes: &[TextChanges],
+) -> (String, Vec<(usize, bool)>) {
+    let mut sql = String::new();
+    let mut statements = Vec::new();
+    for c in changes.iter().rev() {
+        if let Some(d) = delete_sql(&tables[c.table], &c.keys) {
+            sql.push_str(&d);
+            sql.push_str(";\n");
+            statements.push((c.table, true));
+        }
+    }
+    for c in changes {
+        if let Some(i) = insert_sql(&tables[c.table], &c.rows) {
+            sql.push_str(&i);
+            sql.push_str(";\n");
+            statements.push((c.table, false));
+        }
+    }
+    (sql, statements)
+}
+
+/// Rows affected per statement of a batch, in order.
+pub fn affected(messages: &[SimpleQueryMessage]) -> Vec<u64> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect()
+}
