@@ -289,7 +289,10 @@ async fn read_source(
             ));
         }
         let mut out = Vec::with_capacity(rows.len());
-        for ((row, prev), t) in rows.iter().zip(prevs).zip(input.tables.iter()) {
+        for (i, ((row, prev), t)) in rows.iter().zip(prevs).zip(input.tables.iter()).enumerate() {
+            if simple::get::<usize>(row, 0) != Some(i) {
+                return Err(PgError::setup(src, "pending counts arrived out of order"));
+            }
             let w = TableWork {
                 window: Window {
                     prev: prev.clone(),
@@ -314,21 +317,23 @@ async fn read_source(
     Ok((cur, works))
 }
 
-/// Counts what each table has pending after `prevs` (one per table), as one query.
+/// Counts what each table has pending after `prevs` (one per table): one statement per table
+/// in one text batch, each row numbered. (One UNION ALL query costs more to plan, and under a
+/// Parallel Append returns its rows in any order.)
 fn stats_sql(input: &RoundInput<'_>, prevs: &[Snapshot]) -> String {
     let src = input.source.name.as_str();
-    // UNION ALL keeps no order: once the delta tables grow, the planner picks a Parallel
-    // Append, whose rows arrive in any order. Number the branches and sort them back, or one
-    // table's counts land on another (its changes skipped, then purged).
-    let branches = input
+    input
         .tables
         .iter()
         .zip(prevs)
         .enumerate()
-        .map(|(i, (t, p))| format!("(SELECT {i} AS i, s.* FROM ({}) AS s)", t.stats_sql(src, p)))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    format!("SELECT * FROM ({branches}) AS u ORDER BY i")
+        .map(|(i, (t, p))| {
+            format!(
+                "SELECT {i} AS i, s.* FROM ({}) AS s;\n",
+                t.stats_sql(src, p)
+            )
+        })
+        .collect()
 }
 
 /// Most delta rows of one table one round applies; a larger backlog is split into rounds.
@@ -422,16 +427,16 @@ async fn apply_target(
     {
         return apply_small(stx, input, target, cur, work, counts, steps, ttx).await;
     }
-    let plan = ApplySteps::new(input, target, cur, work);
+    let plan = ApplySteps::new(input, target, work);
     // One flight: the session setup, the progress lock, check and update (a failed check
     // rolls the update back), and every statement the round runs, prepared on both sides.
-    let (setup, tstmts, sstmts) = tokio::join!(
-        ttx.simple_query(&plan.setup),
+    let progress = progress_sql(input, target, cur);
+    let (opened, tstmts, sstmts) = tokio::join!(
+        open_apply(&ttx, input, target, work, &progress, &plan.temp_tables),
         futures::future::try_join_all(plan.target_sql.iter().map(|q| ttx.prepare(q))),
         futures::future::try_join_all(plan.source_sql.iter().map(|q| stx.prepare(q))),
     );
-    let setup = setup.map_err(|e| PgError::query(dst, "lock and record progress", e))?;
-    check_progress(&simple::rows(setup), input, target, work)?;
+    opened?;
     let tstmts = tstmts.map_err(|e| PgError::query(dst, "prepare the apply statements", e))?;
     let sstmts = sstmts.map_err(|e| PgError::query(src, "prepare the read statements", e))?;
     steps.mark("target_setup");
@@ -524,13 +529,12 @@ async fn apply_small(
         .filter(|(_, (_, w))| w.pending > 0)
         .map(|(i, (t, w))| (i, t.as_ref(), &w.window))
         .collect();
-    let setup = progress_sql(input, target, cur);
-    let (setup, changes) = tokio::join!(
-        ttx.simple_query(&setup),
+    let progress = progress_sql(input, target, cur);
+    let (opened, changes) = tokio::join!(
+        open_apply(&ttx, input, target, work, &progress, ""),
         small::read(stx.client(), src, &pending)
     );
-    let setup = setup.map_err(|e| PgError::query(dst, "lock and record progress", e))?;
-    check_progress(&simple::rows(setup), input, target, work)?;
+    opened?;
     let changes = changes?;
     steps.mark("small_read");
     for (t, w) in tables.iter().zip(work) {
@@ -557,25 +561,60 @@ async fn apply_small(
     Ok(true)
 }
 
-/// The apply's session settings, then the progress lock (read back for `check_progress`) and
-/// update, as one text batch.
-fn progress_sql(input: &RoundInput<'_>, target: &TargetSide, cur: &Snapshot) -> String {
+/// The statements that open an apply, sent in one flight in this order: the session settings,
+/// the progress lock (its rows are what `check_progress` reads: a helper function named by
+/// `replica_role` returns a row of its own) and the progress update.
+struct ProgressSql {
+    session: String,
+    lock: String,
+    update: String,
+}
+
+fn progress_sql(input: &RoundInput<'_>, target: &TargetSide, cur: &Snapshot) -> ProgressSql {
     let (sync, source) = (quote_literal(input.sync), quote_literal(&input.source.name));
     let names: Vec<String> = input
         .tables
         .iter()
         .map(|t| quote_literal(&t.display))
         .collect();
-    // No wait for the WAL flush (the purge waits instead: see `purge`).
-    format!(
-        "SET LOCAL synchronous_commit = off; {session}\n\
-         SELECT table_name, snapshot FROM drover.progress WHERE sync = {sync} AND source = {source} FOR UPDATE;\n\
-         UPDATE drover.progress SET snapshot = {snap}, applied_at = now() \
-         WHERE sync = {sync} AND source = {source} AND table_name IN ({names});",
-        session = apply_session(input.sync, &target.replica_role),
-        snap = quote_literal(cur.as_str()),
-        names = names.join(", "),
+    ProgressSql {
+        // No wait for the WAL flush (the purge waits instead: see `purge`).
+        session: format!(
+            "SET LOCAL synchronous_commit = off; {}",
+            apply_session(input.sync, &target.replica_role)
+        ),
+        lock: format!(
+            "SELECT table_name, snapshot FROM drover.progress WHERE sync = {sync} AND source = {source} FOR UPDATE"
+        ),
+        update: format!(
+            "UPDATE drover.progress SET snapshot = {snap}, applied_at = now() \
+             WHERE sync = {sync} AND source = {source} AND table_name IN ({names})",
+            snap = quote_literal(cur.as_str()),
+            names = names.join(", "),
+        ),
+    }
+}
+
+/// Sends the session setup (with `extra` statements), the progress lock and the update; checks
+/// the locked progress against the cache.
+async fn open_apply(
+    ttx: &tokio_postgres::Transaction<'_>,
+    input: &RoundInput<'_>,
+    target: &TargetSide,
+    work: &[TableWork],
+    sql: &ProgressSql,
+    extra: &str,
+) -> Result<(), PgError> {
+    let dst = target.name.as_str();
+    let setup = format!("{}\n{extra}", sql.session);
+    let what = |e| PgError::query(dst, "lock and record progress", e);
+    let (_, locked, _) = tokio::try_join!(
+        ttx.simple_query(&setup),
+        ttx.simple_query(&sql.lock),
+        ttx.simple_query(&sql.update)
     )
+    .map_err(what)?;
+    check_progress(&simple::rows(locked), input, target, work)
 }
 
 /// Indexes into the statements prepared for one table's apply.
@@ -593,24 +632,18 @@ struct TableSteps {
 /// Everything one target's apply sends, built before the first query so that it can be sent
 /// in one flight.
 struct ApplySteps {
-    /// Session settings, temp tables, the progress lock and check, the progress update.
-    setup: String,
+    /// The temp tables of the round (created before its statements are prepared).
+    temp_tables: String,
     source_sql: Vec<String>,
     target_sql: Vec<String>,
     tables: Vec<TableSteps>,
 }
 
 impl ApplySteps {
-    fn new(
-        input: &RoundInput<'_>,
-        target: &TargetSide,
-        cur: &Snapshot,
-        work: &[TableWork],
-    ) -> ApplySteps {
+    fn new(input: &RoundInput<'_>, target: &TargetSide, work: &[TableWork]) -> ApplySteps {
         let src = input.source.name.as_str();
         let dst = target.name.as_str();
-        // Temp tables first: the statements that name them are prepared right after.
-        let mut setup = String::new();
+        let mut temp_tables = String::new();
         let mut source_sql = Vec::new();
         let mut target_sql = Vec::new();
         let push = |v: &mut Vec<String>, q: String| {
@@ -641,8 +674,8 @@ impl ApplySteps {
                         t.rows_out(src, &w.window),
                     )
                 };
-                setup.push_str(&create);
-                setup.push_str(";\n");
+                temp_tables.push_str(&create);
+                temp_tables.push_str(";\n");
                 s.gone_out = push(&mut source_sql, gone_out);
                 s.gone_in = push(&mut target_sql, gone_in);
                 s.delete = push(&mut target_sql, delete);
@@ -651,9 +684,8 @@ impl ApplySteps {
             }
             tables.push(s);
         }
-        setup.push_str(&progress_sql(input, target, cur));
         ApplySteps {
-            setup,
+            temp_tables,
             source_sql,
             target_sql,
             tables,

@@ -31,29 +31,44 @@ pub fn eligible(t: &TablePlan, pending: u64, truncate: bool) -> bool {
     !truncate && (pending == 0 || (!t.whole_row && pending <= SMALL_ROWS))
 }
 
-/// Reads the changes of `tables` (index, plan, window) in one flight.
+/// Reads the changes of `tables` (index, plan, window) in one flight: per table one query,
+/// every changed key joined to its current row (none: the key was deleted).
 pub async fn read(
     src: &Client,
     source: &str,
     tables: &[(usize, &TablePlan, &Window)],
 ) -> Result<Vec<TextChanges>, PgError> {
     try_join_all(tables.iter().map(|(i, t, w)| async move {
-        let pending = t.pending_keys(source, w);
-        let keys = format!("SELECT DISTINCT * FROM ({pending}) AS k");
-        let rows = format!(
-            "SELECT {c} FROM {t} WHERE ({k}) IN ({pending})",
+        let on: Vec<String> = t.key.iter().map(|k| format!("r.{k} = k.{k}")).collect();
+        let sql = format!(
+            "SELECT r.{k1} IS NOT NULL, k.*, r.* FROM (SELECT DISTINCT * FROM ({pending}) AS p) AS k \
+             LEFT JOIN (SELECT {c} FROM {t}) AS r ON {on}",
+            k1 = t.key[0],
+            pending = t.pending_keys(source, w),
             c = t.columns,
             t = t.quoted,
-            k = t.key_list()
+            on = on.join(" AND ")
         );
-        let what = |e| PgError::query(source, format!("read changes of {}", t.display), e);
-        let (keys, rows) =
-            tokio::try_join!(src.simple_query(&keys), src.simple_query(&rows)).map_err(what)?;
-        Ok(TextChanges {
+        let rows = src
+            .simple_query(&sql)
+            .await
+            .map_err(|e| PgError::query(source, format!("read changes of {}", t.display), e))?;
+        let nk = t.key.len();
+        let mut changes = TextChanges {
             table: *i,
-            keys: text_rows(keys),
-            rows: text_rows(rows),
-        })
+            keys: Vec::new(),
+            rows: Vec::new(),
+        };
+        for mut row in text_rows(rows) {
+            let present = row.first().and_then(|v| v.as_deref()) == Some("t");
+            let current = row.split_off(1 + nk);
+            row.remove(0);
+            changes.keys.push(row);
+            if present {
+                changes.rows.push(current);
+            }
+        }
+        Ok(changes)
     }))
     .await
 }
