@@ -115,7 +115,8 @@ pub fn delete_sql(t: &TablePlan, keys: &[TextRow]) -> Option<String> {
     ))
 }
 
-/// Inserts the current rows (INSERT coerces untyped literals to the column types).
+/// Inserts the current rows (INSERT coerces untyped literals to the column types). Like COPY,
+/// it stores the source's values in identity columns (`GENERATED ALWAYS` included).
 pub fn insert_sql(t: &TablePlan, rows: &[TextRow]) -> Option<String> {
     if rows.is_empty() {
         return None;
@@ -128,7 +129,7 @@ pub fn insert_sql(t: &TablePlan, rows: &[TextRow]) -> Option<String> {
         })
         .collect();
     Some(format!(
-        "INSERT INTO {} ({}) VALUES {}",
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES {}",
         t.quoted,
         t.columns,
         values.join(", ")
@@ -169,4 +170,55 @@ pub fn affected(messages: &[SimpleQueryMessage]) -> Vec<u64> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::ident::TableName;
+    use std::collections::HashMap;
+
+    fn plan() -> TablePlan {
+        TablePlan {
+            name: TableName::new("s", "t"),
+            display: "s.t".into(),
+            quoted: r#""s"."t""#.into(),
+            columns: r#""a", "b", "v""#.into(),
+            key: vec![r#""a""#.into(), r#""b""#.into()],
+            key_types: vec!["integer".into(), "text".into()],
+            deltas: HashMap::new(),
+            target_oids: HashMap::new(),
+            fk_parents: Vec::new(),
+            whole_row: false,
+        }
+    }
+
+    #[test]
+    fn deletes_are_typed_and_inserts_escape_every_value() {
+        let t = plan();
+        let keys = vec![vec![Some("1".into()), Some(r"it's \ x".into())]];
+        assert_eq!(
+            delete_sql(&t, &keys).unwrap(),
+            r#"DELETE FROM "s"."t" AS t USING (VALUES (E'1'::integer, E'it''s \\ x'::text)) AS k ("a", "b") WHERE t."a" = k."a" AND t."b" = k."b""#
+        );
+        let rows = vec![vec![Some("1".into()), Some("x".into()), None]];
+        assert_eq!(
+            insert_sql(&t, &rows).unwrap(),
+            r#"INSERT INTO "s"."t" ("a", "b", "v") OVERRIDING SYSTEM VALUE VALUES (E'1', E'x', NULL)"#
+        );
+        assert!(delete_sql(&t, &[]).is_none());
+        assert!(insert_sql(&t, &[]).is_none());
+    }
+
+    #[test]
+    fn only_small_keyed_rounds_without_truncate() {
+        let mut t = plan();
+        assert!(eligible(&t, 0, false));
+        assert!(eligible(&t, SMALL_ROWS, false));
+        assert!(!eligible(&t, SMALL_ROWS + 1, false));
+        assert!(!eligible(&t, 1, true));
+        t.whole_row = true;
+        assert!(!eligible(&t, 1, false));
+        assert!(eligible(&t, 0, false));
+    }
 }
