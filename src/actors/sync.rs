@@ -199,31 +199,41 @@ impl SyncActor {
         let dbs = self.databases.clone();
         let tables = self.tables.clone();
         let fut = async move {
-            let mut handles: HashMap<String, DbHandle> = HashMap::new();
-            for db in plan.databases() {
-                let h = dbs[db]
-                    .send(GetHandle)
-                    .await
-                    .map_err(|e| PgError::setup(db, format!("database actor gone: {e}")))??;
-                handles.insert(db.to_string(), h);
-            }
+            // Databases, then tables, are read concurrently: a daemon starts its first round
+            // sooner (catch-up after a stop is timed from the start).
+            let handles: HashMap<String, DbHandle> =
+                futures::future::try_join_all(plan.databases().map(|db| {
+                    let addr = dbs[db].clone();
+                    async move {
+                        let h = addr.send(GetHandle).await.map_err(|e| {
+                            PgError::setup(db, format!("database actor gone: {e}"))
+                        })??;
+                        Ok::<_, PgError>((db.to_string(), h))
+                    }
+                }))
+                .await?
+                .into_iter()
+                .collect();
             let multi = plan.sources.len() > 1;
             let source_handles: Vec<DbHandle> =
                 plan.sources.iter().map(|d| handles[d].clone()).collect();
             let receive_only: Vec<DbHandle> =
                 plan.targets.iter().map(|d| handles[d].clone()).collect();
             let first = &plan.sources[0];
-            let mut plans = Vec::new();
-            for t in &tables {
-                let p = t
-                    .send(Prepare {
-                        sources: source_handles.clone(),
-                        targets: receive_only.clone(),
-                    })
-                    .await
-                    .map_err(|e| PgError::setup(first, format!("table actor gone: {e}")))??;
-                plans.push((*p).clone());
-            }
+            let plans: Vec<TablePlan> = futures::future::try_join_all(tables.iter().map(|t| {
+                let msg = Prepare {
+                    sources: source_handles.clone(),
+                    targets: receive_only.clone(),
+                };
+                async move {
+                    let p = t
+                        .send(msg)
+                        .await
+                        .map_err(|e| PgError::setup(first, format!("table actor gone: {e}")))??;
+                    Ok::<_, PgError>((*p).clone())
+                }
+            }))
+            .await?;
             let ordered = fk_order(plans).into_iter().map(Arc::new).collect();
             let receivers: Vec<&str> = if multi {
                 plan.databases().collect()
