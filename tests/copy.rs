@@ -212,6 +212,17 @@ fn large_copy_rebuilds_indexes_and_keeps_referenced_keys() {
         c.psql("dst", "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = 'child'::regclass"),
         "1"
     );
+    // big was truncated in the copy's transaction, so it loaded frozen; parent, which a
+    // foreign key references, was emptied with DELETE and could not be.
+    c.psql("dst", "CREATE EXTENSION pg_visibility");
+    let frozen = |t: &str| {
+        c.psql(
+            "dst",
+            &format!("SELECT bool_and(all_frozen) FROM pg_visibility_map('{t}')"),
+        )
+    };
+    assert_eq!(frozen("big"), "t", "big loaded with COPY FREEZE");
+    assert_eq!(frozen("parent"), "f", "parent loaded without FREEZE");
     let err = c
         .try_psql("dst", "INSERT INTO big VALUES (999999, 'b1', 1)")
         .unwrap_err();

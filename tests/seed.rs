@@ -40,6 +40,19 @@ fn seed_scenario_pgbench_t10000() {
     eventually(Duration::from_secs(20), "delta tables to be purged", || {
         delta_rows(&src, "repdb") == 0
     });
+    // Rounds begin their source transaction inside their first flight and roll it back when
+    // done: no pooled session of the daemon is left inside a transaction between rounds.
+    eventually(
+        Duration::from_secs(10),
+        "no drover session in a transaction",
+        || {
+            src.psql(
+                "repdb",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'drover:%' \
+             AND state LIKE 'idle in transaction%'",
+            ) == "0"
+        },
+    );
     // SIGTERM: the daemon finishes its round and exits 0.
     daemon.stop();
     assert_eq!(

@@ -1,7 +1,7 @@
 //! PostgreSQL plumbing: connections and pools with pinned session settings (`connect`), TLS and
 //! ~/.pgpass (`tls`, `pgpass`), identifier quoting (`ident`), server facts (`facts`), table
-//! metadata (`schema`), COPY streaming between two connections (`copy`) and text answers of
-//! one-round-trip queries (`simple`).
+//! metadata (`schema`), COPY streaming between two connections (`copy`), text answers of
+//! one-round-trip queries (`simple`) and transactions begun inside a pipelined flight (`txn`).
 //!
 //! Everything that talks to a server goes through `Endpoint`, so every connection carries the
 //! same session settings and an `application_name` that says what it is for.
@@ -15,6 +15,7 @@ pub mod pgpass;
 pub mod schema;
 pub mod simple;
 pub mod tls;
+pub mod txn;
 
 pub use connect::{Endpoint, Pool};
 pub use error::PgError;

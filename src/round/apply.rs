@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::IsolationLevel;
+use tokio_postgres::SimpleQueryMessage;
 
 use crate::pg::connect::checkout;
 use crate::pg::copy::{pipe, CopyEnd};
@@ -26,6 +26,7 @@ use crate::pg::error::PgError;
 use crate::pg::facts::ReplicaRole;
 use crate::pg::ident::quote_literal;
 use crate::pg::simple;
+use crate::pg::txn::ReadTx;
 use crate::pg::Pool;
 use crate::round::plan::{TablePlan, Window};
 use crate::round::purge;
@@ -153,21 +154,16 @@ async fn round_inner(
             load_progress(input.sync, src_name, target, input.progress).await?;
         }
     }
-    let mut src = checkout(&input.source.pool, src_name).await?;
-    let stx = src
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(|e| PgError::query(src_name, "begin the source snapshot", e))?;
-    steps.mark("source_begin");
-    let (cur, works) = read_source(&stx, &input, report).await?;
-    steps.mark("source_stats");
+    let src = checkout(&input.source.pool, src_name).await?;
+    // Rolled back when dropped: the round only reads from the source.
+    let guard = ReadTx::new(&src);
+    let stx = guard.client();
+    let (cur, works, mut reads) = read_source(stx, &input, report).await?;
+    steps.mark("source_read");
     report.snapshot = Some(cur.clone());
 
     let mut advanced = Vec::new();
-    for (target, work) in input.targets.iter().zip(works) {
+    for ((target, work), read) in input.targets.iter().zip(works).zip(reads.drain(..)) {
         let mut tr = TargetReport {
             target: target.name.clone(),
             result: Ok(false),
@@ -180,7 +176,7 @@ async fn round_inner(
             let mut work = work;
             // A large backlog is applied in bounded rounds: progress moves to a cut below
             // which everything is committed, and the next round takes the rest.
-            let upto = match bound(&stx, &input, &work, &cur).await {
+            let upto = match bound(stx, &input, &work, &cur).await {
                 Ok(Some(x)) => {
                     for w in work.iter_mut() {
                         w.window.below = Some(x);
@@ -195,8 +191,13 @@ async fn round_inner(
                     return Ok(());
                 }
             };
-            tr.result =
-                apply_target(&stx, &input, target, &upto, &work, &mut tr.tables, steps).await;
+            let side = TargetRound {
+                target,
+                cur: &upto,
+                work: &work,
+                read,
+            };
+            tr.result = apply_target(stx, &input, side, &mut tr.tables, steps).await;
             match &tr.result {
                 Ok(_) => {
                     for t in input.tables.iter() {
@@ -215,7 +216,7 @@ async fn round_inner(
         report.targets.push(tr);
     }
     // Read only: dropping rolls back without waiting for the answer.
-    drop(stx);
+    drop(guard);
     drop(src);
     let idle = report.pending.values().all(|p| *p == 0);
     if let Some(due) = input.progress.purge.take_due(advanced, idle) {
@@ -237,13 +238,18 @@ async fn round_inner(
     Ok(())
 }
 
-/// Reads the round's snapshot and what each table has pending for each target, in one round
-/// trip (the queries are pipelined).
+/// What one target's small round would apply, read in the first flight (`small`): per keyed
+/// table, its index and its changes.
+type SmallReads = Vec<small::TextChanges>;
+
+/// Opens the source transaction and reads, in one round trip (the queries are pipelined), the
+/// round's snapshot, what each table has pending for each target, and each target's changes
+/// as a small round would apply them (used only if the counts say the round is small).
 async fn read_source(
-    stx: &tokio_postgres::Transaction<'_>,
+    stx: &tokio_postgres::Client,
     input: &RoundInput<'_>,
     report: &mut RoundReport,
-) -> Result<(Snapshot, Vec<Vec<TableWork>>), PgError> {
+) -> Result<(Snapshot, Vec<Vec<TableWork>>, Vec<SmallReads>), PgError> {
     let src = input.source.name.as_str();
     let prevs: Vec<Vec<Snapshot>> = input
         .targets
@@ -257,18 +263,49 @@ async fn read_source(
         })
         .collect();
     let stats: Vec<String> = prevs.iter().map(|p| stats_sql(input, p)).collect();
-    let (snap, counts) = tokio::try_join!(
+    // (target, table) pairs a small round could carry, with their speculative reads.
+    let speculative: Vec<(usize, usize, String)> = prevs
+        .iter()
+        .enumerate()
+        .flat_map(|(ti, p)| {
+            input
+                .tables
+                .iter()
+                .zip(p)
+                .enumerate()
+                .filter(|(_, (t, _))| !t.whole_row)
+                .map(move |(i, (t, prev))| {
+                    let w = Window {
+                        prev: prev.clone(),
+                        below: None,
+                    };
+                    (ti, i, small::read_sql(t, src, &w))
+                })
+        })
+        .collect();
+    let snapshot_sql = format!("{}SELECT txid_current_snapshot()::text", ReadTx::BEGIN_RR);
+    let (snap, counts, changes) = tokio::try_join!(
         async {
-            stx.simple_query("SELECT txid_current_snapshot()::text")
+            stx.simple_query(&snapshot_sql)
                 .await
-                .map_err(|e| PgError::query(src, "read the source snapshot", e))
+                .map_err(|e| PgError::query(src, "begin the source snapshot", e))
         },
         futures::future::try_join_all(stats.iter().map(|sql| async move {
             stx.simple_query(sql)
                 .await
                 .map_err(|e| PgError::query(src, "count pending changes", e))
         })),
+        futures::future::try_join_all(speculative.iter().map(|(_, i, sql)| async move {
+            stx.simple_query(sql).await.map_err(|e| {
+                let t = &input.tables[*i].display;
+                PgError::query(src, format!("read changes of {t}"), e)
+            })
+        })),
     )?;
+    let mut reads: Vec<SmallReads> = input.targets.iter().map(|_| Vec::new()).collect();
+    for ((ti, i, _), msgs) in speculative.iter().zip(changes) {
+        reads[*ti].push(small::parse(*i, &input.tables[*i], msgs));
+    }
     let text: String = simple::rows(snap)
         .first()
         .and_then(|r| r.get(0).map(str::to_string))
@@ -314,7 +351,7 @@ async fn read_source(
         }
         works.push(out);
     }
-    Ok((cur, works))
+    Ok((cur, works, reads))
 }
 
 /// Counts what each table has pending after `prevs` (one per table): one statement per table
@@ -343,7 +380,7 @@ const ROUND_BUDGET: u64 = 100_000;
 /// to apply everything visible in `cur`. The cut is valid only at or below `cur.xmin()`
 /// (nothing below it still running) and at or above every `prev.xmax()` (it must not go back).
 async fn bound(
-    stx: &tokio_postgres::Transaction<'_>,
+    stx: &tokio_postgres::Client,
     input: &RoundInput<'_>,
     work: &[TableWork],
     cur: &Snapshot,
@@ -402,15 +439,23 @@ pub(crate) async fn load_progress(
     Ok(())
 }
 
+/// One target's part of a round: what it applies, up to which snapshot.
+struct TargetRound<'a> {
+    target: &'a TargetSide,
+    cur: &'a Snapshot,
+    work: &'a [TableWork],
+    /// The changes read for a small round.
+    read: SmallReads,
+}
+
 async fn apply_target(
-    stx: &tokio_postgres::Transaction<'_>,
+    stx: &tokio_postgres::Client,
     input: &RoundInput<'_>,
-    target: &TargetSide,
-    cur: &Snapshot,
-    work: &[TableWork],
+    side: TargetRound<'_>,
     counts: &mut HashMap<String, TableCounts>,
     steps: &mut Phases,
 ) -> Result<bool, PgError> {
+    let (target, cur, work) = (side.target, side.cur, side.work);
     let src = input.source.name.as_str();
     let dst = target.name.as_str();
     let mut client = checkout(&target.pool, dst).await?;
@@ -425,14 +470,22 @@ async fn apply_target(
         .zip(work)
         .all(|(t, w)| small::eligible(t, w.pending, w.truncate))
     {
-        return apply_small(stx, input, target, cur, work, counts, steps, ttx).await;
+        return apply_small(ttx, input, side, counts, steps).await;
     }
     let plan = ApplySteps::new(input, target, work);
     // One flight: the session setup, the progress lock, check and update (a failed check
     // rolls the update back), and every statement the round runs, prepared on both sides.
     let progress = progress_sql(input, target, cur);
     let (opened, tstmts, sstmts) = tokio::join!(
-        open_apply(&ttx, input, target, work, &progress, &plan.temp_tables),
+        open_apply(
+            &ttx,
+            input,
+            target,
+            work,
+            &progress,
+            &plan.temp_tables,
+            None
+        ),
         futures::future::try_join_all(plan.target_sql.iter().map(|q| ttx.prepare(q))),
         futures::future::try_join_all(plan.source_sql.iter().map(|q| stx.prepare(q))),
     );
@@ -460,7 +513,7 @@ async fn apply_target(
         };
         let gone = pipe(
             CopyEnd {
-                tx: stx.client(),
+                tx: stx,
                 database: src,
                 sql: &sstmts[out],
             },
@@ -486,7 +539,7 @@ async fn apply_target(
         };
         let n = pipe(
             CopyEnd {
-                tx: stx.client(),
+                tx: stx,
                 database: src,
                 sql: &sstmts[out],
             },
@@ -506,53 +559,36 @@ async fn apply_target(
     Ok(true)
 }
 
-/// A small round (`small`): changes read as text beside the progress lock, applied in one
-/// batch.
-#[allow(clippy::too_many_arguments)]
+/// A small round (`small`): the changes read in the first flight, applied in the flight that
+/// opens the apply; its commit is the only other round trip.
 async fn apply_small(
-    stx: &tokio_postgres::Transaction<'_>,
+    ttx: tokio_postgres::Transaction<'_>,
     input: &RoundInput<'_>,
-    target: &TargetSide,
-    cur: &Snapshot,
-    work: &[TableWork],
+    side: TargetRound<'_>,
     counts: &mut HashMap<String, TableCounts>,
     steps: &mut Phases,
-    ttx: tokio_postgres::Transaction<'_>,
 ) -> Result<bool, PgError> {
-    let src = input.source.name.as_str();
+    let (target, work) = (side.target, side.work);
     let dst = target.name.as_str();
     let tables = input.tables;
-    let pending: Vec<(usize, &TablePlan, &Window)> = tables
-        .iter()
-        .zip(work)
-        .enumerate()
-        .filter(|(_, (_, w))| w.pending > 0)
-        .map(|(i, (t, w))| (i, t.as_ref(), &w.window))
+    let changes: Vec<small::TextChanges> = side
+        .read
+        .into_iter()
+        .filter(|c| work[c.table].pending > 0)
         .collect();
-    let progress = progress_sql(input, target, cur);
-    let (opened, changes) = tokio::join!(
-        open_apply(&ttx, input, target, work, &progress, ""),
-        small::read(stx.client(), src, &pending)
-    );
-    opened?;
-    let changes = changes?;
-    steps.mark("small_read");
     for (t, w) in tables.iter().zip(work) {
         counts.entry(t.display.clone()).or_default().pending = w.pending;
     }
     let (sql, statements) = small::apply_batch(tables, &changes);
-    if !sql.is_empty() {
-        let done = ttx
-            .simple_query(&sql)
-            .await
-            .map_err(|e| PgError::query(dst, "apply changed rows", e))?;
-        for ((table, delete), n) in statements.into_iter().zip(small::affected(&done)) {
-            let c = counts.entry(tables[table].display.clone()).or_default();
-            if delete {
-                c.deleted = n;
-            } else {
-                c.inserted = n;
-            }
+    let progress = progress_sql(input, target, side.cur);
+    let batch = (!sql.is_empty()).then_some(sql.as_str());
+    let done = open_apply(&ttx, input, target, work, &progress, "", batch).await?;
+    for ((table, delete), n) in statements.into_iter().zip(small::affected(&done)) {
+        let c = counts.entry(tables[table].display.clone()).or_default();
+        if delete {
+            c.deleted = n;
+        } else {
+            c.inserted = n;
         }
     }
     steps.mark("small_apply");
@@ -595,8 +631,9 @@ fn progress_sql(input: &RoundInput<'_>, target: &TargetSide, cur: &Snapshot) -> 
     }
 }
 
-/// Sends the session setup (with `extra` statements), the progress lock and the update; checks
-/// the locked progress against the cache.
+/// Sends the session setup (with `extra` statements), the progress lock, the update and then
+/// `batch`, if any, in one flight; checks the locked progress against the cache (a mismatch
+/// fails the apply, and the rollback undoes the batch too). Returns the batch's answer.
 async fn open_apply(
     ttx: &tokio_postgres::Transaction<'_>,
     input: &RoundInput<'_>,
@@ -604,17 +641,27 @@ async fn open_apply(
     work: &[TableWork],
     sql: &ProgressSql,
     extra: &str,
-) -> Result<(), PgError> {
+    batch: Option<&str>,
+) -> Result<Vec<SimpleQueryMessage>, PgError> {
     let dst = target.name.as_str();
     let setup = format!("{}\n{extra}", sql.session);
     let what = |e| PgError::query(dst, "lock and record progress", e);
-    let (_, locked, _) = tokio::try_join!(
-        ttx.simple_query(&setup),
-        ttx.simple_query(&sql.lock),
-        ttx.simple_query(&sql.update)
-    )
-    .map_err(what)?;
-    check_progress(&simple::rows(locked), input, target, work)
+    let (_, locked, _, done) = tokio::try_join!(
+        async { ttx.simple_query(&setup).await.map_err(what) },
+        async { ttx.simple_query(&sql.lock).await.map_err(what) },
+        async { ttx.simple_query(&sql.update).await.map_err(what) },
+        async {
+            match batch {
+                Some(b) => ttx
+                    .simple_query(b)
+                    .await
+                    .map_err(|e| PgError::query(dst, "apply changed rows", e)),
+                None => Ok(Vec::new()),
+            }
+        }
+    )?;
+    check_progress(&simple::rows(locked), input, target, work)?;
+    Ok(done)
 }
 
 /// Indexes into the statements prepared for one table's apply.
@@ -706,31 +753,44 @@ pub(crate) fn apply_session(sync: &str, role: &ReplicaRole) -> String {
     )
 }
 
+/// How `empty_table` emptied a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Emptied {
+    /// TRUNCATE of a plain table: a COPY in the same transaction may use FREEZE.
+    Truncated,
+    /// TRUNCATE of a partitioned table (COPY FREEZE refuses those), or DELETE.
+    Other,
+}
+
 /// Empties a target table: TRUNCATE, or DELETE when a foreign key references it (PostgreSQL
 /// refuses to truncate a referenced table; in replica mode the DELETE skips the FK checks).
 pub(crate) async fn empty_table(
     ttx: &tokio_postgres::Transaction<'_>,
     dst: &str,
     t: &TablePlan,
-) -> Result<(), PgError> {
+) -> Result<Emptied, PgError> {
     let purpose = format!("empty {}", t.display);
-    let referenced: bool = ttx
+    let row = ttx
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' \
-             AND confrelid = $1::text::regclass AND conrelid <> confrelid)",
+             AND confrelid = $1::text::regclass AND conrelid <> confrelid), \
+             (SELECT relkind = 'r' FROM pg_class WHERE oid = $1::text::regclass)",
             &[&t.quoted],
         )
         .await
-        .map_err(|e| PgError::query(dst, &purpose, e))?
-        .get(0);
-    let sql = if referenced {
-        format!("DELETE FROM {}", t.quoted)
+        .map_err(|e| PgError::query(dst, &purpose, e))?;
+    let (referenced, plain): (bool, bool) = (row.get(0), row.get(1));
+    let (sql, how) = if referenced {
+        (format!("DELETE FROM {}", t.quoted), Emptied::Other)
+    } else if plain {
+        (t.truncate(), Emptied::Truncated)
     } else {
-        t.truncate()
+        (t.truncate(), Emptied::Other)
     };
     ttx.batch_execute(&sql)
         .await
-        .map_err(|e| PgError::query(dst, &purpose, e))
+        .map_err(|e| PgError::query(dst, &purpose, e))?;
+    Ok(how)
 }
 
 /// Commits an apply (or copy) transaction, first putting a helper-set replica role back.

@@ -8,15 +8,18 @@
 
 use std::sync::{Arc, Mutex};
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, IsolationLevel};
 
 use crate::capture::sql::NOTHING_APPLIED;
 use crate::pg::connect::checkout;
+use crate::pg::copy::forward;
 use crate::pg::error::PgError;
 use crate::pg::ident::quote_literal;
-use crate::round::apply::{apply_session, commit_apply, empty_table, SourceSide, TargetSide};
+use crate::round::apply::{
+    apply_session, commit_apply, empty_table, Emptied, SourceSide, TargetSide,
+};
 use crate::round::indexes;
 use crate::round::plan::TablePlan;
 
@@ -273,6 +276,8 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     if mode != CopyMode::Forced && snap != NOTHING_APPLIED {
         return Ok(false);
     }
+    let large = total >= indexes::REBUILD_MIN_ROWS;
+    let mut emptied = None;
     if mode == CopyMode::IfEmpty {
         let empty: bool = ttx
             .query_one(
@@ -297,30 +302,51 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
             commit_apply(ttx, &job.target.replica_role, dst).await?;
             return Ok(false);
         }
+        // Truncating the empty table lets the load use FREEZE; the index drop below locks
+        // it as exclusively anyway (and needs its owner, who may truncate).
+        if large {
+            emptied = Some(empty_table(&ttx, dst, t).await?);
+        }
     } else {
-        empty_table(&ttx, dst, t).await?;
+        emptied = Some(empty_table(&ttx, dst, t).await?);
     }
     // The table is empty now (truncated, or found empty): large loads rebuild indexes after.
-    let rebuild = if total >= indexes::REBUILD_MIN_ROWS {
+    let rebuild = if large {
         indexes::drop_for_load(&ttx, dst, t).await?
     } else {
         Vec::new()
     };
-    let rows = stream_rows(stx.client(), src, ttx.client(), dst, t, board).await?;
+    let into = if emptied == Some(Emptied::Truncated) {
+        t.rows_in_frozen()
+    } else {
+        t.rows_in()
+    };
+    let started = std::time::Instant::now();
+    let rows = stream_rows(stx.client(), src, ttx.client(), dst, t, &into, board).await?;
+    let loaded = started.elapsed();
     indexes::rebuild(&ttx, dst, t, &rebuild).await?;
     record(&ttx, sync, src, dst, &t.display, Some(cur), "done").await?;
     commit_apply(ttx, &job.target.replica_role, dst).await?;
-    tracing::info!(sync, target = dst, table = %t.display, rows, "initial copy done");
+    tracing::info!(
+        sync,
+        target = dst,
+        table = %t.display,
+        rows,
+        load_ms = loaded.as_millis() as u64,
+        indexes_ms = (started.elapsed() - loaded).as_millis() as u64,
+        "initial copy done"
+    );
     Ok(true)
 }
 
-/// COPY out of the source, into the target, counting rows (one COPY data message per row).
+/// COPY out of the source, into the target (`into`), counting rows.
 async fn stream_rows(
     from: &Client,
     src: &str,
     to: &Client,
     dst: &str,
     t: &TablePlan,
+    into: &str,
     board: &CopyBoard,
 ) -> Result<u64, PgError> {
     let purpose = format!("copy {}", t.display);
@@ -329,27 +355,14 @@ async fn stream_rows(
         .await
         .map_err(|e| PgError::query(src, &purpose, e))?;
     let sink = to
-        .copy_in::<_, bytes::Bytes>(&t.rows_in())
+        .copy_in::<_, bytes::Bytes>(into)
         .await
         .map_err(|e| PgError::query(dst, &purpose, e))?;
-    futures::pin_mut!(out);
-    futures::pin_mut!(sink);
-    let mut n: u64 = 0;
-    while let Some(chunk) = out.next().await {
-        let chunk = chunk.map_err(|e| PgError::query(src, &purpose, e))?;
-        sink.feed(chunk)
-            .await
-            .map_err(|e| PgError::query(dst, &purpose, e))?;
-        n += 1;
-        if n % 10_000 == 0 {
-            set_board(board, dst, &t.display, |c| c.rows_copied = n);
-        }
-    }
-    let stored = sink
-        .as_mut()
-        .finish()
-        .await
-        .map_err(|e| PgError::query(dst, &purpose, e))?;
+    let stored = forward(out, sink, |n| {
+        set_board(board, dst, &t.display, |c| c.rows_copied = n)
+    })
+    .await
+    .map_err(|e| e.into_pg(src, dst, &purpose))?;
     set_board(board, dst, &t.display, |c| c.rows_copied = stored);
     Ok(stored)
 }

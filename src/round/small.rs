@@ -1,15 +1,14 @@
 //! Small rounds without COPY. Under steady load a round carries a handful of rows per table,
 //! and its cost is round trips, not bytes: a COPY pipe costs three (start both ends, finish)
 //! plus one to prepare each end. Here the changed keys and current rows of every table are read
-//! as text in one pipelined flight inside the round's snapshot, and applied with one batch of
-//! `DELETE ... USING (VALUES ...)` and `INSERT ... VALUES` statements on the target, all
-//! values as escape-string literals (the same text COPY would carry, under the same pinned
+//! as text in the round's first flight on the source (beside its snapshot and pending counts),
+//! and applied on the target in the flight that locks and records progress: one batch of
+//! `DELETE ... USING (VALUES ...)` and `INSERT ... VALUES` statements, all values as
+//! escape-string literals (the same text COPY would carry, under the same pinned
 //! session settings). Larger rounds, TRUNCATEs and tables without a key take the COPY path.
 
-use futures::future::try_join_all;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
 
-use crate::pg::error::PgError;
 use crate::pg::ident::quote_value;
 use crate::round::plan::{TablePlan, Window};
 
@@ -31,46 +30,41 @@ pub fn eligible(t: &TablePlan, pending: u64, truncate: bool) -> bool {
     !truncate && (pending == 0 || (!t.whole_row && pending <= SMALL_ROWS))
 }
 
-/// Reads the changes of `tables` (index, plan, window) in one flight: per table one query,
-/// every changed key joined to its current row (none: the key was deleted).
-pub async fn read(
-    src: &Client,
-    source: &str,
-    tables: &[(usize, &TablePlan, &Window)],
-) -> Result<Vec<TextChanges>, PgError> {
-    try_join_all(tables.iter().map(|(i, t, w)| async move {
-        let on: Vec<String> = t.key.iter().map(|k| format!("r.{k} = k.{k}")).collect();
-        let sql = format!(
-            "SELECT r.{k1} IS NOT NULL, k.*, r.* FROM (SELECT DISTINCT * FROM ({pending}) AS p) AS k \
-             LEFT JOIN (SELECT {c} FROM {t}) AS r ON {on}",
-            k1 = t.key[0],
-            pending = t.pending_keys(source, w),
-            c = t.columns,
-            t = t.quoted,
-            on = on.join(" AND ")
-        );
-        let rows = src
-            .simple_query(&sql)
-            .await
-            .map_err(|e| PgError::query(source, format!("read changes of {}", t.display), e))?;
-        let nk = t.key.len();
-        let mut changes = TextChanges {
-            table: *i,
-            keys: Vec::new(),
-            rows: Vec::new(),
-        };
-        for mut row in text_rows(rows) {
-            let present = row.first().and_then(|v| v.as_deref()) == Some("t");
-            let current = row.split_off(1 + nk);
-            row.remove(0);
-            changes.keys.push(row);
-            if present {
-                changes.rows.push(current);
-            }
+/// Reads one table's changes: every changed key joined to its current row (none: the key was
+/// deleted). Sent speculatively with the round's pending counts, before they are known, so
+/// at most `SMALL_ROWS + 1` delta rows are read: enough whenever the round is small.
+pub fn read_sql(t: &TablePlan, source: &str, w: &Window) -> String {
+    let on: Vec<String> = t.key.iter().map(|k| format!("r.{k} = k.{k}")).collect();
+    format!(
+        "SELECT r.{k1} IS NOT NULL, k.*, r.* FROM (SELECT DISTINCT * FROM ({pending} LIMIT {limit}) AS p) AS k \
+         LEFT JOIN (SELECT {c} FROM {t}) AS r ON {on}",
+        k1 = t.key[0],
+        pending = t.pending_keys(source, w),
+        limit = SMALL_ROWS + 1,
+        c = t.columns,
+        t = t.quoted,
+        on = on.join(" AND ")
+    )
+}
+
+/// The answer of `read_sql` for table number `table`.
+pub fn parse(table: usize, t: &TablePlan, messages: Vec<SimpleQueryMessage>) -> TextChanges {
+    let nk = t.key.len();
+    let mut changes = TextChanges {
+        table,
+        keys: Vec::new(),
+        rows: Vec::new(),
+    };
+    for mut row in text_rows(messages) {
+        let present = row.first().and_then(|v| v.as_deref()) == Some("t");
+        let current = row.split_off(1 + nk);
+        row.remove(0);
+        changes.keys.push(row);
+        if present {
+            changes.rows.push(current);
         }
-        Ok(changes)
-    }))
-    .await
+    }
+    changes
 }
 
 fn text_rows(messages: Vec<SimpleQueryMessage>) -> Vec<TextRow> {
