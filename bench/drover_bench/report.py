@@ -85,6 +85,10 @@ def overhead(r):
         if d and b:
             rs = ratios(d, b)
             lines.append(f"- drover/Bucardo TPS, daemons {state}: {flist(rs)} per run, median {f(median(rs))}")
+    d, n = tps.get("drover triggers, daemon running"), tps.get("native logical replication running")
+    if d and n:
+        rs = ratios(d, n)
+        lines.append(f"- drover/native TPS, both replicating: {flist(rs)} per run, median {f(median(rs))}")
     return text + ("\n\n" + "\n".join(lines) if lines else "")
 
 

@@ -74,6 +74,9 @@ OVERHEAD_CONFIGS = [
     ("drover triggers, daemon running", "drover", True),
     ("bucardo triggers, daemon stopped", "bucardo", False),
     ("bucardo triggers, daemon running", "bucardo", True),
+    # Context for "daemon running": what PostgreSQL's own replication costs the same source
+    # on the same 2 cores (walsender decoding, the apply worker writing the target).
+    ("native logical replication running", "native", True),
 ]
 
 
@@ -83,7 +86,7 @@ def source_overhead(ctx):
     peers = {}
     clusters = [src, tgt]
     try:
-        for name in ("drover", "bucardo"):
+        for name in ("drover", "bucardo", "native"):
             if name in ctx.peers:
                 peers[name] = ctx.make_peer(name, work, src, tgt)
                 peers[name].install()
@@ -104,6 +107,9 @@ def source_overhead(ctx):
                 if peer:
                     peer.set_capture(True)
                     if daemon:
+                        if isinstance(peer, Native):
+                            # Not the WAL of the runs before this one: only this run's.
+                            peer.skip_backlog()
                         peer.start()
                         time.sleep(3)  # measure steady state, not the daemon's start
                 try:

@@ -123,6 +123,9 @@ impl Endpoint {
             .max_size(max_size)
             .connection_timeout(CONNECT_TIMEOUT)
             .test_on_check_out(false)
+            // The session used last goes out first: back-to-back rounds keep one server
+            // backend (and its caches) busy instead of waking every session in turn.
+            .queue_strategy(bb8::QueueStrategy::Lifo)
             .build_unchecked(manager)
     }
 }

@@ -15,6 +15,21 @@ pub fn rows(messages: Vec<SimpleQueryMessage>) -> Vec<SimpleQueryRow> {
         .collect()
 }
 
+/// The answer of a multi-statement query, one part per statement (each ends with its
+/// CommandComplete).
+pub fn split(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<SimpleQueryMessage>> {
+    let mut parts = Vec::new();
+    let mut part = Vec::new();
+    for m in messages {
+        let end = matches!(m, SimpleQueryMessage::CommandComplete(_));
+        part.push(m);
+        if end {
+            parts.push(std::mem::take(&mut part));
+        }
+    }
+    parts
+}
+
 /// Column `i` of a text row parsed as `T`; None when NULL or unparsable.
 pub fn get<T: std::str::FromStr>(row: &SimpleQueryRow, i: usize) -> Option<T> {
     row.get(i).and_then(|v| v.parse().ok())

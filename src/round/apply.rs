@@ -143,7 +143,7 @@ pub async fn run_round(input: RoundInput<'_>) -> RoundReport {
 }
 
 async fn round_inner(
-    input: RoundInput<'_>,
+    mut input: RoundInput<'_>,
     report: &mut RoundReport,
     steps: &mut Phases,
 ) -> Result<(), PgError> {
@@ -158,7 +158,7 @@ async fn round_inner(
     // Rolled back when dropped: the round only reads from the source.
     let guard = ReadTx::new(&src);
     let stx = guard.client();
-    let (cur, works, mut reads) = read_source(stx, &input, report).await?;
+    let (cur, works, mut reads) = read_source(stx, &mut input, report).await?;
     steps.mark("source_read");
     report.snapshot = Some(cur.clone());
 
@@ -247,7 +247,7 @@ type SmallReads = Vec<small::TextChanges>;
 /// as a small round would apply them (used only if the counts say the round is small).
 async fn read_source(
     stx: &tokio_postgres::Client,
-    input: &RoundInput<'_>,
+    input: &mut RoundInput<'_>,
     report: &mut RoundReport,
 ) -> Result<(Snapshot, Vec<Vec<TableWork>>, Vec<SmallReads>), PgError> {
     let src = input.source.name.as_str();
@@ -263,28 +263,30 @@ async fn read_source(
         })
         .collect();
     let stats: Vec<String> = prevs.iter().map(|p| stats_sql(input, p)).collect();
-    // (target, table) pairs a small round could carry, with their speculative reads.
-    let speculative: Vec<(usize, usize, String)> = prevs
+    // Each target's busy tables, whose changes a small round would carry, read speculatively.
+    let speculative: Vec<Vec<(usize, &TablePlan, Window)>> = input
+        .targets
         .iter()
-        .enumerate()
-        .flat_map(|(ti, p)| {
+        .zip(&prevs)
+        .map(|(target, p)| {
             input
-                .tables
-                .iter()
-                .zip(p)
-                .enumerate()
-                .filter(|(_, (t, _))| !t.whole_row)
-                .map(move |(i, (t, prev))| {
+                .progress
+                .busy
+                .tables(&target.name)
+                .into_iter()
+                .filter_map(|i| {
+                    let t = input.tables.get(i)?;
                     let w = Window {
-                        prev: prev.clone(),
+                        prev: p[i].clone(),
                         below: None,
                     };
-                    (ti, i, small::read_sql(t, src, &w))
+                    (!t.whole_row).then_some((i, t.as_ref(), w))
                 })
+                .collect()
         })
         .collect();
     let snapshot_sql = format!("{}SELECT txid_current_snapshot()::text", ReadTx::BEGIN_RR);
-    let (snap, counts, changes) = tokio::try_join!(
+    let (snap, counts, reads) = tokio::try_join!(
         async {
             stx.simple_query(&snapshot_sql)
                 .await
@@ -295,17 +297,13 @@ async fn read_source(
                 .await
                 .map_err(|e| PgError::query(src, "count pending changes", e))
         })),
-        futures::future::try_join_all(speculative.iter().map(|(_, i, sql)| async move {
-            stx.simple_query(sql).await.map_err(|e| {
-                let t = &input.tables[*i].display;
-                PgError::query(src, format!("read changes of {t}"), e)
-            })
+        futures::future::try_join_all(speculative.iter().map(|tables| async move {
+            if tables.is_empty() {
+                return Ok(Vec::new());
+            }
+            small::read(stx, src, tables).await
         })),
     )?;
-    let mut reads: Vec<SmallReads> = input.targets.iter().map(|_| Vec::new()).collect();
-    for ((ti, i, _), msgs) in speculative.iter().zip(changes) {
-        reads[*ti].push(small::parse(*i, &input.tables[*i], msgs));
-    }
     let text: String = simple::rows(snap)
         .first()
         .and_then(|r| r.get(0).map(str::to_string))
@@ -350,6 +348,10 @@ async fn read_source(
             out.push(w);
         }
         works.push(out);
+    }
+    for (target, work) in input.targets.iter().zip(&works) {
+        let changed = (0..work.len()).filter(|&i| work[i].pending > 0);
+        input.progress.busy.changed(&target.name, changed);
     }
     Ok((cur, works, reads))
 }
@@ -470,6 +472,18 @@ async fn apply_target(
         .zip(work)
         .all(|(t, w)| small::eligible(t, w.pending, w.truncate))
     {
+        let mut side = side;
+        let missing: Vec<(usize, &TablePlan, Window)> = tables
+            .iter()
+            .zip(work)
+            .enumerate()
+            .filter(|(i, (_, w))| w.pending > 0 && !side.read.iter().any(|c| c.table == *i))
+            .map(|(i, (t, w))| (i, t.as_ref(), w.window.clone()))
+            .collect();
+        if !missing.is_empty() {
+            side.read.extend(small::read(stx, src, &missing).await?);
+            steps.mark("small_read");
+        }
         return apply_small(ttx, input, side, counts, steps).await;
     }
     let plan = ApplySteps::new(input, target, work);
@@ -615,9 +629,10 @@ fn progress_sql(input: &RoundInput<'_>, target: &TargetSide, cur: &Snapshot) -> 
         .collect();
     ProgressSql {
         // No wait for the WAL flush (the purge waits instead: see `purge`).
-        session: format!(
-            "SET LOCAL synchronous_commit = off; {}",
-            apply_session(input.sync, &target.replica_role)
+        session: session_settings(
+            input.sync,
+            &target.replica_role,
+            &[("synchronous_commit", "off")],
         ),
         lock: format!(
             "SELECT table_name, snapshot FROM drover.progress WHERE sync = {sync} AND source = {source} FOR UPDATE"
@@ -743,14 +758,39 @@ impl ApplySteps {
 /// Opens an apply (or copy) transaction's session state: the loop guard, the replica role, and
 /// the planner settings deletes need.
 pub(crate) fn apply_session(sync: &str, role: &ReplicaRole) -> String {
+    session_settings(sync, role, &[])
+}
+
+/// `apply_session` with `extra` transaction-local settings: one statement (each statement of a
+/// round costs the server a parse and a plan), plus the replica-role helper when one is named.
+fn session_settings(sync: &str, role: &ReplicaRole, extra: &[(&str, &str)]) -> String {
     // The key temp table is never analyzed, so the planner guesses ~2500 rows and hashes the
     // whole target table for every delete; a nested loop over the primary key index costs
     // O(keys) instead of O(table).
-    format!(
-        "SET LOCAL drover.origin = {}; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; {}",
-        quote_literal(sync),
-        role.begin_sql()
-    )
+    let mut settings = vec![
+        ("drover.origin", sync),
+        ("enable_hashjoin", "off"),
+        ("enable_mergejoin", "off"),
+    ];
+    if *role == ReplicaRole::Set {
+        settings.push(("session_replication_role", "replica"));
+    }
+    settings.extend_from_slice(extra);
+    let calls: Vec<String> = settings
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "set_config({}, {}, true)",
+                quote_literal(k),
+                quote_literal(v)
+            )
+        })
+        .collect();
+    let helper = match role {
+        ReplicaRole::Set => String::new(),
+        other => other.begin_sql(),
+    };
+    format!("SELECT {}; {helper}", calls.join(", "))
 }
 
 /// How `empty_table` emptied a table.

@@ -70,6 +70,8 @@ pub struct ProgressCache {
     pub sequences: crate::round::sequences::SentValues,
     /// Applied horizons not yet purged on the source.
     pub purge: crate::round::purge::PurgeDue,
+    /// Tables whose changes the next round reads in its first flight.
+    pub busy: crate::round::small::Busy,
 }
 
 impl ProgressCache {
