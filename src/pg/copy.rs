@@ -48,8 +48,9 @@ where
 }
 
 /// Bytes gathered before they are handed to the target as one CopyData message. The source
-/// sends one message per row; passing them on one by one costs the target a message per row
-/// (about a third of a large copy's time), while COPY text may be split anywhere.
+/// sends one message per row; COPY text may be split anywhere, so the target gets a few large
+/// messages instead (what psql sends too). Measured within noise on a 5M-row copy, where the
+/// target's single backend writing the table is the bottleneck.
 const COALESCE_BYTES: usize = 64 * 1024;
 
 /// A COPY stream that failed, on the side it failed.

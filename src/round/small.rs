@@ -37,7 +37,7 @@ pub fn eligible(t: &TablePlan, pending: u64, truncate: bool) -> bool {
 /// Reads one table's changes: every changed key joined to its current row (none: the key was
 /// deleted). Sent speculatively with the round's pending counts, before they are known, so
 /// at most `SMALL_ROWS + 1` delta rows are read: enough whenever the round is small.
-pub fn read_sql(t: &TablePlan, source: &str, w: &Window) -> String {
+fn read_sql(t: &TablePlan, source: &str, w: &Window) -> String {
     let on: Vec<String> = t.key.iter().map(|k| format!("r.{k} = k.{k}")).collect();
     format!(
         "SELECT r.{k1} IS NOT NULL, k.*, r.* FROM (SELECT DISTINCT * FROM ({pending} LIMIT {limit}) AS p) AS k \
@@ -112,7 +112,7 @@ impl Busy {
 }
 
 /// The answer of `read_sql` for table number `table`.
-pub fn parse(table: usize, t: &TablePlan, messages: Vec<SimpleQueryMessage>) -> TextChanges {
+fn parse(table: usize, t: &TablePlan, messages: Vec<SimpleQueryMessage>) -> TextChanges {
     let nk = t.key.len();
     let mut changes = TextChanges {
         table,
