@@ -133,6 +133,7 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
             };
             println!("  {table}: {verdict}");
         }
+        crate::cli::check_copy::print_copy_methods(sync, &clients).await;
     }
 
     for sync in &syncs {
