@@ -10,6 +10,7 @@ pub mod connect;
 pub mod copy;
 pub mod error;
 pub mod facts;
+pub mod floats;
 pub mod ident;
 pub mod pgpass;
 pub mod schema;
