@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use crate::cli::{EXIT_OK, EXIT_PROBLEM};
 use crate::config::Config;
 use crate::pg::facts::{self, ServerFacts};
+use crate::pg::key_nulls;
 use crate::pg::schema::{self, TableMeta};
 use crate::pg::Endpoint;
 use crate::topology;
@@ -99,6 +100,10 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                         ));
                     }
                     Ok(Some(meta)) => {
+                        if let Err(e) = key_nulls::refuse_nullable(client, db, &meta).await {
+                            table_ok = false;
+                            problems.push(e.to_string());
+                        }
                         if meta.whole_row() && sync.sources.len() > 1 {
                             table_ok = false;
                             problems.push(format!(

@@ -12,6 +12,7 @@ pub mod error;
 pub mod facts;
 pub mod floats;
 pub mod ident;
+pub mod key_nulls;
 pub mod pgpass;
 pub mod schema;
 pub mod simple;

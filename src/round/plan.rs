@@ -70,6 +70,7 @@ impl TablePlan {
                 .ok_or_else(|| {
                     PgError::setup(side.name, format!("table {display} does not exist"))
                 })?;
+            crate::pg::key_nulls::refuse_nullable(&client, side.name, &meta).await?;
             if meta.whole_row() && sources.len() > 1 {
                 return Err(PgError::setup(
                     side.name,
