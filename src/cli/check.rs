@@ -57,6 +57,9 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                         "not installed (run drover install)"
                     }
                 );
+                if let Some(p) = crate::pg::tested::untested(f.version_num) {
+                    problems.push(format!("database \"{name}\": {p}"));
+                }
                 clients.insert(name.clone(), client);
                 server.insert(name.clone(), f);
             }

@@ -16,6 +16,7 @@ pub mod key_nulls;
 pub mod pgpass;
 pub mod schema;
 pub mod simple;
+pub mod tested;
 pub mod tls;
 pub mod txn;
 
