@@ -95,7 +95,7 @@ struct Rights<'a> {
 
 fn blocker(r: &Rights) -> Option<String> {
     if !r.plain {
-        Some("not a plain table".into())
+        Some("a partitioned table".into())
     } else if !r.owner {
         Some(format!("role \"{}\" does not own the table", r.role))
     } else if !r.create {
