@@ -105,7 +105,7 @@ fn large_copy_without_create_on_schema_loads_with_indexes_in_place() {
         "copy method on dst: load with indexes in place (role \"drover\" cannot create in schema \"public\")",
         "{check}"
     );
-    // The source's superuser can rebuild; so can drover once it may create in public.
+    // Once drover may create in public, it rebuilds, and that copy works as well.
     c.psql("dst", "GRANT CREATE ON SCHEMA public TO drover");
     let check = drover_ok(&cfg, &["check"]);
     assert_eq!(
@@ -113,4 +113,21 @@ fn large_copy_without_create_on_schema_loads_with_indexes_in_place() {
         "copy method on dst: rebuild indexes after load (large tables)",
         "{check}"
     );
+    let before = c.psql(
+        "dst",
+        "SELECT string_agg(oid::text, ' ') FROM pg_class WHERE relname = 'big_n'",
+    );
+    let out = drover_ok(&cfg, &["copy", "s"]);
+    assert!(out.contains("public.big -> dst: done: "), "{out}");
+    assert_eq!(
+        table_md5(&c, "src", "big", "id"),
+        table_md5(&c, "dst", "big", "id")
+    );
+    assert_eq!(indexes("dst"), indexes("src"));
+    // big_n was dropped and built again: a new relation.
+    let after = c.psql(
+        "dst",
+        "SELECT string_agg(oid::text, ' ') FROM pg_class WHERE relname = 'big_n'",
+    );
+    assert_ne!(before, after, "big_n was not rebuilt");
 }

@@ -1,5 +1,6 @@
-//! Configured keys whose columns may be NULL (issue 10 item 9): a NULL key never matches, so
-//! `check` and the daemon refuse such a key, naming database, table, column and the fix.
+//! What `check` and `run` refuse (issue 10 item 9): configured keys whose columns may be NULL
+//! (a NULL key never matches), named with database, table, column and the fix; and chains
+//! (a database receiving a table from one sync and sending it in another), a config problem.
 
 mod support;
 
@@ -60,4 +61,38 @@ fn nullable_configured_key_is_refused_by_check_and_daemon() {
         check.contains("  public.conf: ok, configured key (x, y)"),
         "{check}"
     );
+}
+
+/// b receives t from sync ab and is its source in sync bc: both commands refuse the config
+/// (exit 2) before connecting, naming both syncs, the database and the table.
+#[test]
+fn chain_is_a_config_problem_for_check_and_run() {
+    let dbs: String = ["a", "b", "c"]
+        .iter()
+        .map(|d| {
+            format!(
+                "[databases.{d}]\nhost = \"127.0.0.1\"\ndbname = \"{d}\"\nuser = \"postgres\"\n"
+            )
+        })
+        .collect();
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{dbs}[relgroups.g]\ntables = [\"t\"]\n\
+         [syncs.ab]\nrelgroup = \"g\"\nsources = [\"a\"]\ntargets = [\"b\"]\n\
+         [syncs.bc]\nrelgroup = \"g\"\nsources = [\"b\"]\ntargets = [\"c\"]\n",
+        free_port()
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = write_config(dir.path(), &toml);
+    for command in ["check", "run"] {
+        let out = drover(&cfg, &[command]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains(
+                "syncs.bc.sources[0]: database \"b\" receives table public.t from sync \"ab\" \
+                 and is its source in sync \"bc\""
+            ) && stderr.contains("cascading replication"),
+            "{command}: {stderr}"
+        );
+    }
 }
