@@ -9,7 +9,7 @@ use support::*;
 
 const SCHEMA: &str = "
 CREATE TABLE uniq (a int NOT NULL, b text, UNIQUE (a));
-CREATE TABLE conf (x text, y int, v text);
+CREATE TABLE conf (x text NOT NULL, y int NOT NULL, v text);
 CREATE TABLE dup (a int, b text);";
 
 /// Compares tables as multisets: every row's text, sorted.

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use crate::cli::{EXIT_OK, EXIT_PROBLEM};
 use crate::config::Config;
 use crate::pg::facts::{self, ServerFacts};
+use crate::pg::key_nulls;
 use crate::pg::schema::{self, TableMeta};
 use crate::pg::Endpoint;
 use crate::topology;
@@ -56,6 +57,9 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                         "not installed (run drover install)"
                     }
                 );
+                if let Some(p) = crate::pg::tested::untested(f.version_num) {
+                    problems.push(format!("database \"{name}\": {p}"));
+                }
                 clients.insert(name.clone(), client);
                 server.insert(name.clone(), f);
             }
@@ -99,6 +103,10 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                         ));
                     }
                     Ok(Some(meta)) => {
+                        if let Err(e) = key_nulls::refuse_nullable(client, db, &meta).await {
+                            table_ok = false;
+                            problems.push(e.to_string());
+                        }
                         if meta.whole_row() && sync.sources.len() > 1 {
                             table_ok = false;
                             problems.push(format!(
@@ -133,6 +141,7 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
             };
             println!("  {table}: {verdict}");
         }
+        crate::cli::check_copy::print_copy_methods(sync, &clients).await;
     }
 
     for sync in &syncs {

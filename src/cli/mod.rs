@@ -2,6 +2,7 @@
 //! this one parses arguments, loads the config and maps outcomes to exit codes.
 
 mod check;
+mod check_copy;
 mod copy;
 mod install;
 mod status;

@@ -10,10 +10,13 @@ pub mod connect;
 pub mod copy;
 pub mod error;
 pub mod facts;
+pub mod floats;
 pub mod ident;
+pub mod key_nulls;
 pub mod pgpass;
 pub mod schema;
 pub mod simple;
+pub mod tested;
 pub mod tls;
 pub mod txn;
 

@@ -20,6 +20,7 @@ use crate::pg::ident::quote_literal;
 use crate::round::apply::{
     apply_session, commit_apply, empty_table, Emptied, SourceSide, TargetSide,
 };
+use crate::round::copy_method::{self, CopyMethod};
 use crate::round::indexes;
 use crate::round::plan::TablePlan;
 
@@ -276,7 +277,11 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     if mode != CopyMode::Forced && snap != NOTHING_APPLIED {
         return Ok(false);
     }
-    let large = total >= indexes::REBUILD_MIN_ROWS;
+    let method = copy_method::decide(&ttx, dst, &t.quoted, total).await?;
+    let rebuild_indexes = method == CopyMethod::RebuildIndexes;
+    if let CopyMethod::IndexesInPlace(why) = &method {
+        tracing::debug!(sync, target = dst, table = %t.display, why, "copy loads with indexes in place");
+    }
     let mut emptied = None;
     if mode == CopyMode::IfEmpty {
         let empty: bool = ttx
@@ -304,14 +309,14 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
         }
         // Truncating the empty table lets the load use FREEZE; the index drop below locks
         // it as exclusively anyway (and needs its owner, who may truncate).
-        if large {
+        if rebuild_indexes {
             emptied = Some(empty_table(&ttx, dst, t).await?);
         }
     } else {
         emptied = Some(empty_table(&ttx, dst, t).await?);
     }
     // The table is empty now (truncated, or found empty): large loads rebuild indexes after.
-    let rebuild = if large {
+    let rebuild = if rebuild_indexes {
         indexes::drop_for_load(&ttx, dst, t).await?
     } else {
         Vec::new()

@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod copy;
+pub mod copy_method;
 pub mod gather;
 pub mod indexes;
 pub mod keys;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::pg::error::PgError;
+use crate::pg::floats;
 use crate::pg::ident::{quote_ident, TableName};
 use crate::pg::schema::{self, TableMeta};
 use crate::pg::Pool;
@@ -18,6 +19,8 @@ pub struct TablePlan {
     pub quoted: String,
     /// Replicated columns, quoted, comma-separated.
     pub columns: String,
+    /// Their types (`format_type`), in the same order.
+    pub column_types: Vec<String>,
     /// Key columns, quoted.
     pub key: Vec<String>,
     /// Key column types (`format_type`), in key order.
@@ -67,6 +70,7 @@ impl TablePlan {
                 .ok_or_else(|| {
                     PgError::setup(side.name, format!("table {display} does not exist"))
                 })?;
+            crate::pg::key_nulls::refuse_nullable(&client, side.name, &meta).await?;
             if meta.whole_row() && sources.len() > 1 {
                 return Err(PgError::setup(
                     side.name,
@@ -129,6 +133,7 @@ impl TablePlan {
                 .map(|c| quote_ident(&c.name))
                 .collect::<Vec<_>>()
                 .join(", "),
+            column_types: meta.columns.iter().map(|c| c.type_name.clone()).collect(),
             key: meta.key.iter().map(|k| quote_ident(k)).collect(),
             key_types: meta
                 .key_columns()
@@ -294,13 +299,28 @@ impl TablePlan {
             .join(", ")
     }
 
+    /// A row's image as text, the same on every major (floats as bits, see `pg::floats`), so
+    /// an image taken on a source matches the row on a target of another major.
+    fn image(&self, alias: Option<&str>) -> String {
+        let values: Vec<String> = self
+            .columns
+            .split(", ")
+            .enumerate()
+            .map(|(i, c)| {
+                let col = alias.map_or_else(|| c.to_string(), |a| format!("{a}.{c}"));
+                floats::comparable(self.column_types.get(i).map_or("", String::as_str), &col)
+            })
+            .collect();
+        format!("ROW({})::text", values.join(", "))
+    }
+
     /// Whole-row tables: the row images whose net count went down, with how many copies go.
     pub fn images_gone_out(&self, source: &str, prev: &Window) -> String {
         format!(
-            "COPY (SELECT drover_img, -drover_n FROM (SELECT ROW({c})::text AS drover_img, \
+            "COPY (SELECT drover_img, -drover_n FROM (SELECT {img} AS drover_img, \
              sum(drover_sign)::int AS drover_n FROM {d} WHERE {p} AND NOT drover_truncate GROUP BY 1) x \
              WHERE drover_n < 0) TO STDOUT",
-            c = self.columns,
+            img = self.image(None),
             d = self.deltas[source],
             p = Self::window(prev)
         )
@@ -319,11 +339,11 @@ impl TablePlan {
 
     /// Deletes n copies of each gone image (a table may hold identical rows).
     pub fn delete_images(&self, target: &str) -> String {
-        let r = self.image_cols("r");
+        let r = self.image(Some("r"));
         format!(
             "DELETE FROM {t} WHERE (tableoid, ctid) IN (SELECT x.tableoid, x.ctid FROM \
-             (SELECT r.tableoid, r.ctid, ROW({r})::text AS img, row_number() OVER (PARTITION BY ROW({r})::text) AS rn \
-             FROM {t} AS r WHERE ROW({r})::text IN (SELECT img FROM {tmp})) x \
+             (SELECT r.tableoid, r.ctid, {r} AS img, row_number() OVER (PARTITION BY {r}) AS rn \
+             FROM {t} AS r WHERE {r} IN (SELECT img FROM {tmp})) x \
              JOIN {tmp} AS k ON k.img = x.img WHERE x.rn <= k.n)",
             t = self.quoted,
             tmp = self.temp_name("img", target),
@@ -334,11 +354,12 @@ impl TablePlan {
     pub fn images_new_out(&self, source: &str, prev: &Window) -> String {
         format!(
             "COPY (SELECT {dc} FROM (SELECT DISTINCT ON (drover_img) {c}, drover_n FROM \
-             (SELECT {c}, ROW({c})::text AS drover_img, sum(drover_sign) OVER (PARTITION BY ROW({c})::text) AS drover_n \
+             (SELECT {c}, {img} AS drover_img, sum(drover_sign) OVER (PARTITION BY {img}) AS drover_n \
              FROM {d} WHERE {p} AND NOT drover_truncate) w ORDER BY drover_img) d \
              CROSS JOIN LATERAL generate_series(1, d.drover_n::int) WHERE d.drover_n > 0) TO STDOUT",
             c = self.columns,
             dc = self.image_cols("d"),
+            img = self.image(None),
             d = self.deltas[source],
             p = Self::window(prev)
         )
@@ -392,6 +413,7 @@ mod tests {
             display: name.into(),
             quoted: t(name).quoted(),
             columns: "\"id\"".into(),
+            column_types: vec!["integer".into()],
             key: vec!["\"id\"".into()],
             key_types: vec!["integer".into()],
             deltas: HashMap::from([("src".to_string(), "drover.\"delta_1\"".to_string())]),

@@ -242,6 +242,7 @@ mod tests {
             display: "s.t".into(),
             quoted: r#""s"."t""#.into(),
             columns: r#""a", "b", "v""#.into(),
+            column_types: vec!["integer".into(), "text".into(), "text".into()],
             key: vec![r#""a""#.into(), r#""b""#.into()],
             key_types: vec!["integer".into(), "text".into()],
             deltas: HashMap::new(),

@@ -7,6 +7,7 @@
 //! `(lo, hi]` in key order, either end open; bounds are row comparisons, which a btree primary-key
 //! index serves directly.
 
+use crate::pg::floats;
 use crate::pg::ident::quote_ident;
 use crate::pg::schema::TableMeta;
 
@@ -62,14 +63,8 @@ impl TableSql {
         let values: Vec<String> = meta
             .columns
             .iter()
-            .map(|c| match c.type_name.as_str() {
-                // Float text differs between PostgreSQL 11 (17 digits with extra_float_digits=3)
-                // and 12+ (shortest exact). Both parse back to the same bits, so hash the bits,
-                // with every NaN made the one NaN that the text 'NaN' reads back as.
-                "double precision" => float_bits("float8", &col(&c.name)),
-                "real" => float_bits("float4", &col(&c.name)),
-                _ => col(&c.name),
-            })
+            // Float text differs between PostgreSQL 11 and 12+ (see `pg::floats`).
+            .map(|c| floats::comparable(&c.type_name, &col(&c.name)))
             .collect();
         TableSql {
             table: meta.name.quoted(),
@@ -266,11 +261,6 @@ impl TableSql {
             self.row_hash, self.table
         )
     }
-}
-
-/// `float8send(CASE WHEN c = 'NaN' THEN 'NaN' ELSE c END)`: PostgreSQL treats all NaNs as equal.
-fn float_bits(ty: &str, col: &str) -> String {
-    format!("{ty}send(CASE WHEN {col} = 'NaN'::{ty} THEN 'NaN'::{ty} ELSE {col} END)")
 }
 
 /// `(a, b)` for several parts, `a` alone for one.

@@ -7,6 +7,7 @@
 //! `relgroup_sync` the keys added for replica roles, API tokens, sequences,
 //! key columns and conflict handling.
 
+mod chains;
 mod daemon_db;
 mod env;
 mod problems;

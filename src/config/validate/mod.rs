@@ -6,6 +6,7 @@
 //! nothing stops at the first one. `[daemon]` and `[databases.NAME]` are
 //! checked here, relgroups in [`relgroup`], syncs in [`sync`].
 
+mod chain;
 mod relgroup;
 mod sync;
 
@@ -43,6 +44,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems) -> 
         sync::sync(p, name, e, &ctx, pr)
     });
     sync::check_write_conflicts(&syncs, &relgroups, problems);
+    chain::check_chains(&syncs, &relgroups, problems);
     Some(Config {
         path: path.to_owned(),
         daemon: daemon?,

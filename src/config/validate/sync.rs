@@ -13,7 +13,7 @@ use crate::config::strict::StrList;
 use crate::pg::ident::TableName;
 
 /// How many table names a conflict message lists before "and N more".
-const MAX_TABLES_SHOWN: usize = 5;
+pub(super) const MAX_TABLES_SHOWN: usize = 5;
 
 pub(super) fn sync(
     path: &str,
