@@ -3,6 +3,7 @@
 //! leaves it as it was; re-running after a config change adds new tables and drops removed ones.
 
 pub mod images;
+pub mod partitions;
 pub mod sql;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +17,7 @@ use crate::pg::ident::{quote_ident, TableName};
 use crate::pg::schema::KeyMethod;
 use crate::pg::{facts, schema, Endpoint};
 use crate::topology::SyncPlan;
-use sql::{CaptureMode, CaptureObjects};
+use sql::{CaptureMode, CaptureObjects, OnTable};
 
 /// Serialises concurrent installs on one database (an arbitrary constant key).
 const INSTALL_LOCK_KEY: i64 = 0x6472_6f76_6572_0001;
@@ -144,10 +145,13 @@ async fn install_capture(
         let mut ddl = String::new();
         if exists {
             ddl.push_str(&sql::drop_triggers(table));
+            if let Some(leaves) = partitions::leaves(tx.client(), db, table).await? {
+                ddl.push_str(&partitions::drop_leaf_triggers(&leaves));
+            }
         }
         ddl.push_str(&format!(
-            "DROP FUNCTION IF EXISTS {}();\nDROP TABLE IF EXISTS {};\n",
-            objects.function_quoted, objects.delta_quoted
+            "DROP FUNCTION IF EXISTS {}();\nDROP FUNCTION IF EXISTS {}();\nDROP TABLE IF EXISTS {};\n",
+            objects.function_quoted, objects.leaf_function_quoted, objects.delta_quoted
         ));
         tx.batch_execute(&ddl)
             .await
@@ -215,7 +219,20 @@ async fn install_capture(
             }
         };
         let objects = CaptureObjects::for_id(id);
+        // Read before the DDL below replaces the triggers: which leaves were captured already.
+        let leaves = partitions::leaves(tx.client(), db, table).await?;
+        let on = match leaves {
+            Some(_) => OnTable::Partitioned {
+                clone_rows: facts.version_num >= 110_000,
+            },
+            None => OnTable::from(mode),
+        };
         let mut ddl = String::new();
+        if let Some(leaves) = &leaves {
+            // The parent's triggers first: on 11+ the leaves' row triggers are its clones.
+            ddl.push_str(&sql::drop_triggers(table));
+            ddl.push_str(&partitions::drop_leaf_triggers(leaves));
+        }
         if meta.whole_row() {
             if fresh_delta {
                 ddl.push_str(&images::create_delta(&objects, &meta.columns));
@@ -224,22 +241,41 @@ async fn install_capture(
                 table,
                 &objects,
                 &meta.columns,
-                mode,
+                on,
             ));
         } else {
             if fresh_delta {
                 ddl.push_str(&sql::create_delta(&objects, &key));
             }
-            ddl.push_str(&sql::create_capture(table, &objects, &key, mode));
+            ddl.push_str(&sql::create_capture(table, &objects, &key, on));
+        }
+        if let Some(leaves) = &leaves {
+            ddl.push_str(&partitions::leaf_function(&objects, &key, meta.whole_row()));
+            ddl.push_str(&partitions::leaf_triggers(
+                &objects,
+                leaves,
+                on == OnTable::Partitioned { clone_rows: false },
+            ));
         }
         tx.batch_execute(&ddl)
             .await
             .map_err(|e| PgError::query(db, &purpose, e))?;
+        if let (Some(leaves), false) = (&leaves, fresh_delta) {
+            // A fresh delta starts with the initial copy; a kept one must learn the rows of
+            // partitions created or attached since the last install.
+            let new: Vec<&partitions::Leaf> = leaves.iter().filter(|l| !l.captured).collect();
+            partitions::send_existing_rows(tx, db, &objects, &key, meta.whole_row(), &new)
+                .await?;
+        }
+        let capture = match on {
+            OnTable::Statement => "statement",
+            _ => "row",
+        };
         tx.execute(
             "INSERT INTO drover.tables (id, table_name, schema_name, rel_name, delta_name, key_columns, key_types, capture) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET key_columns = EXCLUDED.key_columns, \
              key_types = EXCLUDED.key_types, capture = EXCLUDED.capture",
-            &[&id, &name, &table.schema, &table.name, &objects.delta, &key_names, &key_types, &mode.as_str()],
+            &[&id, &name, &table.schema, &table.name, &objects.delta, &key_names, &key_types, &capture],
         )
         .await
         .map_err(|e| PgError::query(db, &purpose, e))?;
@@ -369,6 +405,9 @@ pub async fn uninstall(endpoint: &Endpoint) -> Result<usize, PgError> {
             .is_some()
         {
             ddl.push_str(&sql::drop_triggers(t));
+            if let Some(leaves) = partitions::leaves(tx.client(), db, t).await? {
+                ddl.push_str(&partitions::drop_leaf_triggers(&leaves));
+            }
         }
     }
     ddl.push_str("DROP SCHEMA IF EXISTS drover CASCADE;\n");

@@ -1,0 +1,284 @@
+//! Capture of partitioned tables. A statement names either the parent or one partition, and
+//! PostgreSQL fires only the named table's statement triggers, so rows are captured with ROW
+//! triggers, which fire on the leaf that holds the row whichever table was named:
+//! - PostgreSQL 11+: one row trigger on the parent, which the server clones to every partition,
+//!   including those created or attached later;
+//! - PostgreSQL 10 (no row triggers on partitioned tables): a row trigger on each leaf.
+//!
+//! A TRUNCATE of one partition fires only that partition's own (never cloned) statement
+//! triggers: each leaf gets a BEFORE TRUNCATE trigger that records the keys (or, for a key-less
+//! table, the row images with sign -1) of every row it holds, so a target partitioned any way
+//! deletes exactly those rows. A TRUNCATE of the parent fires the parent's trigger first, which
+//! records the usual truncate marker (the table is reloaded); the leaves then see the marker of
+//! their own transaction and record nothing more.
+//!
+//! Leaves created or attached after install are "uncaptured" until `drover install` runs again:
+//! `check` names them, and rounds of the table fail naming them (see `check_captured`).
+
+use tokio_postgres::{Client, Transaction};
+
+use super::sql::CaptureObjects;
+use crate::pg::error::PgError;
+use crate::pg::ident::{quote_ident, quote_literal, TableName};
+use crate::pg::schema::Column;
+use crate::pg::simple;
+
+/// The BEFORE TRUNCATE trigger on each leaf partition.
+pub const LEAF_TRUNCATE: &str = "drover_capture_ptrunc";
+/// The row trigger (on the parent from 11 on, cloned to the partitions under the same name).
+const ROW: &str = "drover_capture_row";
+/// The parent's truncate trigger: its presence means the table is captured.
+const PARENT_TRUNCATE: &str = "drover_capture_trunc";
+
+/// A leaf partition found at install.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    /// Schema-qualified, quoted.
+    pub quoted: String,
+    /// Whether it has both capture triggers.
+    pub captured: bool,
+}
+
+/// `SELECT quoted leaf name, captured` for every leaf below `parent` (a regclass expression),
+/// at any depth.
+fn leaves_sql(parent: &str) -> String {
+    let has = |t: &str| {
+        format!(
+            "EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = {})",
+            quote_literal(t)
+        )
+    };
+    format!(
+        "WITH RECURSIVE tree(relid) AS (SELECT inhrelid FROM pg_inherits WHERE inhparent = {parent} \
+         UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid) \
+         SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS leaf, {row} AND {trunc} AS captured \
+         FROM tree JOIN pg_class c ON c.oid = tree.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'r'",
+        row = has(ROW),
+        trunc = has(LEAF_TRUNCATE),
+    )
+}
+
+fn regclass(table: &TableName) -> String {
+    format!("{}::regclass", quote_literal(&table.quoted()))
+}
+
+/// `SELECT table, leaf` for each uncaptured leaf of `table`, once `table` itself is captured.
+fn uncaptured_sql(table: &TableName) -> String {
+    let parent = regclass(table);
+    format!(
+        "SELECT {display}::text, leaf FROM ({leaves}) l WHERE NOT captured AND EXISTS \
+         (SELECT 1 FROM pg_trigger WHERE tgrelid = {parent} AND tgname = {trunc})",
+        display = quote_literal(&table.to_string()),
+        leaves = leaves_sql(&parent),
+        trunc = quote_literal(PARENT_TRUNCATE),
+    )
+}
+
+/// Whether `oid` is a partitioned table.
+pub async fn is_partitioned(client: &Client, db: &str, oid: u32) -> Result<bool, PgError> {
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM pg_class WHERE oid = $1 AND relkind = 'p'",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| PgError::query(db, "read whether a table is partitioned", e))?;
+    Ok(row.is_some())
+}
+
+/// The leaves of `table` if it is partitioned, `None` if it is not.
+pub async fn leaves(
+    client: &Client,
+    db: &str,
+    table: &TableName,
+) -> Result<Option<Vec<Leaf>>, PgError> {
+    let purpose = format!("list the partitions of {table}");
+    let partitioned = client
+        .query_opt(
+            &format!("SELECT 1 FROM pg_class WHERE oid = {} AND relkind = 'p'", regclass(table)),
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::query(db, &purpose, e))?
+        .is_some();
+    if !partitioned {
+        return Ok(None);
+    }
+    let rows = client
+        .query(&format!("{} ORDER BY 1", leaves_sql(&regclass(table))), &[])
+        .await
+        .map_err(|e| PgError::query(db, &purpose, e))?;
+    Ok(Some(
+        rows.iter()
+            .map(|r| Leaf {
+                quoted: r.get(0),
+                captured: r.get(1),
+            })
+            .collect(),
+    ))
+}
+
+/// The uncaptured leaves of `table` (empty when it is not partitioned or not captured).
+pub async fn uncaptured(
+    client: &Client,
+    db: &str,
+    table: &TableName,
+) -> Result<Vec<String>, PgError> {
+    let rows = client
+        .query(&format!("{} ORDER BY 2", uncaptured_sql(table)), &[])
+        .await
+        .map_err(|e| PgError::query(db, format!("list the partitions of {table}"), e))?;
+    Ok(rows.iter().map(|r| r.get(1)).collect())
+}
+
+/// What `check` and a refused round say about one uncaptured leaf.
+pub fn uncaptured_message(table: &str, leaf: &str) -> String {
+    format!(
+        "table {table}: partition {leaf} is not captured (created or attached after drover install): \
+         run drover install, which captures it and sends the rows it already holds; until then the \
+         table's changes are held back"
+    )
+}
+
+/// One statement per round (pipelined with the round's first reads): fails naming every
+/// uncaptured leaf of the given partitioned tables (`(display name, table)`), so a sync is never
+/// reported good while writes to a partition could be missed.
+pub async fn check_captured(
+    client: &Client,
+    db: &str,
+    tables: &[(&str, &TableName)],
+) -> Result<(), PgError> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let sql: Vec<String> = tables.iter().map(|(_, t)| uncaptured_sql(t)).collect();
+    let rows = client
+        .simple_query(&sql.join(" UNION ALL "))
+        .await
+        .map_err(|e| PgError::query(db, "check that every partition is captured", e))?;
+    let problems: Vec<String> = simple::rows(rows)
+        .iter()
+        .map(|r| {
+            let table = r.get(0).unwrap_or_default();
+            uncaptured_message(table, r.get(1).unwrap_or_default())
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(PgError::setup(db, problems.join("; ")))
+    }
+}
+
+/// The function the leaves' TRUNCATE triggers call: records every row of the truncated leaf as
+/// gone (keys, or images with sign -1), unless this transaction truncated the whole table.
+pub fn leaf_function(objects: &CaptureObjects, columns: &[&Column], images: bool) -> String {
+    let list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let list = list.join(", ");
+    let (sign_col, sign) = if images {
+        (", drover_sign", ", -1")
+    } else {
+        ("", "")
+    };
+    let delta = &objects.delta_quoted;
+    let insert = format!(
+        "INSERT INTO {delta} ({list}{sign_col}, drover_xid, drover_changed_at) \
+         SELECT {list}{sign}, txid_current(), clock_timestamp() FROM "
+    );
+    let guard = super::sql::Pieces::new(delta).guard;
+    format!(
+        "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql \
+         SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $drover$
+BEGIN
+  {guard}
+  IF EXISTS (SELECT 1 FROM {delta} WHERE drover_xid = txid_current() AND drover_truncate) THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE {insert} || format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+  RETURN NULL;
+END
+$drover$;\n",
+        f = objects.leaf_function_quoted,
+        insert = quote_literal(&insert),
+    )
+}
+
+/// Drops the leaf triggers (after the parent's: on 11+ the row trigger clones go with it).
+pub fn drop_leaf_triggers(leaves: &[Leaf]) -> String {
+    leaves
+        .iter()
+        .map(|l| {
+            format!(
+                "DROP TRIGGER IF EXISTS {} ON {q};\nDROP TRIGGER IF EXISTS {} ON {q};\n",
+                quote_ident(LEAF_TRUNCATE),
+                quote_ident(ROW),
+                q = l.quoted
+            )
+        })
+        .collect()
+}
+
+/// The triggers of every leaf (dropped first by `drop_leaf_triggers`); `own_rows` on
+/// PostgreSQL 10, where the row trigger is per leaf.
+pub fn leaf_triggers(objects: &CaptureObjects, leaves: &[Leaf], own_rows: bool) -> String {
+    let mut sql = String::new();
+    for l in leaves {
+        sql.push_str(&format!(
+            "CREATE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT EXECUTE PROCEDURE {}();\n",
+            quote_ident(LEAF_TRUNCATE),
+            l.quoted,
+            objects.leaf_function_quoted
+        ));
+        if own_rows {
+            sql.push_str(&format!(
+                "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE PROCEDURE {}();\n",
+                quote_ident(ROW),
+                l.quoted,
+                objects.function_quoted
+            ));
+        }
+    }
+    sql
+}
+
+/// After the triggers exist (their creation locks each leaf against writers until commit):
+/// sends the rows that leaves captured only now already hold. A keyed table records their keys:
+/// on 11+ the cloned row trigger caught every write since the leaf joined, but not the rows it
+/// held when attached; on 10 nothing in the leaf was captured, and rows cannot move between
+/// partitions there, so none of its rows reached a target before. A key-less table is reloaded
+/// (the truncate marker): images recorded now would double those the clones already recorded.
+pub async fn send_existing_rows(
+    tx: &Transaction<'_>,
+    db: &str,
+    objects: &CaptureObjects,
+    key: &[&Column],
+    key_less: bool,
+    new_leaves: &[&Leaf],
+) -> Result<(), PgError> {
+    if new_leaves.is_empty() {
+        return Ok(());
+    }
+    let delta = &objects.delta_quoted;
+    let stamp = "txid_current(), clock_timestamp()";
+    let sql = if key_less {
+        format!(
+            "INSERT INTO {delta} (drover_xid, drover_changed_at, drover_truncate) VALUES ({stamp}, true);"
+        )
+    } else {
+        let list: Vec<String> = key.iter().map(|c| quote_ident(&c.name)).collect();
+        let list = list.join(", ");
+        new_leaves
+            .iter()
+            .map(|l| {
+                format!(
+                    "INSERT INTO {delta} ({list}, drover_xid, drover_changed_at) SELECT {list}, {stamp} FROM {};\n",
+                    l.quoted
+                )
+            })
+            .collect()
+    };
+    tx.batch_execute(&sql)
+        .await
+        .map_err(|e| PgError::query(db, "record the rows of newly captured partitions", e))
+}
