@@ -287,3 +287,69 @@ fn partitions_added_system() {
 fn partitions_added_pg17() {
     partitions_added_while_running(17);
 }
+
+/// A partitioned table without a key replicates as a multiset of row images: writes and a
+/// TRUNCATE by partition name, and a partition attached with rows (the table is reloaded).
+fn key_less_partitions(major: u32) {
+    let c = support::versions::cluster(major);
+    let part = "CREATE TABLE logs (id int, region text NOT NULL, msg text) PARTITION BY LIST (region);
+        CREATE TABLE logs_eu PARTITION OF logs FOR VALUES IN ('eu');
+        CREATE TABLE logs_us PARTITION OF logs FOR VALUES IN ('us');
+        CREATE TABLE logs_af PARTITION OF logs FOR VALUES IN ('af');";
+    c.create_db("src");
+    c.psql("src", &part.replace("CREATE TABLE logs_af PARTITION OF logs FOR VALUES IN ('af');", ""));
+    c.create_db("same");
+    c.psql("same", part);
+    c.create_db("plain");
+    c.psql("plain", "CREATE TABLE logs (id int, region text NOT NULL, msg text);");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}{}[relgroups.g]\ntables = [\"logs\"]\n\
+         [syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\ntargets = [\"same\", \"plain\"]\n",
+        free_port(),
+        c.database_toml("src", "src"),
+        c.database_toml("same", "same"),
+        c.database_toml("plain", "plain"),
+    );
+    let cfg = write_config(dir.path(), &toml);
+    drover_ok(&cfg, &["install"]);
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    let same = |when: &str| {
+        drover_wait(&cfg, "s", 120);
+        let want = table_md5(&c, "src", "logs", "id, region, msg");
+        for db in ["same", "plain"] {
+            assert_eq!(table_md5(&c, db, "logs", "id, region, msg"), want, "logs on {db} {when}");
+        }
+    };
+    c.psql(
+        "src",
+        "INSERT INTO logs SELECT g % 50, (ARRAY['eu','us'])[g % 2 + 1], 'm' || (g % 7) FROM generate_series(1, 400) g;
+         INSERT INTO logs_eu VALUES (1, 'eu', 'dup'), (1, 'eu', 'dup'), (NULL, 'eu', NULL);
+         UPDATE logs_us SET msg = 'changed' WHERE id % 5 = 0;
+         DELETE FROM logs_eu WHERE id % 9 = 0;",
+    );
+    same("after writes by partition name");
+    c.psql("src", "TRUNCATE logs_us");
+    same("after TRUNCATE logs_us");
+    c.psql(
+        "src",
+        "CREATE TABLE logs_af (id int, region text NOT NULL, msg text);
+         INSERT INTO logs_af SELECT g, 'af', 'before' FROM generate_series(1, 30) g;
+         ALTER TABLE logs ATTACH PARTITION logs_af FOR VALUES IN ('af');
+         INSERT INTO logs_af VALUES (31, 'af', 'after'), (31, 'af', 'after');",
+    );
+    drover_ok(&cfg, &["install"]);
+    same("after a partition was attached with rows");
+    daemon.stop();
+}
+
+#[test]
+fn key_less_partitions_pg10() {
+    key_less_partitions(10);
+}
+
+#[test]
+fn key_less_partitions_system() {
+    key_less_partitions(support::versions::SYSTEM_MAJOR);
+}
