@@ -32,7 +32,11 @@ fn layout(major: u32) -> Layout {
             format!("CREATE TABLE {name} PARTITION OF events (PRIMARY KEY (id, region)) {bound};\n")
         };
         let mut source = format!("CREATE TABLE events ({cols}) PARTITION BY LIST (region);\n");
-        for (n, r) in [("events_eu", "eu"), ("events_us", "us"), ("events_apac", "apac")] {
+        for (n, r) in [
+            ("events_eu", "eu"),
+            ("events_us", "us"),
+            ("events_apac", "apac"),
+        ] {
             source.push_str(&part(n, &format!("FOR VALUES IN ('{r}')")));
         }
         let mut diff = format!("CREATE TABLE events ({cols}) PARTITION BY RANGE (id);\n");
@@ -74,7 +78,11 @@ fn setup(major: u32, dir: &Path) -> (Cluster, PathBuf, Daemon, Layout) {
     c.create_db("src");
     c.psql("src", &l.source);
     c.psql("src", "CREATE SEQUENCE ids START 100000;");
-    for (db, ddl) in [("same", &l.same), ("diff", &l.diff), ("plain", &l.plain.to_string())] {
+    for (db, ddl) in [
+        ("same", &l.same),
+        ("diff", &l.diff),
+        ("plain", &l.plain.to_string()),
+    ] {
         c.create_db(db);
         c.psql(db, ddl);
     }
@@ -121,7 +129,8 @@ INSERT INTO events VALUES (nextval('ids'), (ARRAY['eu','us','apac'])[1 + :id % 3
 UPDATE events SET payload = 'u1-' || :id WHERE id = :id;
 DELETE FROM events WHERE id = :id + 1 AND payload LIKE 'p%';
 ";
-const MOVE_THROUGH_PARENT: &str = "UPDATE events SET region = 'us' WHERE id = :id + 2 AND region = 'eu';\n";
+const MOVE_THROUGH_PARENT: &str =
+    "UPDATE events SET region = 'us' WHERE id = :id + 2 AND region = 'eu';\n";
 
 /// Partitions named directly.
 const BY_NAME: &str = "\\set id random(1, 3000)
@@ -232,18 +241,36 @@ fn partitions_added_while_running(major: u32) {
         );
     }
     drover(&cfg, &["kick", "s"]);
-    eventually(Duration::from_secs(60), "the sync to stop naming the partition", || {
-        let (state, error) = state(&cfg);
-        state == "bad" && error.contains("events_af") && error.contains("drover install")
-    });
-    c.psql("src", "UPDATE events_asia SET payload = 'while stopped' WHERE id % 7 = 0;");
+    eventually(
+        Duration::from_secs(60),
+        "the sync to stop naming the partition",
+        || {
+            let (state, error) = state(&cfg);
+            state == "bad" && error.contains("events_af") && error.contains("drover install")
+        },
+    );
+    c.psql(
+        "src",
+        "UPDATE events_asia SET payload = 'while stopped' WHERE id % 7 = 0;",
+    );
     drover(&cfg, &["kick", "s"]);
-    assert_ne!(state(&cfg).0, "good", "good while a partition is not captured");
+    assert_ne!(
+        state(&cfg).0,
+        "good",
+        "good while a partition is not captured"
+    );
 
-    drover_ok(&cfg, &["install"]);
+    let out = drover_ok(&cfg, &["install"]);
+    assert!(
+        out.contains("partitions captured: public.events_af, public.events_asia"),
+        "{out}"
+    );
     assert_replicated(&c, &cfg, "after install captured the new partitions");
     assert_eq!(state(&cfg).0, "good");
-    c.psql("src", "TRUNCATE events_af; DELETE FROM events_asia WHERE id % 2 = 0;");
+    c.psql(
+        "src",
+        "TRUNCATE events_af; DELETE FROM events_asia WHERE id % 2 = 0;",
+    );
     assert_replicated(&c, &cfg, "after the attached partition was truncated");
     daemon.stop();
 
@@ -256,6 +283,12 @@ fn partitions_added_while_running(major: u32) {
         text.contains("partition public.events_eu is not captured"),
         "{text}"
     );
+    drover_ok(&cfg, &["uninstall"]);
+    let left = c.psql(
+        "src",
+        "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'drover%'",
+    );
+    assert_eq!(left, "0", "drover triggers left after uninstall");
 }
 
 #[test]
@@ -292,16 +325,26 @@ fn partitions_added_pg17() {
 /// TRUNCATE by partition name, and a partition attached with rows (the table is reloaded).
 fn key_less_partitions(major: u32) {
     let c = support::versions::cluster(major);
-    let part = "CREATE TABLE logs (id int, region text NOT NULL, msg text) PARTITION BY LIST (region);
+    let part =
+        "CREATE TABLE logs (id int, region text NOT NULL, msg text) PARTITION BY LIST (region);
         CREATE TABLE logs_eu PARTITION OF logs FOR VALUES IN ('eu');
         CREATE TABLE logs_us PARTITION OF logs FOR VALUES IN ('us');
         CREATE TABLE logs_af PARTITION OF logs FOR VALUES IN ('af');";
     c.create_db("src");
-    c.psql("src", &part.replace("CREATE TABLE logs_af PARTITION OF logs FOR VALUES IN ('af');", ""));
+    c.psql(
+        "src",
+        &part.replace(
+            "CREATE TABLE logs_af PARTITION OF logs FOR VALUES IN ('af');",
+            "",
+        ),
+    );
     c.create_db("same");
     c.psql("same", part);
     c.create_db("plain");
-    c.psql("plain", "CREATE TABLE logs (id int, region text NOT NULL, msg text);");
+    c.psql(
+        "plain",
+        "CREATE TABLE logs (id int, region text NOT NULL, msg text);",
+    );
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}{}[relgroups.g]\ntables = [\"logs\"]\n\
@@ -319,7 +362,11 @@ fn key_less_partitions(major: u32) {
         drover_wait(&cfg, "s", 120);
         let want = table_md5(&c, "src", "logs", "id, region, msg");
         for db in ["same", "plain"] {
-            assert_eq!(table_md5(&c, db, "logs", "id, region, msg"), want, "logs on {db} {when}");
+            assert_eq!(
+                table_md5(&c, db, "logs", "id, region, msg"),
+                want,
+                "logs on {db} {when}"
+            );
         }
     };
     c.psql(

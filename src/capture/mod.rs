@@ -43,6 +43,9 @@ pub struct InstallReport {
     pub kept: Vec<String>,
     pub rebuilt: Vec<String>,
     pub removed: Vec<String>,
+    /// Partitions of already captured tables that this install captured (created or attached
+    /// since the last install); the rows they held are sent.
+    pub new_partitions: Vec<String>,
     pub progress_rows: usize,
     pub capture: Option<CaptureMode>,
 }
@@ -237,12 +240,7 @@ async fn install_capture(
             if fresh_delta {
                 ddl.push_str(&images::create_delta(&objects, &meta.columns));
             }
-            ddl.push_str(&images::create_capture(
-                table,
-                &objects,
-                &meta.columns,
-                on,
-            ));
+            ddl.push_str(&images::create_capture(table, &objects, &meta.columns, on));
         } else {
             if fresh_delta {
                 ddl.push_str(&sql::create_delta(&objects, &key));
@@ -264,8 +262,10 @@ async fn install_capture(
             // A fresh delta starts with the initial copy; a kept one must learn the rows of
             // partitions created or attached since the last install.
             let new: Vec<&partitions::Leaf> = leaves.iter().filter(|l| !l.captured).collect();
-            partitions::send_existing_rows(tx, db, &objects, &key, meta.whole_row(), &new)
-                .await?;
+            partitions::send_existing_rows(tx, db, &objects, &key, meta.whole_row(), &new).await?;
+            report
+                .new_partitions
+                .extend(new.iter().map(|l| l.quoted.clone()));
         }
         let capture = match on {
             OnTable::Statement => "statement",

@@ -96,7 +96,10 @@ pub async fn leaves(
     let purpose = format!("list the partitions of {table}");
     let partitioned = client
         .query_opt(
-            &format!("SELECT 1 FROM pg_class WHERE oid = {} AND relkind = 'p'", regclass(table)),
+            &format!(
+                "SELECT 1 FROM pg_class WHERE oid = {} AND relkind = 'p'",
+                regclass(table)
+            ),
             &[],
         )
         .await

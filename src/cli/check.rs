@@ -125,7 +125,8 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                     }
                     Ok(Some(meta)) => {
                         if sync.is_source(db) {
-                            table_ok &= uncaptured_partitions(client, db, table, &mut problems).await;
+                            table_ok &=
+                                uncaptured_partitions(client, db, table, &mut problems).await;
                         }
                         if meta.whole_row() && sync.sources.len() > 1 {
                             table_ok = false;
