@@ -225,14 +225,13 @@ async fn install_capture(
         // Read before the DDL below replaces the triggers: which leaves were captured already.
         let leaves = partitions::leaves(tx.client(), db, table).await?;
         let on = match leaves {
-            Some(_) => OnTable::Partitioned {
-                clone_rows: facts.version_num >= 110_000,
-            },
+            Some(_) => OnTable::Partitioned,
             None => OnTable::from(mode),
         };
         let mut ddl = String::new();
         if let Some(leaves) = &leaves {
-            // The parent's triggers first: on 11+ the leaves' row triggers are its clones.
+            // The parent's first: a row trigger a row-mode install put there was cloned to
+            // the partitions (11+) and goes with it.
             ddl.push_str(&sql::drop_triggers(table));
             ddl.push_str(&partitions::drop_leaf_triggers(leaves));
         }
@@ -249,11 +248,7 @@ async fn install_capture(
         }
         if let Some(leaves) = &leaves {
             ddl.push_str(&partitions::leaf_function(&objects, &key, meta.whole_row()));
-            ddl.push_str(&partitions::leaf_triggers(
-                &objects,
-                leaves,
-                on == OnTable::Partitioned { clone_rows: false },
-            ));
+            ddl.push_str(&partitions::leaf_triggers(&objects, leaves));
         }
         tx.batch_execute(&ddl)
             .await
@@ -267,10 +262,7 @@ async fn install_capture(
                 .new_partitions
                 .extend(new.iter().map(|l| l.quoted.clone()));
         }
-        let capture = match on {
-            OnTable::Statement => "statement",
-            _ => "row",
-        };
+        let capture = on.body_mode().as_str();
         tx.execute(
             "INSERT INTO drover.tables (id, table_name, schema_name, rel_name, delta_name, key_columns, key_types, capture) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET key_columns = EXCLUDED.key_columns, \

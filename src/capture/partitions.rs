@@ -1,23 +1,27 @@
 //! Capture of partitioned tables. A statement names either the parent or one partition, and
-//! PostgreSQL fires only the named table's statement triggers, so rows are captured with ROW
-//! triggers, which fire on the leaf that holds the row whichever table was named:
-//! - PostgreSQL 11+: one row trigger on the parent, which the server clones to every partition,
-//!   including those created or attached later;
-//! - PostgreSQL 10 (no row triggers on partitioned tables): a row trigger on each leaf.
+//! PostgreSQL fires only the named table's statement triggers: every table of the partition tree
+//! (the parent, sub-partitioned tables, leaves) gets the same statement triggers with transition
+//! tables, so a write through the parent is captured once (by the parent's), a write naming a
+//! partition once (by that partition's). Row triggers on the parent, which PostgreSQL 11+ clones
+//! to partitions created later, would avoid the per-partition triggers but cost 3-4x per row on
+//! bulk statements, and partitions added later still need their TRUNCATE trigger (below), so
+//! install has to run for them either way.
 //!
-//! A TRUNCATE of one partition fires only that partition's own (never cloned) statement
-//! triggers: each leaf gets a BEFORE TRUNCATE trigger that records the keys (or, for a key-less
-//! table, the row images with sign -1) of every row it holds, so a target partitioned any way
-//! deletes exactly those rows. A TRUNCATE of the parent fires the parent's trigger first, which
-//! records the usual truncate marker (the table is reloaded); the leaves then see the marker of
-//! their own transaction and record nothing more.
+//! A TRUNCATE of one partition fires only that partition's own statement triggers: each leaf
+//! gets a BEFORE TRUNCATE trigger that records the keys (or, for a key-less table, the row
+//! images with sign -1) of every row it holds, so a target partitioned any way deletes exactly
+//! those rows. A TRUNCATE of the parent fires the parent's trigger first, which records the usual
+//! truncate marker (the table is reloaded); the leaves then see the marker of their own
+//! transaction and record nothing more.
 //!
-//! Leaves created or attached after install are "uncaptured" until `drover install` runs again:
-//! `check` names them, and rounds of the table fail naming them (see `check_captured`).
+//! A partition created or attached after install is "uncaptured" until `drover install` runs
+//! again: `check` names it, and every round of its table fails naming it (`check_captured`,
+//! read under the round's snapshot, so no row of it reaches a target before it is captured).
+//! Install then records the rows it holds (`send_existing_rows`).
 
 use tokio_postgres::{Client, Transaction};
 
-use super::sql::CaptureObjects;
+use super::sql::{statement_triggers, CaptureObjects};
 use crate::pg::error::PgError;
 use crate::pg::ident::{quote_ident, quote_literal, TableName};
 use crate::pg::schema::Column;
@@ -25,22 +29,28 @@ use crate::pg::simple;
 
 /// The BEFORE TRUNCATE trigger on each leaf partition.
 pub const LEAF_TRUNCATE: &str = "drover_capture_ptrunc";
-/// The row trigger (on the parent from 11 on, cloned to the partitions under the same name).
-const ROW: &str = "drover_capture_row";
+/// The statement triggers every table of the tree has (`sql::statement_triggers`).
+const STATEMENT: [&str; 3] = [
+    "drover_capture_ins",
+    "drover_capture_upd",
+    "drover_capture_del",
+];
 /// The parent's truncate trigger: its presence means the table is captured.
 const PARENT_TRUNCATE: &str = "drover_capture_trunc";
 
-/// A leaf partition found at install.
+/// A partition (at any depth) found at install.
 #[derive(Debug, Clone)]
 pub struct Leaf {
     /// Schema-qualified, quoted.
     pub quoted: String,
-    /// Whether it has both capture triggers.
+    /// A leaf (holds rows), not a sub-partitioned table.
+    pub leaf: bool,
+    /// Whether it has all its capture triggers.
     pub captured: bool,
 }
 
-/// `SELECT quoted leaf name, captured` for every leaf below `parent` (a regclass expression),
-/// at any depth.
+/// `SELECT quoted name, leaf, captured` for every partition below `parent` (a regclass
+/// expression), at any depth.
 fn leaves_sql(parent: &str) -> String {
     let has = |t: &str| {
         format!(
@@ -51,10 +61,11 @@ fn leaves_sql(parent: &str) -> String {
     format!(
         "WITH RECURSIVE tree(relid) AS (SELECT inhrelid FROM pg_inherits WHERE inhparent = {parent} \
          UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid) \
-         SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS leaf, {row} AND {trunc} AS captured \
+         SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS leaf, c.relkind = 'r' AS is_leaf, \
+         {statement} AND (c.relkind <> 'r' OR {trunc}) AS captured \
          FROM tree JOIN pg_class c ON c.oid = tree.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind = 'r'",
-        row = has(ROW),
+         WHERE c.relkind IN ('r', 'p')",
+        statement = STATEMENT.map(has).join(" AND "),
         trunc = has(LEAF_TRUNCATE),
     )
 }
@@ -116,7 +127,8 @@ pub async fn leaves(
         rows.iter()
             .map(|r| Leaf {
                 quoted: r.get(0),
-                captured: r.get(1),
+                leaf: r.get(1),
+                captured: r.get(2),
             })
             .collect(),
     ))
@@ -207,50 +219,43 @@ $drover$;\n",
     )
 }
 
-/// Drops the leaf triggers (after the parent's: on 11+ the row trigger clones go with it).
+/// Drops the partitions' triggers (after the parent's).
 pub fn drop_leaf_triggers(leaves: &[Leaf]) -> String {
-    leaves
-        .iter()
-        .map(|l| {
-            format!(
-                "DROP TRIGGER IF EXISTS {} ON {q};\nDROP TRIGGER IF EXISTS {} ON {q};\n",
-                quote_ident(LEAF_TRUNCATE),
-                quote_ident(ROW),
-                q = l.quoted
-            )
-        })
-        .collect()
-}
-
-/// The triggers of every leaf (dropped first by `drop_leaf_triggers`); `own_rows` on
-/// PostgreSQL 10, where the row trigger is per leaf.
-pub fn leaf_triggers(objects: &CaptureObjects, leaves: &[Leaf], own_rows: bool) -> String {
     let mut sql = String::new();
     for l in leaves {
-        sql.push_str(&format!(
-            "CREATE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT EXECUTE PROCEDURE {}();\n",
-            quote_ident(LEAF_TRUNCATE),
-            l.quoted,
-            objects.leaf_function_quoted
-        ));
-        if own_rows {
+        for t in STATEMENT.iter().chain([&LEAF_TRUNCATE]) {
             sql.push_str(&format!(
-                "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE PROCEDURE {}();\n",
-                quote_ident(ROW),
-                l.quoted,
-                objects.function_quoted
+                "DROP TRIGGER IF EXISTS {} ON {};\n",
+                quote_ident(t),
+                l.quoted
             ));
         }
     }
     sql
 }
 
-/// After the triggers exist (their creation locks each leaf against writers until commit):
-/// sends the rows that leaves captured only now already hold. A keyed table records their keys:
-/// on 11+ the cloned row trigger caught every write since the leaf joined, but not the rows it
-/// held when attached; on 10 nothing in the leaf was captured, and rows cannot move between
-/// partitions there, so none of its rows reached a target before. A key-less table is reloaded
-/// (the truncate marker): images recorded now would double those the clones already recorded.
+/// The triggers of every partition (dropped first by `drop_leaf_triggers`).
+pub fn leaf_triggers(objects: &CaptureObjects, leaves: &[Leaf]) -> String {
+    let mut sql = String::new();
+    for l in leaves {
+        sql.push_str(&statement_triggers(&l.quoted, &objects.function_quoted));
+        if l.leaf {
+            sql.push_str(&format!(
+                "CREATE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT EXECUTE PROCEDURE {}();\n",
+                quote_ident(LEAF_TRUNCATE),
+                l.quoted,
+                objects.leaf_function_quoted
+            ));
+        }
+    }
+    sql
+}
+
+/// After the triggers exist (their creation locks each partition against writers until commit):
+/// sends the rows that partitions captured only now already hold. A keyed table records their
+/// keys. No row of such a partition reached a target before (rounds refuse the table while it
+/// is uncaptured), so nothing there needs deleting. A key-less table is reloaded (the truncate
+/// marker): the parent's trigger already recorded the images of rows written through it.
 pub async fn send_existing_rows(
     tx: &Transaction<'_>,
     db: &str,
@@ -273,6 +278,7 @@ pub async fn send_existing_rows(
         let list = list.join(", ");
         new_leaves
             .iter()
+            .filter(|l| l.leaf)
             .map(|l| {
                 format!(
                     "INSERT INTO {delta} ({list}, drover_xid, drover_changed_at) SELECT {list}, {stamp} FROM {};\n",

@@ -27,18 +27,17 @@ pub enum OnTable {
     Statement,
     /// A row trigger.
     Row,
-    /// A partitioned table (`partitions`): rows are captured by row triggers, on the parent
-    /// when the server clones them to the partitions (`clone_rows`, 11+), else on each leaf.
-    /// Its TRUNCATE trigger fires BEFORE, so ahead of the leaves' own.
-    Partitioned { clone_rows: bool },
+    /// A partitioned table (`partitions`): statement triggers, as on each of its partitions;
+    /// its TRUNCATE trigger fires BEFORE, so ahead of the leaves' own.
+    Partitioned,
 }
 
 impl OnTable {
-    /// The capture function's body is the row one unless statement triggers call it.
+    /// The capture function's body is the statement one unless a row trigger calls it.
     pub(crate) fn body_mode(self) -> CaptureMode {
         match self {
-            OnTable::Statement => CaptureMode::Statement,
-            _ => CaptureMode::Row,
+            OnTable::Row => CaptureMode::Row,
+            _ => CaptureMode::Statement,
         }
     }
 }
@@ -293,27 +292,30 @@ pub(crate) fn capture_function(
     );
     sql.push_str(&drop_triggers(table));
     match on {
-        OnTable::Statement => {
-            sql.push_str(&format!(
-                "CREATE TRIGGER drover_capture_ins AFTER INSERT ON {t} REFERENCING NEW TABLE AS drover_new FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
-CREATE TRIGGER drover_capture_upd AFTER UPDATE ON {t} REFERENCING OLD TABLE AS drover_old NEW TABLE AS drover_new FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
-CREATE TRIGGER drover_capture_del AFTER DELETE ON {t} REFERENCING OLD TABLE AS drover_old FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
-"
-            ));
-        }
-        OnTable::Row | OnTable::Partitioned { clone_rows: true } => {
+        OnTable::Statement | OnTable::Partitioned => sql.push_str(&statement_triggers(&t, f)),
+        OnTable::Row => {
             sql.push_str(&format!(
                 "CREATE TRIGGER drover_capture_row AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW EXECUTE PROCEDURE {f}();\n"
             ));
         }
-        OnTable::Partitioned { clone_rows: false } => {}
     }
     let when = match on {
-        OnTable::Partitioned { .. } => "BEFORE",
+        OnTable::Partitioned => "BEFORE",
         _ => "AFTER",
     };
     sql.push_str(&format!(
         "CREATE TRIGGER drover_capture_trunc {when} TRUNCATE ON {t} FOR EACH STATEMENT EXECUTE PROCEDURE {f}();\n"
     ));
     sql
+}
+
+/// The statement triggers (INSERT, UPDATE, DELETE, with transition tables) on table `t` (quoted)
+/// that call function `f` (quoted).
+pub(crate) fn statement_triggers(t: &str, f: &str) -> String {
+    format!(
+        "CREATE TRIGGER drover_capture_ins AFTER INSERT ON {t} REFERENCING NEW TABLE AS drover_new FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
+CREATE TRIGGER drover_capture_upd AFTER UPDATE ON {t} REFERENCING OLD TABLE AS drover_old NEW TABLE AS drover_new FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
+CREATE TRIGGER drover_capture_del AFTER DELETE ON {t} REFERENCING OLD TABLE AS drover_old FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
+"
+    )
 }
