@@ -190,6 +190,10 @@ fn state(cfg: &Path) -> (String, String) {
     )
 }
 
+/// A sub-partitioned partition (its leaf has its own key on 10).
+const SUB: &str = "CREATE TABLE events_sa PARTITION OF events FOR VALUES IN ('sa', 'sb') PARTITION BY LIST (region);
+    CREATE TABLE events_sa1 PARTITION OF events_sa FOR VALUES IN ('sa');";
+
 fn partitions_added_while_running(major: u32) {
     let dir = tempfile::tempdir().unwrap();
     let (c, cfg, mut daemon, _) = setup(major, dir.path());
@@ -204,14 +208,16 @@ fn partitions_added_while_running(major: u32) {
         "same",
         &format!(
             "CREATE TABLE events_asia PARTITION OF events{key} FOR VALUES IN ('asia');
-             CREATE TABLE events_af PARTITION OF events{key} FOR VALUES IN ('af');"
+             CREATE TABLE events_af PARTITION OF events{key} FOR VALUES IN ('af');
+             {SUB}"
         ),
     );
-    // One partition created, one attached with rows it already holds.
+    // One partition created, one attached with rows it already holds, one sub-partitioned.
     c.psql(
         "src",
         &format!(
-            "CREATE TABLE events_asia PARTITION OF events{key} FOR VALUES IN ('asia');
+            "{SUB}
+             CREATE TABLE events_asia PARTITION OF events{key} FOR VALUES IN ('asia');
              CREATE TABLE events_af (LIKE events INCLUDING ALL);
              {}
              INSERT INTO events_af SELECT g, 'af', date '2024-06-01', 'before attach' FROM generate_series(5001, 5400) g;
@@ -228,13 +234,14 @@ fn partitions_added_while_running(major: u32) {
         "INSERT INTO events_asia SELECT g, 'asia', date '2024-07-01', 'new' FROM generate_series(6001, 6300) g;
          UPDATE events_af SET payload = 'after attach' WHERE id % 3 = 0;
          DELETE FROM events_af WHERE id % 5 = 0;
-         INSERT INTO events VALUES (7001, 'asia', '2024-07-02', 'through parent');",
+         INSERT INTO events VALUES (7001, 'asia', '2024-07-02', 'through parent');
+         INSERT INTO events_sa VALUES (8001, 'sa', '2024-07-03', 'sub-partitioned');",
     );
     // `check` names both partitions; the sync stops with an error naming them, never good.
     let out = drover(&cfg, &["check"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "check: {text}");
-    for p in ["events_asia", "events_af"] {
+    for p in ["events_asia", "events_af", "events_sa", "events_sa1"] {
         assert!(
             text.contains(&format!("partition public.{p} is not captured")),
             "check names {p}: {text}"
@@ -262,7 +269,9 @@ fn partitions_added_while_running(major: u32) {
 
     let out = drover_ok(&cfg, &["install"]);
     assert!(
-        out.contains("partitions captured: public.events_af, public.events_asia"),
+        out.contains(
+            "partitions captured: public.events_af, public.events_asia, public.events_sa, public.events_sa1"
+        ),
         "{out}"
     );
     assert_replicated(&c, &cfg, "after install captured the new partitions");

@@ -52,21 +52,22 @@ pub struct Leaf {
 /// `SELECT quoted name, leaf, captured` for every partition below `parent` (a regclass
 /// expression), at any depth.
 fn leaves_sql(parent: &str) -> String {
-    let has = |t: &str| {
-        format!(
-            "EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = {})",
-            quote_literal(t)
-        )
-    };
+    let names: Vec<String> = STATEMENT
+        .iter()
+        .chain([&LEAF_TRUNCATE])
+        .map(|t| quote_literal(t))
+        .collect();
+    // One index probe per partition: a leaf has all four triggers, a sub-partitioned table
+    // the three statement ones.
     format!(
         "WITH RECURSIVE tree(relid) AS (SELECT inhrelid FROM pg_inherits WHERE inhparent = {parent} \
          UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid) \
          SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS leaf, c.relkind = 'r' AS is_leaf, \
-         {statement} AND (c.relkind <> 'r' OR {trunc}) AS captured \
+         (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname IN ({names})) \
+         = CASE c.relkind WHEN 'r' THEN 4 ELSE 3 END AS captured \
          FROM tree JOIN pg_class c ON c.oid = tree.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p')",
-        statement = STATEMENT.map(has).join(" AND "),
-        trunc = has(LEAF_TRUNCATE),
+        names = names.join(", "),
     )
 }
 
@@ -290,4 +291,58 @@ pub async fn send_existing_rows(
     tx.batch_execute(&sql)
         .await
         .map_err(|e| PgError::query(db, "record the rows of newly captured partitions", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str) -> Column {
+        Column {
+            name: name.into(),
+            type_name: "text".into(),
+        }
+    }
+
+    #[test]
+    fn leaf_function_quotes_names_inside_its_dynamic_statement() {
+        let (a, b) = (col("it's"), col("a\"b"));
+        let f = leaf_function(&CaptureObjects::for_id(7), &[&a, &b], false);
+        // The static part is a literal: the quote in the column name is doubled once more.
+        assert!(
+            f.contains(r#"EXECUTE 'INSERT INTO drover."delta_7" ("it''s", "a""b", drover_xid"#),
+            "{f}"
+        );
+        assert!(f.contains("format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)"));
+        assert!(f.contains(r#"CREATE OR REPLACE FUNCTION drover."capture_7_partition_truncate"()"#));
+        let images = leaf_function(&CaptureObjects::for_id(7), &[&a], true);
+        assert!(
+            images.contains(r#"("it''s", drover_sign, drover_xid"#),
+            "{images}"
+        );
+        assert!(
+            images.contains(r#"SELECT "it''s", -1, txid_current()"#),
+            "{images}"
+        );
+    }
+
+    #[test]
+    fn leaves_get_statement_and_truncate_triggers_sub_partitioned_tables_statement_only() {
+        let leaves = [
+            Leaf {
+                quoted: r#""s"."leaf""#.into(),
+                leaf: true,
+                captured: false,
+            },
+            Leaf {
+                quoted: r#""s"."mid""#.into(),
+                leaf: false,
+                captured: false,
+            },
+        ];
+        let sql = leaf_triggers(&CaptureObjects::for_id(3), &leaves);
+        assert_eq!(sql.matches(r#"ON "s"."leaf""#).count(), 4, "{sql}");
+        assert_eq!(sql.matches(r#"ON "s"."mid""#).count(), 3, "{sql}");
+        assert!(sql.contains(r#"BEFORE TRUNCATE ON "s"."leaf" FOR EACH STATEMENT EXECUTE PROCEDURE drover."capture_3_partition_truncate"()"#));
+    }
 }
