@@ -202,7 +202,7 @@ pub fn leaf_function(objects: &CaptureObjects, columns: &[&Column], images: bool
         "INSERT INTO {delta} ({list}{sign_col}, drover_xid, drover_changed_at) \
          SELECT {list}{sign}, txid_current(), clock_timestamp() FROM "
     );
-    let guard = super::sql::Pieces::new(delta).guard;
+    let super::sql::Pieces { guard, notify, .. } = super::sql::Pieces::new(delta);
     format!(
         "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql \
          SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $drover$
@@ -212,6 +212,7 @@ BEGIN
     RETURN NULL;
   END IF;
   EXECUTE {insert} || format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+  {notify}
   RETURN NULL;
 END
 $drover$;\n",
