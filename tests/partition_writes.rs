@@ -409,3 +409,76 @@ fn key_less_partitions_pg10() {
 fn key_less_partitions_system() {
     key_less_partitions(support::versions::SYSTEM_MAJOR);
 }
+
+/// Two masters of a partitioned table: writes naming partitions on both replicate both ways; a
+/// partition created on both while the daemon runs stops the sync, naming it, until install.
+#[test]
+fn two_masters_write_partitions_by_name() {
+    let c = Cluster::start();
+    let l = layout(support::versions::SYSTEM_MAJOR);
+    for db in ["m1", "m2"] {
+        c.create_db(db);
+        c.psql(db, &l.source);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"events\"]\n\
+         [syncs.s]\nrelgroup = \"g\"\nsources = [\"m1\", \"m2\"]\n",
+        free_port(),
+        c.database_toml("m1", "m1"),
+        c.database_toml("m2", "m2"),
+    );
+    let cfg = write_config(dir.path(), &toml);
+    drover_ok(&cfg, &["install"]);
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    let same = |when: &str| {
+        drover_wait(&cfg, "s", 120);
+        assert_eq!(
+            table_md5(&c, "m1", "events", "id, region"),
+            table_md5(&c, "m2", "events", "id, region"),
+            "events differ {when}"
+        );
+    };
+    c.psql(
+        "m1",
+        "INSERT INTO events_eu SELECT g, 'eu', '2024-01-01', 'm1' FROM generate_series(1, 200) g;",
+    );
+    c.psql(
+        "m2",
+        "INSERT INTO events_us SELECT g, 'us', '2024-01-01', 'm2' FROM generate_series(1, 200) g;",
+    );
+    same("after inserts naming partitions");
+    c.psql(
+        "m1",
+        "UPDATE events_us SET payload = 'from m1' WHERE id % 3 = 0;",
+    );
+    c.psql(
+        "m2",
+        "DELETE FROM events_eu WHERE id % 4 = 0; TRUNCATE events_other;",
+    );
+    same("after updates, deletes and a truncate naming partitions");
+
+    for db in ["m1", "m2"] {
+        c.psql(
+            db,
+            "CREATE TABLE events_asia PARTITION OF events FOR VALUES IN ('asia');",
+        );
+    }
+    c.psql(
+        "m2",
+        "INSERT INTO events_asia VALUES (900, 'asia', '2024-01-02', 'new');",
+    );
+    drover(&cfg, &["kick", "s"]);
+    eventually(
+        Duration::from_secs(60),
+        "the sync to name the partition",
+        || {
+            let (state, error) = state(&cfg);
+            state == "bad" && error.contains("partition public.events_asia is not captured")
+        },
+    );
+    drover_ok(&cfg, &["install"]);
+    same("after install captured the new partition");
+    daemon.stop();
+}
