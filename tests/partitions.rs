@@ -79,8 +79,8 @@ fn partitioned_source_to_same_different_and_plain_targets() {
             "events on {db}"
         );
     }
-    // A partition truncated on the source is a TRUNCATE of that partition, not of the parent:
-    // deleting the rows through the parent is what replicates.
+    // A partition's rows deleted through the parent (writes and TRUNCATE naming a partition:
+    // tests/partition_writes.rs).
     c.psql("src", "DELETE FROM events WHERE region = 'apac'");
     drover_wait(&cfg, "s", 60);
     let want = table_md5(&c, "src", "events", "id, region");

@@ -2,7 +2,7 @@
 //! (+1 a row that appeared, -1 a row that went; an update is both), so duplicate rows and
 //! all-NULL rows replicate as a multiset, and insert-only tables stream incrementally.
 
-use super::sql::{capture_function, CaptureMode, CaptureObjects, Pieces};
+use super::sql::{capture_function, CaptureMode, CaptureObjects, OnTable, Pieces};
 use crate::pg::ident::{quote_ident, TableName};
 use crate::pg::schema::Column;
 
@@ -27,7 +27,7 @@ pub fn create_capture(
     table: &TableName,
     objects: &CaptureObjects,
     columns: &[Column],
-    mode: CaptureMode,
+    on: OnTable,
 ) -> String {
     let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
     let list = names.join(", ");
@@ -40,7 +40,7 @@ pub fn create_capture(
         guard,
         notify,
     } = Pieces::new(delta);
-    let body = match mode {
+    let body = match on.body_mode() {
         CaptureMode::Statement => format!(
             "BEGIN
   {guard}
@@ -80,5 +80,5 @@ END"
             )
         }
     };
-    capture_function(table, objects, &body, mode)
+    capture_function(table, objects, &body, on)
 }

@@ -3,6 +3,7 @@
 //! leaves it as it was; re-running after a config change adds new tables and drops removed ones.
 
 pub mod images;
+pub mod partitions;
 pub mod sql;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +17,7 @@ use crate::pg::ident::{quote_ident, TableName};
 use crate::pg::schema::KeyMethod;
 use crate::pg::{facts, schema, Endpoint};
 use crate::topology::SyncPlan;
-use sql::{CaptureMode, CaptureObjects};
+use sql::{CaptureMode, CaptureObjects, OnTable};
 
 /// Serialises concurrent installs on one database (an arbitrary constant key).
 const INSTALL_LOCK_KEY: i64 = 0x6472_6f76_6572_0001;
@@ -42,6 +43,9 @@ pub struct InstallReport {
     pub kept: Vec<String>,
     pub rebuilt: Vec<String>,
     pub removed: Vec<String>,
+    /// Partitions of already captured tables that this install captured (created or attached
+    /// since the last install); the rows they held are sent.
+    pub new_partitions: Vec<String>,
     pub progress_rows: usize,
     pub capture: Option<CaptureMode>,
 }
@@ -144,10 +148,13 @@ async fn install_capture(
         let mut ddl = String::new();
         if exists {
             ddl.push_str(&sql::drop_triggers(table));
+            if let Some(leaves) = partitions::leaves(tx.client(), db, table).await? {
+                ddl.push_str(&partitions::drop_leaf_triggers(&leaves));
+            }
         }
         ddl.push_str(&format!(
-            "DROP FUNCTION IF EXISTS {}();\nDROP TABLE IF EXISTS {};\n",
-            objects.function_quoted, objects.delta_quoted
+            "DROP FUNCTION IF EXISTS {}();\nDROP FUNCTION IF EXISTS {}();\nDROP TABLE IF EXISTS {};\n",
+            objects.function_quoted, objects.leaf_function_quoted, objects.delta_quoted
         ));
         tx.batch_execute(&ddl)
             .await
@@ -215,31 +222,52 @@ async fn install_capture(
             }
         };
         let objects = CaptureObjects::for_id(id);
+        // Read before the DDL below replaces the triggers: which leaves were captured already.
+        let leaves = partitions::leaves(tx.client(), db, table).await?;
+        let on = match leaves {
+            Some(_) => OnTable::Partitioned,
+            None => OnTable::from(mode),
+        };
         let mut ddl = String::new();
+        if let Some(leaves) = &leaves {
+            // The parent's first: a row trigger a row-mode install put there was cloned to
+            // the partitions (11+) and goes with it.
+            ddl.push_str(&sql::drop_triggers(table));
+            ddl.push_str(&partitions::drop_leaf_triggers(leaves));
+        }
         if meta.whole_row() {
             if fresh_delta {
                 ddl.push_str(&images::create_delta(&objects, &meta.columns));
             }
-            ddl.push_str(&images::create_capture(
-                table,
-                &objects,
-                &meta.columns,
-                mode,
-            ));
+            ddl.push_str(&images::create_capture(table, &objects, &meta.columns, on));
         } else {
             if fresh_delta {
                 ddl.push_str(&sql::create_delta(&objects, &key));
             }
-            ddl.push_str(&sql::create_capture(table, &objects, &key, mode));
+            ddl.push_str(&sql::create_capture(table, &objects, &key, on));
+        }
+        if let Some(leaves) = &leaves {
+            ddl.push_str(&partitions::leaf_function(&objects, &key, meta.whole_row()));
+            ddl.push_str(&partitions::leaf_triggers(&objects, leaves));
         }
         tx.batch_execute(&ddl)
             .await
             .map_err(|e| PgError::query(db, &purpose, e))?;
+        if let (Some(leaves), false) = (&leaves, fresh_delta) {
+            // A fresh delta starts with the initial copy; a kept one must learn the rows of
+            // partitions created or attached since the last install.
+            let new: Vec<&partitions::Leaf> = leaves.iter().filter(|l| !l.captured).collect();
+            partitions::send_existing_rows(tx, db, &objects, &key, meta.whole_row(), &new).await?;
+            report
+                .new_partitions
+                .extend(new.iter().map(|l| l.quoted.clone()));
+        }
+        let capture = on.body_mode().as_str();
         tx.execute(
             "INSERT INTO drover.tables (id, table_name, schema_name, rel_name, delta_name, key_columns, key_types, capture) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET key_columns = EXCLUDED.key_columns, \
              key_types = EXCLUDED.key_types, capture = EXCLUDED.capture",
-            &[&id, &name, &table.schema, &table.name, &objects.delta, &key_names, &key_types, &mode.as_str()],
+            &[&id, &name, &table.schema, &table.name, &objects.delta, &key_names, &key_types, &capture],
         )
         .await
         .map_err(|e| PgError::query(db, &purpose, e))?;
@@ -369,6 +397,9 @@ pub async fn uninstall(endpoint: &Endpoint) -> Result<usize, PgError> {
             .is_some()
         {
             ddl.push_str(&sql::drop_triggers(t));
+            if let Some(leaves) = partitions::leaves(tx.client(), db, t).await? {
+                ddl.push_str(&partitions::drop_leaf_triggers(&leaves));
+            }
         }
     }
     ddl.push_str("DROP SCHEMA IF EXISTS drover CASCADE;\n");

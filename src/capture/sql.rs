@@ -20,6 +20,37 @@ pub const DOORBELL_KEY: (i32, i32) = (0x6472_6f76, 1); // "drov", 1
 /// Progress that means "nothing applied": a snapshot in which no transaction is visible.
 pub const NOTHING_APPLIED: &str = "1:1:";
 
+/// Which triggers call the capture function on the captured table itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTable {
+    /// Statement triggers with transition tables.
+    Statement,
+    /// A row trigger.
+    Row,
+    /// A partitioned table (`partitions`): statement triggers, as on each of its partitions;
+    /// its TRUNCATE trigger fires BEFORE, so ahead of the leaves' own.
+    Partitioned,
+}
+
+impl OnTable {
+    /// The capture function's body is the statement one unless a row trigger calls it.
+    pub(crate) fn body_mode(self) -> CaptureMode {
+        match self {
+            OnTable::Row => CaptureMode::Row,
+            _ => CaptureMode::Statement,
+        }
+    }
+}
+
+impl From<CaptureMode> for OnTable {
+    fn from(mode: CaptureMode) -> OnTable {
+        match mode {
+            CaptureMode::Statement => OnTable::Statement,
+            CaptureMode::Row => OnTable::Row,
+        }
+    }
+}
+
 /// How changes are captured on a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaptureMode {
@@ -89,6 +120,8 @@ pub struct CaptureObjects {
     pub delta: String,
     pub delta_quoted: String,
     pub function_quoted: String,
+    /// What the TRUNCATE triggers of a partitioned table's leaves call (`partitions`).
+    pub leaf_function_quoted: String,
 }
 
 impl CaptureObjects {
@@ -97,6 +130,10 @@ impl CaptureObjects {
         CaptureObjects {
             delta_quoted: format!("drover.{}", quote_ident(&delta)),
             function_quoted: format!("drover.{}", quote_ident(&format!("capture_{id}"))),
+            leaf_function_quoted: format!(
+                "drover.{}",
+                quote_ident(&format!("capture_{id}_partition_truncate"))
+            ),
             delta,
         }
     }
@@ -183,7 +220,7 @@ pub fn create_capture(
     table: &TableName,
     objects: &CaptureObjects,
     key: &[&Column],
-    mode: CaptureMode,
+    on: OnTable,
 ) -> String {
     let keys: Vec<String> = key.iter().map(|c| quote_ident(&c.name)).collect();
     let klist = keys.join(", ");
@@ -195,7 +232,7 @@ pub fn create_capture(
         guard,
         notify,
     } = Pieces::new(delta);
-    let body = match mode {
+    let body = match on.body_mode() {
         CaptureMode::Statement => format!(
             "BEGIN
   {guard}
@@ -235,7 +272,7 @@ END"
             )
         }
     };
-    capture_function(table, objects, &body, mode)
+    capture_function(table, objects, &body, on)
 }
 
 /// `CREATE FUNCTION` with `body`, and the triggers that call it. The function runs as its owner
@@ -245,7 +282,7 @@ pub(crate) fn capture_function(
     table: &TableName,
     objects: &CaptureObjects,
     body: &str,
-    mode: CaptureMode,
+    on: OnTable,
 ) -> String {
     let f = &objects.function_quoted;
     let t = table.quoted();
@@ -254,23 +291,31 @@ pub(crate) fn capture_function(
          SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $drover$\n{body}\n$drover$;\n"
     );
     sql.push_str(&drop_triggers(table));
-    match mode {
-        CaptureMode::Statement => {
-            sql.push_str(&format!(
-                "CREATE TRIGGER drover_capture_ins AFTER INSERT ON {t} REFERENCING NEW TABLE AS drover_new FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
-CREATE TRIGGER drover_capture_upd AFTER UPDATE ON {t} REFERENCING OLD TABLE AS drover_old NEW TABLE AS drover_new FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
-CREATE TRIGGER drover_capture_del AFTER DELETE ON {t} REFERENCING OLD TABLE AS drover_old FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
-"
-            ));
-        }
-        CaptureMode::Row => {
+    match on {
+        OnTable::Statement | OnTable::Partitioned => sql.push_str(&statement_triggers(&t, f)),
+        OnTable::Row => {
             sql.push_str(&format!(
                 "CREATE TRIGGER drover_capture_row AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW EXECUTE PROCEDURE {f}();\n"
             ));
         }
     }
+    let when = match on {
+        OnTable::Partitioned => "BEFORE",
+        _ => "AFTER",
+    };
     sql.push_str(&format!(
-        "CREATE TRIGGER drover_capture_trunc AFTER TRUNCATE ON {t} FOR EACH STATEMENT EXECUTE PROCEDURE {f}();\n"
+        "CREATE TRIGGER drover_capture_trunc {when} TRUNCATE ON {t} FOR EACH STATEMENT EXECUTE PROCEDURE {f}();\n"
     ));
     sql
+}
+
+/// The statement triggers (INSERT, UPDATE, DELETE, with transition tables) on table `t` (quoted)
+/// that call function `f` (quoted).
+pub(crate) fn statement_triggers(t: &str, f: &str) -> String {
+    format!(
+        "CREATE TRIGGER drover_capture_ins AFTER INSERT ON {t} REFERENCING NEW TABLE AS drover_new FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
+CREATE TRIGGER drover_capture_upd AFTER UPDATE ON {t} REFERENCING OLD TABLE AS drover_old NEW TABLE AS drover_new FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
+CREATE TRIGGER drover_capture_del AFTER DELETE ON {t} REFERENCING OLD TABLE AS drover_old FOR EACH STATEMENT EXECUTE PROCEDURE {f}();
+"
+    )
 }

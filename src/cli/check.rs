@@ -4,13 +4,38 @@
 
 use std::collections::HashMap;
 
+use crate::capture::partitions;
 use crate::cli::{EXIT_OK, EXIT_PROBLEM};
 use crate::config::Config;
 use crate::pg::facts::{self, ServerFacts};
+use crate::pg::ident::TableName;
 use crate::pg::key_nulls;
 use crate::pg::schema::{self, TableMeta};
 use crate::pg::Endpoint;
 use crate::topology;
+
+/// Names each partition of a captured `table` on source `db` that is not captured.
+async fn uncaptured_partitions(
+    client: &tokio_postgres::Client,
+    db: &str,
+    table: &TableName,
+    problems: &mut Vec<String>,
+) -> bool {
+    match partitions::uncaptured(client, db, table).await {
+        Ok(leaves) if leaves.is_empty() => true,
+        Ok(leaves) => {
+            for leaf in leaves {
+                let what = partitions::uncaptured_message(&table.to_string(), &leaf);
+                problems.push(format!("database \"{db}\": {what}"));
+            }
+            false
+        }
+        Err(e) => {
+            problems.push(e.to_string());
+            false
+        }
+    }
+}
 
 pub async fn run(config: &Config) -> anyhow::Result<i32> {
     let syncs = topology::syncs(config);
@@ -106,6 +131,10 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                         if let Err(e) = key_nulls::refuse_nullable(client, db, &meta).await {
                             table_ok = false;
                             problems.push(e.to_string());
+                        }
+                        if sync.is_source(db) {
+                            table_ok &=
+                                uncaptured_partitions(client, db, table, &mut problems).await;
                         }
                         if meta.whole_row() && sync.sources.len() > 1 {
                             table_ok = false;

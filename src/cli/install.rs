@@ -32,6 +32,7 @@ pub async fn install(config: &Config) -> anyhow::Result<i32> {
                     ("added", &r.added),
                     ("rebuilt", &r.rebuilt),
                     ("removed", &r.removed),
+                    ("partitions captured", &r.new_partitions),
                 ] {
                     if !list.is_empty() {
                         parts.push(format!("{what}: {}", list.join(", ")));

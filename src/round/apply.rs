@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio_postgres::SimpleQueryMessage;
 
+use crate::capture::partitions;
 use crate::pg::connect::checkout;
 use crate::pg::copy::{pipe, CopyEnd};
 use crate::pg::error::PgError;
 use crate::pg::facts::ReplicaRole;
-use crate::pg::ident::quote_literal;
+use crate::pg::ident::{quote_literal, TableName};
 use crate::pg::simple;
 use crate::pg::txn::ReadTx;
 use crate::pg::Pool;
@@ -286,7 +287,13 @@ async fn read_source(
         })
         .collect();
     let snapshot_sql = format!("{}SELECT txid_current_snapshot()::text", ReadTx::BEGIN_RR);
-    let (snap, counts, reads) = tokio::try_join!(
+    let partitioned: Vec<(&str, &TableName)> = input
+        .tables
+        .iter()
+        .filter(|t| t.partitioned)
+        .map(|t| (t.display.as_str(), &t.name))
+        .collect();
+    let (snap, counts, reads, ()) = tokio::try_join!(
         async {
             stx.simple_query(&snapshot_sql)
                 .await
@@ -303,6 +310,8 @@ async fn read_source(
             }
             small::read(stx, src, tables).await
         })),
+        // Refuses the round while a partition is not captured (`capture::partitions`).
+        partitions::check_captured(stx, src, &partitioned),
     )?;
     let text: String = simple::rows(snap)
         .first()

@@ -14,9 +14,11 @@ use std::time::Instant;
 
 use tokio_postgres::{IsolationLevel, Transaction};
 
+use crate::capture::partitions;
 use crate::pg::connect::{checkout, PooledClient};
 use crate::pg::copy::{copy_in_bytes, pipe, CopyEnd};
 use crate::pg::error::PgError;
+use crate::pg::ident::TableName;
 use crate::round::apply::{
     apply_session, commit_apply, empty_table, RoundReport, SourceSide, TableCounts, TargetReport,
     TargetSide,
@@ -141,6 +143,13 @@ async fn read_and_apply(
             .get(0);
         let cur = Snapshot::parse(&cur)
             .ok_or_else(|| PgError::setup(&s.name, format!("unexpected snapshot text {cur:?}")))?;
+        let partitioned: Vec<(&str, &TableName)> = input
+            .tables
+            .iter()
+            .filter(|t| t.partitioned)
+            .map(|t| (t.display.as_str(), &t.name))
+            .collect();
+        partitions::check_captured(tx.client(), &s.name, &partitioned).await?;
         curs.insert(s.name.clone(), cur);
         txs.txs.push(tx);
     }

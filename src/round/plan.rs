@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use crate::capture::partitions;
 use crate::pg::error::PgError;
 use crate::pg::floats;
 use crate::pg::ident::{quote_ident, TableName};
@@ -33,6 +34,8 @@ pub struct TablePlan {
     pub fk_parents: Vec<TableName>,
     /// No usable key: whole-row images (see `capture::images`).
     pub whole_row: bool,
+    /// Partitioned on a source: each round checks its partitions are all captured.
+    pub partitioned: bool,
 }
 
 /// The delta rows a round applies for one table: those committed after `prev` and, when a
@@ -63,6 +66,7 @@ impl TablePlan {
         let mut deltas = HashMap::new();
         let mut target_oids = HashMap::new();
         let mut fk_parents = Vec::new();
+        let mut partitioned = false;
         for side in sources.iter().chain(targets.iter()) {
             let client = crate::pg::connect::checkout(side.pool, side.name).await?;
             let meta = schema::describe(&client, side.name, table, side.version_num, configured)
@@ -113,6 +117,7 @@ impl TablePlan {
                     side.name.to_string(),
                     format!("drover.{}", quote_ident(&delta)),
                 );
+                partitioned |= partitions::is_partitioned(&client, side.name, meta.oid).await?;
             }
             if targets.iter().any(|t| t.name == side.name) || sources.len() > 1 {
                 target_oids.insert(side.name.to_string(), meta.oid);
@@ -145,6 +150,7 @@ impl TablePlan {
             target_oids,
             fk_parents,
             whole_row: meta.whole_row(),
+            partitioned,
         })
     }
 
@@ -420,6 +426,7 @@ mod tests {
             target_oids: HashMap::from([("dst".to_string(), 42)]),
             fk_parents: parents.iter().map(|p| t(p)).collect(),
             whole_row: false,
+            partitioned: false,
         }
     }
 

@@ -249,6 +249,7 @@ mod tests {
             target_oids: HashMap::new(),
             fk_parents: Vec::new(),
             whole_row: false,
+            partitioned: false,
         }
     }
 
