@@ -176,7 +176,13 @@ async fn round_inner(
             let mut work = work;
             // A large backlog is applied in bounded rounds: progress moves to a cut below
             // which everything is committed, and the next round takes the rest.
-            let upto = match bound(stx, &input, &work, &cur).await {
+            let whole = input.progress.unbounded.wanted(src_name, &target.name);
+            let cut = if whole {
+                Ok(None)
+            } else {
+                bound(stx, &input, &work, &cur).await
+            };
+            let upto = match cut {
                 Ok(Some(x)) => {
                     for w in work.iter_mut() {
                         w.window.below = Some(x);
@@ -198,6 +204,9 @@ async fn round_inner(
                 read,
             };
             tr.result = apply_target(stx, &input, side, &mut tr.tables, steps).await;
+            let pair = (src_name, target.name.as_str());
+            let bounded = upto != cur;
+            (input.progress.unbounded).record(input.sync, pair, bounded, &tr.result);
             match &tr.result {
                 Ok(_) => {
                     for t in input.tables.iter() {

@@ -6,9 +6,10 @@
 //! `plan` prepares per-table SQL, `snapshot` holds progress markers, `apply` runs a
 //! one-source round (`small` applies small ones without COPY), `multi` a multi-master round
 //! (`gather` reads pending keys, `resolve`
-//! picks winners, `keys` encodes keys), `purge` trims delta tables, `timing` profiles a round's steps.
+//! picks winners, `keys` encodes keys), `purge` trims delta tables, `backlog` keeps bounded rounds from wedging, `timing` profiles a round's steps.
 
 pub mod apply;
+pub mod backlog;
 pub mod copy;
 pub mod gather;
 pub mod indexes;
