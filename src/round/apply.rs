@@ -30,6 +30,7 @@ use crate::pg::txn::ReadTx;
 use crate::pg::Pool;
 use crate::round::plan::{TablePlan, Window};
 use crate::round::purge;
+use crate::round::signature;
 use crate::round::small;
 use crate::round::snapshot::{ProgressCache, Snapshot};
 use crate::round::timing::Phases;
@@ -294,7 +295,8 @@ async fn read_source(
                 .collect()
         })
         .collect();
-    let snapshot_sql = format!("{}SELECT txid_current_snapshot()::text", ReadTx::BEGIN_RR);
+    // The tables' column signatures ride in the snapshot's batch (`signature`).
+    let snapshot_sql = signature::snapshot_sql(ReadTx::BEGIN_RR, src, input.tables);
     let (snap, counts, reads) = tokio::try_join!(
         async {
             stx.simple_query(&snapshot_sql)
@@ -313,12 +315,7 @@ async fn read_source(
             small::read(stx, src, tables).await
         })),
     )?;
-    let text: String = simple::rows(snap)
-        .first()
-        .and_then(|r| r.get(0).map(str::to_string))
-        .unwrap_or_default();
-    let cur = Snapshot::parse(&text)
-        .ok_or_else(|| PgError::setup(src, format!("unexpected snapshot text {text:?}")))?;
+    let cur = signature::snapshot(src, input.tables, snap)?;
     let mut works = Vec::with_capacity(prevs.len());
     for (msgs, prevs) in counts.into_iter().zip(prevs) {
         let rows = simple::rows(msgs);

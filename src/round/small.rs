@@ -248,6 +248,7 @@ mod tests {
             target_oids: HashMap::new(),
             fk_parents: Vec::new(),
             whole_row: false,
+            signatures: HashMap::new(),
         }
     }
 
