@@ -103,3 +103,84 @@ fn column_added_on_source_only_stops_until_the_target_has_it() {
     good_eventually(&setup.config);
     daemon.stop();
 }
+
+/// Multi-master: a column added on one master stops the sync until every master has it; then
+/// values written on either side into it replicate, without a restart.
+#[test]
+fn column_added_on_every_master_replicates_without_restart() {
+    let c = Cluster::start();
+    for db in ["a", "b"] {
+        c.create_db(db);
+        c.psql(db, TABLE);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.herd]\ntables = [\"t\"]\n\
+         [syncs.mm]\nrelgroup = \"herd\"\nsources = [\"a\", \"b\"]\n",
+        free_port(),
+        c.database_toml("a", "a"),
+        c.database_toml("b", "b"),
+    );
+    let config = write_config(dir.path(), &toml);
+    drover_ok(&config, &["install"]);
+    let mut daemon = Daemon::start_with(&config, &[], &[("NO_COLOR", "1")]);
+    wait_for_daemon(&config);
+    drover_wait(&config, "mm", 60);
+    c.psql("a", "ALTER TABLE t ADD COLUMN note text");
+    c.psql("a", "UPDATE t SET note = 'a' || id WHERE id % 3 = 0");
+    eventually(
+        Duration::from_secs(30),
+        "the sync to name the missing column",
+        || {
+            let s = sync_status(&config, "mm");
+            s["state"] == "bad"
+                && s["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("column \"note\" is missing"))
+        },
+    );
+    c.psql("b", "ALTER TABLE t ADD COLUMN note text");
+    c.psql("b", "UPDATE t SET note = 'b' || id WHERE id % 3 = 1");
+    drover_wait(&config, "mm", 60);
+    assert_eq!(
+        table_md5(&c, "a", "t", "id"),
+        table_md5(&c, "b", "t", "id"),
+        "t differs between the masters"
+    );
+    eventually(Duration::from_secs(30), "the sync to report good", || {
+        sync_status(&config, "mm")["state"] == "good"
+    });
+    daemon.stop();
+}
+
+/// A table without a key captures whole rows with the columns it had at install: after a
+/// column change the sync stops that table and says to install again, never applies images
+/// of the old columns as if nothing changed.
+#[test]
+fn keyless_table_column_change_asks_for_install() {
+    let c = Cluster::start();
+    for db in ["src", "dst"] {
+        c.create_db(db);
+        c.psql(db, "CREATE TABLE t (id int, v int); INSERT INTO t SELECT g, 0 FROM generate_series(1, 50) g;");
+    }
+    let setup = one_way((&c, "src"), (&c, "dst"), &["t"]);
+    drover_ok(&setup.config, &["install"]);
+    let mut daemon = Daemon::start_with(&setup.config, &[], &[("NO_COLOR", "1")]);
+    wait_for_daemon(&setup.config);
+    drover_wait(&setup.config, "legacy_to_new", 60);
+    c.psql("dst", "ALTER TABLE t ADD COLUMN note text");
+    c.psql("src", "ALTER TABLE t ADD COLUMN note text");
+    c.psql("src", "UPDATE t SET note = 'n' WHERE id = 1");
+    eventually(
+        Duration::from_secs(30),
+        "the sync to ask for drover install",
+        || {
+            let s = sync_status(&setup.config, "legacy_to_new");
+            s["state"] == "bad"
+                && s["last_error"].as_str().is_some_and(|e| {
+                    e.contains("public.t") && e.contains("run drover install again")
+                })
+        },
+    );
+    daemon.stop();
+}
