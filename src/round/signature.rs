@@ -12,8 +12,10 @@
 //! Rounds name tables by oid: a table dropped (or dropped and created again) has no
 //! signature under its old oid, which is a difference too.
 //!
-//! Cost, measured on PostgreSQL 15 with four tables: about 0.04 ms to plan and 0.03 ms to run
-//! on the server per round (a catalog index scan per table).
+//! Cost, measured with psql on PostgreSQL 15 for four tables (best of 300 runs, on a busy
+//! two-core machine): 0.1 ms per round, against 0.01 ms for `SELECT 1` (EXPLAIN: 0.04 ms to
+//! plan, 0.03 ms to run). Returning the columns as rows instead costs 0.05 ms less but sends
+//! every column name each round.
 
 use std::sync::Arc;
 
