@@ -560,7 +560,9 @@ impl Handler<Kick> for SyncActor {
     type Result = ();
 
     fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
+        // No round while plans are read again (after a schema error): it would use the old ones.
         if self.prepared.is_none()
+            || self.preparing
             || self.lease_client.is_none()
             || self.status.paused
             || self.copying

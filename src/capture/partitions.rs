@@ -302,6 +302,7 @@ mod tests {
         Column {
             name: name.into(),
             type_name: "text".into(),
+            needs_value: false,
         }
     }
 

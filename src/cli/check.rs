@@ -146,7 +146,10 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                         match &reference {
                             None => reference = Some((db.to_string(), meta)),
                             Some((rdb, rmeta)) => {
-                                let diffs = schema::differences(rmeta, &meta);
+                                let mut diffs = schema::differences(rmeta, &meta);
+                                if sync.sources.iter().any(|s| s == db) {
+                                    diffs.extend(schema::only_here(rmeta, &meta));
+                                }
                                 if !diffs.is_empty() {
                                     table_ok = false;
                                     problems.push(format!(

@@ -11,6 +11,8 @@ pub struct Column {
     pub name: String,
     /// `format_type()` output, compared across databases.
     pub type_name: String,
+    /// NOT NULL without a default (or identity): a row that does not name it fails.
+    pub needs_value: bool,
 }
 
 /// How rows of a table are identified.
@@ -94,10 +96,16 @@ pub async fn describe(
     } else {
         "true"
     };
+    let defaulted = if version_num >= 100_000 {
+        "a.atthasdef OR a.attidentity <> ''"
+    } else {
+        "a.atthasdef"
+    };
     let columns = client
         .query(
             &format!(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
+                 a.attnotnull AND NOT ({defaulted}) FROM pg_attribute a \
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND {generated} \
                  ORDER BY a.attnum"
             ),
@@ -109,6 +117,7 @@ pub async fn describe(
         .map(|r| Column {
             name: r.get(0),
             type_name: r.get(1),
+            needs_value: r.get(2),
         })
         .collect();
     // Primary key first, then valid unique non-partial non-expression indexes whose columns
@@ -164,7 +173,10 @@ pub fn differences(source: &TableMeta, target: &TableMeta) -> Vec<String> {
     let mut out = Vec::new();
     for c in &source.columns {
         match target.columns.iter().find(|t| t.name == c.name) {
-            None => out.push(format!("column \"{}\" is missing", c.name)),
+            None => out.push(format!(
+                "column \"{}\" is missing: add it here ({}), then the sync goes on by itself",
+                c.name, c.type_name
+            )),
             Some(t) if t.type_name != c.type_name => out.push(format!(
                 "column \"{}\" has type {} (source: {})",
                 c.name, t.type_name, c.type_name
@@ -172,10 +184,13 @@ pub fn differences(source: &TableMeta, target: &TableMeta) -> Vec<String> {
             Some(_) => {}
         }
     }
-    for t in &target.columns {
-        if !source.columns.iter().any(|c| c.name == t.name) {
+    // A column only here is the documented intermediate state (added on the target first),
+    // fine as long as rows from the source, which do not name it, can be stored.
+    for t in only_on(target, source) {
+        if t.needs_value {
             out.push(format!(
-                "column \"{}\" does not exist on the source",
+                "column \"{}\" does not exist on the source and is NOT NULL without a default: \
+                 give it a default, drop NOT NULL, or add it on the source",
                 t.name
             ));
         }
@@ -193,4 +208,66 @@ pub fn differences(source: &TableMeta, target: &TableMeta) -> Vec<String> {
         ));
     }
     out
+}
+
+/// Columns of `here` that `reference` lacks, as differences: for a database that is itself a
+/// source (multi-master), whose every column must replicate.
+pub fn only_here(reference: &TableMeta, here: &TableMeta) -> Vec<String> {
+    only_on(here, reference)
+        .map(|c| {
+            format!(
+                "column \"{}\" does not exist there: add it on every database of the sync",
+                c.name
+            )
+        })
+        .collect()
+}
+
+fn only_on<'a>(meta: &'a TableMeta, other: &'a TableMeta) -> impl Iterator<Item = &'a Column> {
+    meta.columns
+        .iter()
+        .filter(|c| !other.columns.iter().any(|o| o.name == c.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(cols: &[(&str, bool)]) -> TableMeta {
+        TableMeta {
+            oid: 1,
+            name: TableName::new("public", "t"),
+            columns: cols
+                .iter()
+                .map(|(n, needs)| Column {
+                    name: n.to_string(),
+                    type_name: "integer".into(),
+                    needs_value: *needs,
+                })
+                .collect(),
+            key: vec!["id".into()],
+            method: KeyMethod::Primary,
+            fk_parents: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn target_only_columns_need_a_default_or_null() {
+        let src = meta(&[("id", true)]);
+        assert!(differences(&src, &meta(&[("id", true), ("note", false)])).is_empty());
+        let d = differences(&src, &meta(&[("id", true), ("must", true)]));
+        assert!(
+            d.len() == 1 && d[0].contains("\"must\"") && d[0].contains("NOT NULL"),
+            "{d:?}"
+        );
+        let d = differences(&meta(&[("id", true), ("extra", false)]), &src);
+        assert!(
+            d.len() == 1 && d[0].contains("\"extra\" is missing"),
+            "{d:?}"
+        );
+        assert_eq!(
+            only_here(&src, &meta(&[("id", true), ("x", false)])).len(),
+            1
+        );
+    }
 }

@@ -31,6 +31,7 @@ use crate::pg::txn::ReadTx;
 use crate::pg::Pool;
 use crate::round::plan::{TablePlan, Window};
 use crate::round::purge;
+use crate::round::signature;
 use crate::round::small;
 use crate::round::snapshot::{ProgressCache, Snapshot};
 use crate::round::timing::Phases;
@@ -177,7 +178,13 @@ async fn round_inner(
             let mut work = work;
             // A large backlog is applied in bounded rounds: progress moves to a cut below
             // which everything is committed, and the next round takes the rest.
-            let upto = match bound(stx, &input, &work, &cur).await {
+            let whole = input.progress.unbounded.wanted(src_name, &target.name);
+            let cut = if whole {
+                Ok(None)
+            } else {
+                bound(stx, &input, &work, &cur).await
+            };
+            let upto = match cut {
                 Ok(Some(x)) => {
                     for w in work.iter_mut() {
                         w.window.below = Some(x);
@@ -199,6 +206,9 @@ async fn round_inner(
                 read,
             };
             tr.result = apply_target(stx, &input, side, &mut tr.tables, steps).await;
+            let pair = (src_name, target.name.as_str());
+            let bounded = upto != cur;
+            (input.progress.unbounded).record(input.sync, pair, bounded, &tr.result);
             match &tr.result {
                 Ok(_) => {
                     for t in input.tables.iter() {
@@ -286,7 +296,8 @@ async fn read_source(
                 .collect()
         })
         .collect();
-    let snapshot_sql = format!("{}SELECT txid_current_snapshot()::text", ReadTx::BEGIN_RR);
+    // The tables' column signatures ride in the snapshot's batch (`signature`).
+    let snapshot_sql = signature::snapshot_sql(ReadTx::BEGIN_RR, src, input.tables);
     let partitioned: Vec<(&str, &TableName)> = input
         .tables
         .iter()
@@ -313,12 +324,7 @@ async fn read_source(
         // Refuses the round while a partition is not captured (`capture::partitions`).
         partitions::check_captured(stx, src, &partitioned),
     )?;
-    let text: String = simple::rows(snap)
-        .first()
-        .and_then(|r| r.get(0).map(str::to_string))
-        .unwrap_or_default();
-    let cur = Snapshot::parse(&text)
-        .ok_or_else(|| PgError::setup(src, format!("unexpected snapshot text {text:?}")))?;
+    let cur = signature::snapshot(src, input.tables, snap)?;
     let mut works = Vec::with_capacity(prevs.len());
     for (msgs, prevs) in counts.into_iter().zip(prevs) {
         let rows = simple::rows(msgs);

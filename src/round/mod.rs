@@ -6,9 +6,12 @@
 //! `plan` prepares per-table SQL, `snapshot` holds progress markers, `apply` runs a
 //! one-source round (`small` applies small ones without COPY), `multi` a multi-master round
 //! (`gather` reads pending keys, `resolve`
-//! picks winners, `keys` encodes keys), `purge` trims delta tables, `timing` profiles a round's steps.
+//! picks winners, `keys` encodes keys), `purge` trims delta tables, `timing` profiles a round's
+//! steps, `backlog` keeps bounded rounds from wedging, `signature` notices column changes on a
+//! source between rounds.
 
 pub mod apply;
+pub mod backlog;
 pub mod copy;
 pub mod copy_method;
 pub mod gather;
@@ -19,6 +22,7 @@ pub mod plan;
 pub mod purge;
 pub mod resolve;
 pub mod sequences;
+pub mod signature;
 pub mod small;
 pub mod snapshot;
 pub mod timing;

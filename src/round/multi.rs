@@ -28,6 +28,7 @@ use crate::round::keys::{copy_text, Key};
 use crate::round::plan::TablePlan;
 use crate::round::purge;
 use crate::round::resolve::{decide, Strategy};
+use crate::round::signature;
 use crate::round::snapshot::{ProgressCache, Snapshot};
 
 /// How many conflicting keys an `abort` error lists.
@@ -136,13 +137,12 @@ async fn read_and_apply(
             .start()
             .await
             .map_err(|e| PgError::query(&s.name, "begin the source snapshot", e))?;
-        let cur: String = tx
-            .query_one("SELECT txid_current_snapshot()::text", &[])
+        // With the tables' column signatures (`signature`).
+        let answer = tx
+            .simple_query(&signature::snapshot_sql("", &s.name, input.tables))
             .await
-            .map_err(|e| PgError::query(&s.name, "read the source snapshot", e))?
-            .get(0);
-        let cur = Snapshot::parse(&cur)
-            .ok_or_else(|| PgError::setup(&s.name, format!("unexpected snapshot text {cur:?}")))?;
+            .map_err(|e| PgError::query(&s.name, "read the source snapshot", e))?;
+        let cur = signature::snapshot(&s.name, input.tables, answer)?;
         let partitioned: Vec<(&str, &TableName)> = input
             .tables
             .iter()

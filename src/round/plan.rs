@@ -10,6 +10,7 @@ use crate::pg::floats;
 use crate::pg::ident::{quote_ident, TableName};
 use crate::pg::schema::{self, TableMeta};
 use crate::pg::Pool;
+use crate::round::signature;
 use crate::round::snapshot::Snapshot;
 
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct TablePlan {
     pub whole_row: bool,
     /// Partitioned on a source: each round checks its partitions are all captured.
     pub partitioned: bool,
+    /// Source database name -> the table's column signature there (`round::signature`).
+    pub signatures: HashMap<String, signature::Signature>,
 }
 
 /// The delta rows a round applies for one table: those committed after `prev` and, when a
@@ -67,8 +70,15 @@ impl TablePlan {
         let mut target_oids = HashMap::new();
         let mut fk_parents = Vec::new();
         let mut partitioned = false;
+        let mut signatures = HashMap::new();
         for side in sources.iter().chain(targets.iter()) {
             let client = crate::pg::connect::checkout(side.pool, side.name).await?;
+            let is_source = sources.iter().any(|s| s.name == side.name);
+            if is_source {
+                // Before the columns: a change between the two reads is seen by the next round.
+                let sig = signature::read(&client, side.name, &table.quoted()).await?;
+                signatures.insert(side.name.to_string(), sig);
+            }
             let meta = schema::describe(&client, side.name, table, side.version_num, configured)
                 .await?
                 .ok_or_else(|| {
@@ -84,7 +94,11 @@ impl TablePlan {
             match &reference {
                 None => reference = Some((side.name.to_string(), meta.clone())),
                 Some((ref_db, ref_meta)) => {
-                    let diffs = schema::differences(ref_meta, &meta);
+                    let mut diffs = schema::differences(ref_meta, &meta);
+                    if is_source {
+                        // Every column of a source must reach the other databases.
+                        diffs.extend(schema::only_here(ref_meta, &meta));
+                    }
                     if !diffs.is_empty() {
                         return Err(PgError::setup(
                             side.name,
@@ -96,18 +110,21 @@ impl TablePlan {
                     }
                 }
             }
-            if sources.iter().any(|s| s.name == side.name) {
-                let delta: Option<String> = client
+            if is_source {
+                let delta: Option<(String, Vec<String>)> = client
                     .query_opt(
-                        "SELECT delta_name FROM drover.tables WHERE table_name = $1",
+                        "SELECT delta_name, key_columns FROM drover.tables WHERE table_name = $1",
                         &[&display],
                     )
                     .await
                     .map_err(|e| {
                         PgError::query(side.name, "read drover.tables (has drover install run?)", e)
                     })?
-                    .map(|r| r.get(0));
-                let delta = delta.ok_or_else(|| {
+                    .map(|r| (r.get(0), r.get(1)));
+                if let Some((_, recorded)) = &delta {
+                    images_match(side.name, &meta, recorded)?;
+                }
+                let delta = delta.map(|d| d.0).ok_or_else(|| {
                     PgError::setup(
                         side.name,
                         format!("table {display} is not captured: run drover install"),
@@ -151,6 +168,7 @@ impl TablePlan {
             fk_parents,
             whole_row: meta.whole_row(),
             partitioned,
+            signatures,
         })
     }
 
@@ -387,6 +405,25 @@ impl TablePlan {
     }
 }
 
+/// A table without a key records whole rows: its delta table has the columns the table had
+/// at `drover install` (`recorded`: "*" and their names). After a column change, those images
+/// cannot be read with the new columns.
+fn images_match(db: &str, meta: &TableMeta, recorded: &[String]) -> Result<(), PgError> {
+    let now: Vec<&str> = meta.columns.iter().map(|c| c.name.as_str()).collect();
+    if !meta.whole_row() || recorded.iter().skip(1).map(String::as_str).eq(now) {
+        return Ok(());
+    }
+    Err(PgError::setup(
+        db,
+        format!(
+            "table {} has no key and its columns changed since drover install, whose capture \
+             records whole rows with the old columns: run drover install again (it drops the \
+             table's pending changes), then drover copy --table {}",
+            meta.name, meta.name
+        ),
+    ))
+}
+
 /// Orders tables so that parents come before the tables that reference them (inserts in this
 /// order, deletes in reverse). Cycles keep their config order.
 pub fn fk_order(tables: Vec<TablePlan>) -> Vec<TablePlan> {
@@ -427,6 +464,7 @@ mod tests {
             fk_parents: parents.iter().map(|p| t(p)).collect(),
             whole_row: false,
             partitioned: false,
+            signatures: HashMap::new(),
         }
     }
 

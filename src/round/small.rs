@@ -250,6 +250,7 @@ mod tests {
             fk_parents: Vec::new(),
             whole_row: false,
             partitioned: false,
+            signatures: HashMap::new(),
         }
     }
 

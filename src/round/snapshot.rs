@@ -72,6 +72,8 @@ pub struct ProgressCache {
     pub purge: crate::round::purge::PurgeDue,
     /// Tables whose changes the next round reads in its first flight.
     pub busy: crate::round::small::Busy,
+    /// Targets whose next round applies the whole backlog (see `backlog`).
+    pub unbounded: crate::round::backlog::Unbounded,
 }
 
 impl ProgressCache {

@@ -286,14 +286,17 @@ mod tests {
                 Column {
                     name: "a".into(),
                     type_name: "integer".into(),
+                    needs_value: false,
                 },
                 Column {
                     name: "x".into(),
                     type_name: "double precision".into(),
+                    needs_value: false,
                 },
                 Column {
                     name: "b\"q".into(),
                     type_name: "text".into(),
+                    needs_value: false,
                 },
             ],
             key: vec!["a".into(), "b\"q".into()],
