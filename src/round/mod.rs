@@ -6,7 +6,8 @@
 //! `plan` prepares per-table SQL, `snapshot` holds progress markers, `apply` runs a
 //! one-source round (`small` applies small ones without COPY), `multi` a multi-master round
 //! (`gather` reads pending keys, `resolve`
-//! picks winners, `keys` encodes keys), `purge` trims delta tables, `timing` profiles a round's steps.
+//! picks winners, `keys` encodes keys), `purge` trims delta tables, `rewind` stops
+//! rounds when a source or target moved backwards, `timing` profiles a round's steps.
 
 pub mod apply;
 pub mod copy;
@@ -18,6 +19,7 @@ pub mod multi;
 pub mod plan;
 pub mod purge;
 pub mod resolve;
+pub mod rewind;
 pub mod sequences;
 pub mod small;
 pub mod snapshot;

@@ -28,6 +28,7 @@ use crate::round::keys::{copy_text, Key};
 use crate::round::plan::TablePlan;
 use crate::round::purge;
 use crate::round::resolve::{decide, Strategy};
+use crate::round::rewind;
 use crate::round::snapshot::{ProgressCache, Snapshot};
 
 /// How many conflicting keys an `abort` error lists.
@@ -116,6 +117,39 @@ async fn multi_inner(mut input: MultiInput<'_>, report: &mut RoundReport) -> Res
     Ok(())
 }
 
+/// Stops the round when `source` or one of its receivers moved backwards (see `rewind`).
+async fn check_rewind(
+    tx: &Transaction<'_>,
+    input: &mut MultiInput<'_>,
+    source: &str,
+    cur: &Snapshot,
+) -> Result<(), PgError> {
+    let receivers: rewind::Receivers<'_> = input
+        .databases
+        .iter()
+        .filter(|d| d.name != source)
+        .map(|d| {
+            let prevs = input
+                .tables
+                .iter()
+                .map(|t| {
+                    (
+                        t.display.as_str(),
+                        input.progress.get(source, &d.name, &t.display),
+                    )
+                })
+                .collect();
+            (d.name.as_str(), prevs)
+        })
+        .collect();
+    let on = rewind::OnSource {
+        sync: input.sync,
+        source,
+        cur,
+    };
+    rewind::check_receivers(tx, &on, &mut input.progress.identity, receivers).await
+}
+
 /// Opens the source snapshots, decides every key and applies to every database; returns the
 /// databases that committed and each source's snapshot.
 async fn read_and_apply(
@@ -150,6 +184,12 @@ async fn read_and_apply(
             .map(|t| (t.display.as_str(), &t.name))
             .collect();
         partitions::check_captured(tx.client(), &s.name, &partitioned).await?;
+        if let Err(e) = check_rewind(&tx, input, &s.name, &cur).await {
+            for d in input.databases.iter().filter(|d| d.name != s.name) {
+                input.progress.invalidate(&s.name, &d.name);
+            }
+            return Err(e);
+        }
         curs.insert(s.name.clone(), cur);
         txs.txs.push(tx);
     }
@@ -295,6 +335,11 @@ async fn read_and_apply(
                             input
                                 .progress
                                 .set(&s.name, &d.name, &t.display, curs[&s.name].clone());
+                            let id = input.progress.identity.current(&s.name).map(str::to_string);
+                            input
+                                .progress
+                                .identity
+                                .record(&s.name, &d.name, &t.display, id);
                         }
                     }
                     committed.push(d.name.clone());
@@ -501,9 +546,16 @@ async fn apply_db(
     let names: Vec<&str> = input.tables.iter().map(|t| t.display.as_str()).collect();
     for s in input.sources.iter().filter(|s| s.name != dst) {
         ttx.execute(
-            "UPDATE drover.progress SET snapshot = $1, applied_at = now() \
+            "UPDATE drover.progress SET snapshot = $1, applied_at = now(), \
+             source_identity = coalesce($5, source_identity) \
              WHERE sync = $2 AND source = $3 AND table_name = ANY($4)",
-            &[&ctx.curs[&s.name].as_str(), &input.sync, &s.name, &names],
+            &[
+                &ctx.curs[&s.name].as_str(),
+                &input.sync,
+                &s.name,
+                &names,
+                &input.progress.identity.current(&s.name),
+            ],
         )
         .await
         .map_err(|e| PgError::query(dst, "record progress", e))?;

@@ -72,6 +72,8 @@ pub struct ProgressCache {
     pub purge: crate::round::purge::PurgeDue,
     /// Tables whose changes the next round reads in its first flight.
     pub busy: crate::round::small::Busy,
+    /// Source identities, current and as recorded with progress.
+    pub identity: crate::round::rewind::Identities,
 }
 
 impl ProgressCache {
