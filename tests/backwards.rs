@@ -209,3 +209,62 @@ fn reinstall_after_a_key_change_stops_the_table_until_copied() {
     );
     daemon.stop();
 }
+
+/// A source where drover is a non-superuser owning its database: the identity each round
+/// reads must be readable there, with `pg_control_system()` granted (the default) or revoked
+/// (some managed services), on the oldest and newest tested majors.
+fn sync_as_source_owner(src: &Cluster, revoke: bool) -> String {
+    src.psql("postgres", "CREATE ROLE drover LOGIN NOSUPERUSER");
+    src.psql("postgres", "CREATE DATABASE src OWNER drover");
+    src.create_db("dst");
+    if revoke {
+        // Function privileges are per database.
+        src.psql(
+            "src",
+            "REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC",
+        );
+    }
+    let table = "CREATE TABLE items (id int PRIMARY KEY, v text)";
+    src.psql("src", &format!("SET ROLE drover; {table}"));
+    src.psql("dst", table);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n\
+         [databases.legacy]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"src\"\nuser = \"drover\"\n{}\
+         [relgroups.herd]\ntables = [\"public.items\"]\n\
+         [syncs.legacy_to_new]\nrelgroup = \"herd\"\nsources = [\"legacy\"]\ntargets = [\"new\"]\n",
+        free_port(),
+        src.port,
+        src.database_toml("new", "dst"),
+    );
+    let config = write_config(dir.path(), &toml);
+    drover_ok(&config, &["install"]);
+    let mut daemon = Daemon::start(&config);
+    wait_for_daemon(&config);
+    src.psql(
+        "src",
+        "INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 100) g",
+    );
+    drover_wait(&config, "legacy_to_new", 60);
+    assert_eq!(
+        table_md5(src, "src", "items", "id"),
+        table_md5(src, "dst", "items", "id")
+    );
+    daemon.stop();
+    src.psql(
+        "dst",
+        "SELECT DISTINCT source_identity FROM drover.progress",
+    )
+}
+
+#[test]
+fn identity_is_readable_by_a_non_superuser_source() {
+    for major in [10, 18] {
+        let id = sync_as_source_owner(&support::versions::cluster(major), false);
+        let (system, timeline) = id.split_once('/').expect("system/timeline");
+        assert!(system.parse::<u64>().is_ok(), "PostgreSQL {major}: {id}");
+        assert_eq!(timeline, "00000001", "PostgreSQL {major}: {id}");
+    }
+    let id = sync_as_source_owner(&Cluster::start(), true);
+    assert_eq!(id, "?/00000001", "pg_control_system() revoked");
+}
