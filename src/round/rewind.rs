@@ -256,16 +256,14 @@ pub async fn check_receivers(
             e,
         )
     };
-    let id: String = tx
-        .query_one(&format!("SELECT {id_sql}"), &[])
-        .await
-        .map_err(what)?
-        .get(0);
-    identities.set_current(on.source, id);
-    let rows = tx
-        .simple_query(&horizons_sql(on.sync))
-        .await
-        .map_err(what)?;
+    // One flight: both answer from the round's snapshot.
+    let id_sql = format!("SELECT {id_sql}");
+    let horizons_sql = horizons_sql(on.sync);
+    let (id, rows) = tokio::try_join!(
+        async { tx.query_one(&id_sql, &[]).await.map_err(what) },
+        async { tx.simple_query(&horizons_sql).await.map_err(what) },
+    )?;
+    identities.set_current(on.source, id.get(0));
     let horizons = parse_horizons(&crate::pg::simple::rows(rows));
     for (target, prevs) in receivers {
         let check = Check {
