@@ -108,6 +108,7 @@ fn source_restored_from_an_old_copy_stops_until_copied() {
     save_data_dir(&src, &saved);
     pgbench_writes(&src, "300");
     drover_wait(&setup.config, "legacy_to_new", 60);
+    let applied = table_md5(&dst, "repdb", "pgbench_accounts", "aid");
     // Point-in-time restore of the source to before those writes.
     src.stop_immediate();
     let data = src.data_dir().display().to_string();
@@ -121,6 +122,11 @@ fn source_restored_from_an_old_copy_stops_until_copied() {
     let err = wait_for_error(&setup.config, "went backwards");
     assert!(err.contains("drover copy"), "{err}");
     assert!(err.contains("legacy"), "names the source: {err}");
+    // Nothing applied, nothing purged meanwhile.
+    assert!(delta_rows(&src, "repdb") > 0);
+    let err_again = wait_for_error(&setup.config, "went backwards");
+    assert!(err_again.contains("went backwards"));
+    assert_eq!(table_md5(&dst, "repdb", "pgbench_accounts", "aid"), applied);
 
     drover_ok(&setup.config, &["copy", "legacy_to_new"]);
     drover_wait(&setup.config, "legacy_to_new", 60);
