@@ -15,13 +15,17 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Waits until the sync is bad with an error containing `needle`; returns the error.
 fn wait_for_error(config: &Path, needle: &str) -> String {
+    wait_for_sync_error(config, "legacy_to_new", needle)
+}
+
+fn wait_for_sync_error(config: &Path, sync: &str, needle: &str) -> String {
     wait_for_daemon(config);
     let mut last = String::new();
     eventually(
         PATIENCE,
         &format!("the sync to fail with {needle:?}"),
         || {
-            let s = sync_status(config, "legacy_to_new");
+            let s = sync_status(config, sync);
             last = s["last_error"].as_str().unwrap_or("").to_string();
             s["state"] == "bad" && last.contains(needle)
         },
@@ -273,4 +277,47 @@ fn identity_is_readable_by_a_non_superuser_source() {
     }
     let id = sync_as_source_owner(&Cluster::start(), true);
     assert_eq!(id, "?/00000001", "pg_control_system() revoked");
+}
+
+#[test]
+fn multi_master_stops_when_a_master_comes_back_from_a_backup() {
+    let c = Cluster::start();
+    for db in ["a", "b"] {
+        c.create_db(db);
+        c.pgbench(db, &["-i", "-s", "1", "-q"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}\
+         [relgroups.herd]\ntables = [\"public.pgbench_accounts\", \"public.pgbench_tellers\"]\n\
+         [syncs.mm]\nrelgroup = \"herd\"\nsources = [\"a\", \"b\"]\n",
+        free_port(),
+        c.database_toml("a", "a"),
+        c.database_toml("b", "b"),
+    );
+    let config = write_config(dir.path(), &toml);
+    drover_ok(&config, &["install"]);
+    let mut daemon = Daemon::start(&config);
+    wait_for_daemon(&config);
+    c.pgbench("a", &["-n", "-c", "1", "-t", "50"]);
+    drover_wait(&config, "mm", 60);
+    c.psql(
+        "b",
+        "CREATE TABLE saved_progress AS SELECT * FROM drover.progress",
+    );
+    c.pgbench("a", &["-n", "-c", "1", "-t", "100"]);
+    drover_wait(&config, "mm", 60);
+    eventually(PATIENCE, "the applied deltas to be purged", || {
+        delta_rows(&c, "a") == 0
+    });
+    daemon.stop();
+    c.psql(
+        "b",
+        "UPDATE drover.progress p SET snapshot = s.snapshot FROM saved_progress s \
+         WHERE (p.sync, p.source, p.table_name) = (s.sync, s.source, s.table_name)",
+    );
+    let mut daemon = Daemon::start(&config);
+    let err = wait_for_sync_error(&config, "mm", "purged");
+    assert!(err.contains("target \"b\""), "{err}");
+    daemon.stop();
 }
