@@ -117,39 +117,6 @@ async fn multi_inner(mut input: MultiInput<'_>, report: &mut RoundReport) -> Res
     Ok(())
 }
 
-/// Stops the round when `source` or one of its receivers moved backwards (see `rewind`).
-async fn check_rewind(
-    tx: &Transaction<'_>,
-    input: &mut MultiInput<'_>,
-    source: &str,
-    cur: &Snapshot,
-) -> Result<(), PgError> {
-    let receivers: rewind::Receivers<'_> = input
-        .databases
-        .iter()
-        .filter(|d| d.name != source)
-        .map(|d| {
-            let prevs = input
-                .tables
-                .iter()
-                .map(|t| {
-                    (
-                        t.display.as_str(),
-                        input.progress.get(source, &d.name, &t.display),
-                    )
-                })
-                .collect();
-            (d.name.as_str(), prevs)
-        })
-        .collect();
-    let on = rewind::OnSource {
-        sync: input.sync,
-        source,
-        cur,
-    };
-    rewind::check_receivers(tx, &on, &mut input.progress.identity, receivers).await
-}
-
 /// Opens the source snapshots, decides every key and applies to every database; returns the
 /// databases that committed and each source's snapshot.
 async fn read_and_apply(
@@ -184,12 +151,13 @@ async fn read_and_apply(
             .map(|t| (t.display.as_str(), &t.name))
             .collect();
         partitions::check_captured(tx.client(), &s.name, &partitioned).await?;
-        if let Err(e) = check_rewind(&tx, input, &s.name, &cur).await {
-            for d in input.databases.iter().filter(|d| d.name != s.name) {
-                input.progress.invalidate(&s.name, &d.name);
-            }
-            return Err(e);
-        }
+        let receivers: Vec<&str> = input.databases.iter().map(|d| d.name.as_str()).collect();
+        let on = rewind::OnSource {
+            sync: input.sync,
+            source: &s.name,
+            cur: &cur,
+        };
+        rewind::check_receivers(&tx, &on, &receivers, input.tables, input.progress).await?;
         curs.insert(s.name.clone(), cur);
         txs.txs.push(tx);
     }

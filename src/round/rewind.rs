@@ -16,12 +16,14 @@
 //! resumes; after a failover to an up-to-date standby, clearing the recorded identity does.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tokio_postgres::GenericClient;
 
 use crate::pg::error::PgError;
 use crate::pg::ident::quote_literal;
-use crate::round::snapshot::Snapshot;
+use crate::round::plan::TablePlan;
+use crate::round::snapshot::{ProgressCache, Snapshot};
 
 /// The source's timeline, readable by any role (`pg_control_checkpoint()` and
 /// `pg_control_system()` may be revoked from public on managed services).
@@ -237,18 +239,16 @@ pub struct OnSource<'a> {
     pub cur: &'a Snapshot,
 }
 
-/// Each receiver's name and its progress per table.
-pub type Receivers<'a> = Vec<(&'a str, Vec<(&'a str, Snapshot)>)>;
-
 /// Multi-master: reads the source's identity and horizons inside its round transaction and
-/// checks every receiver of it.
+/// checks every other database; on failure they re-read progress next round.
 pub async fn check_receivers(
     tx: &impl GenericClient,
     on: &OnSource<'_>,
-    identities: &mut Identities,
-    receivers: Receivers<'_>,
+    databases: &[&str],
+    tables: &[Arc<TablePlan>],
+    progress: &mut ProgressCache,
 ) -> Result<(), PgError> {
-    let id_sql = identities.sql(tx, on.source).await?;
+    let id_sql = progress.identity.sql(tx, on.source).await?;
     let what = |e| {
         PgError::query(
             on.source,
@@ -263,18 +263,29 @@ pub async fn check_receivers(
         async { tx.query_one(&id_sql, &[]).await.map_err(what) },
         async { tx.simple_query(&horizons_sql).await.map_err(what) },
     )?;
-    identities.set_current(on.source, id.get(0));
+    progress.identity.set_current(on.source, id.get(0));
     let horizons = parse_horizons(&crate::pg::simple::rows(rows));
-    for (target, prevs) in receivers {
+    for target in databases.iter().filter(|d| **d != on.source) {
         let check = Check {
             sync: on.sync,
             source: on.source,
             target,
             cur: on.cur,
-            identities,
+            identities: &progress.identity,
             horizons: &horizons,
         };
-        check_target(&check, prevs)?;
+        let prevs = tables.iter().map(|t| {
+            (
+                t.display.as_str(),
+                progress.get(on.source, target, &t.display),
+            )
+        });
+        if let Err(e) = check_target(&check, prevs) {
+            for d in databases.iter().filter(|d| **d != on.source) {
+                progress.invalidate(on.source, d);
+            }
+            return Err(e);
+        }
     }
     Ok(())
 }
