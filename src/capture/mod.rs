@@ -200,9 +200,12 @@ async fn install_capture(
             }
             Some(Installed { id, .. }) => {
                 // The key changed: the old delta rows cannot be read with the new key.
-                tracing::warn!(database = db, table = %name, "primary key changed since install: delta table rebuilt, pending changes of this table dropped");
+                tracing::warn!(database = db, table = %name, "primary key changed since install: delta table rebuilt, pending changes of this table dropped; its targets stop until `drover copy --table` re-seeds them");
                 let objects = CaptureObjects::for_id(*id);
                 tx.batch_execute(&format!("DROP TABLE IF EXISTS {};", objects.delta_quoted))
+                    .await
+                    .map_err(|e| PgError::query(db, &purpose, e))?;
+                tx.execute(sql::HORIZON_PAST_DROPPED, &[&name])
                     .await
                     .map_err(|e| PgError::query(db, &purpose, e))?;
                 report.rebuilt.push(name.clone());

@@ -51,6 +51,14 @@ impl From<CaptureMode> for OnTable {
     }
 }
 
+/// Moves every receiver's purge horizon of a table (`$1`) past the changes a delta table
+/// rebuild dropped: run after the DROP, whose lock waited for every writer of the old delta
+/// table, so their transaction ids are all below this snapshot's xmax. Progress below it
+/// then stops the table until a copy (see `round::rewind`).
+pub const HORIZON_PAST_DROPPED: &str = "UPDATE drover.consumers SET \
+     horizon = greatest(horizon, txid_snapshot_xmax(txid_current_snapshot())), updated_at = now() \
+     WHERE table_name = $1";
+
 /// How changes are captured on a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaptureMode {
@@ -100,6 +108,7 @@ CREATE TABLE IF NOT EXISTS drover.progress (
     applied_at timestamptz,
     PRIMARY KEY (sync, source, table_name));
 ALTER TABLE drover.progress ADD COLUMN IF NOT EXISTS initial_copy text;
+ALTER TABLE drover.progress ADD COLUMN IF NOT EXISTS source_identity text;
 CREATE TABLE IF NOT EXISTS drover.conflicts (
     id bigserial PRIMARY KEY,
     sync text NOT NULL,

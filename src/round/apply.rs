@@ -31,6 +31,7 @@ use crate::pg::txn::ReadTx;
 use crate::pg::Pool;
 use crate::round::plan::{TablePlan, Window};
 use crate::round::purge;
+use crate::round::rewind;
 use crate::round::signature;
 use crate::round::small;
 use crate::round::snapshot::{ProgressCache, Snapshot};
@@ -157,20 +158,31 @@ async fn round_inner(
         }
     }
     let src = checkout(&input.source.pool, src_name).await?;
+    let id_sql = input.progress.identity.sql(&*src, src_name).await?;
     // Rolled back when dropped: the round only reads from the source.
     let guard = ReadTx::new(&src);
     let stx = guard.client();
-    let (cur, works, mut reads) = read_source(stx, &mut input, report).await?;
+    let (cur, works, mut reads, horizons) = read_source(stx, &mut input, report, &id_sql).await?;
     steps.mark("source_read");
     report.snapshot = Some(cur.clone());
 
     let mut advanced = Vec::new();
+    let mut rewound = false;
     for ((target, work), read) in input.targets.iter().zip(works).zip(reads.drain(..)) {
         let mut tr = TargetReport {
             target: target.name.clone(),
             result: Ok(false),
             tables: HashMap::new(),
         };
+        if let Err(e) = check_rewind(&input, target, &cur, &horizons) {
+            tracing::error!(sync = input.sync, target = %target.name, error = %e, "stopped: moved backwards");
+            // Re-read next round: a copy or an acknowledgement on the target resumes.
+            input.progress.invalidate(src_name, &target.name);
+            tr.result = Err(e);
+            report.targets.push(tr);
+            rewound = true;
+            continue;
+        }
         let needed = work
             .iter()
             .any(|w| w.pending > 0 || w.truncate || (w.retained > 0 && cur.xmin() > w.prev.xmin()));
@@ -211,10 +223,17 @@ async fn round_inner(
             (input.progress.unbounded).record(input.sync, pair, bounded, &tr.result);
             match &tr.result {
                 Ok(_) => {
+                    let id = input
+                        .progress
+                        .identity
+                        .current(src_name)
+                        .map(str::to_string);
                     for t in input.tables.iter() {
                         input
                             .progress
                             .set(src_name, &target.name, &t.display, upto.clone());
+                        let p = &mut input.progress.identity;
+                        p.record(src_name, &target.name, &t.display, id.clone());
                     }
                     advanced.push((target.name.clone(), upto));
                 }
@@ -230,6 +249,9 @@ async fn round_inner(
     drop(guard);
     drop(src);
     let idle = report.pending.values().all(|p| *p == 0);
+    if rewound {
+        input.progress.purge.clear();
+    }
     if let Some(due) = input.progress.purge.take_due(advanced, idle) {
         input.progress.purge.start(
             due,
@@ -260,7 +282,8 @@ async fn read_source(
     stx: &tokio_postgres::Client,
     input: &mut RoundInput<'_>,
     report: &mut RoundReport,
-) -> Result<(Snapshot, Vec<Vec<TableWork>>, Vec<SmallReads>), PgError> {
+    id_sql: &str,
+) -> Result<SourceRead, PgError> {
     let src = input.source.name.as_str();
     let prevs: Vec<Vec<Snapshot>> = input
         .targets
@@ -296,19 +319,26 @@ async fn read_source(
                 .collect()
         })
         .collect();
-    // The tables' column signatures ride in the snapshot's batch (`signature`).
-    let snapshot_sql = signature::snapshot_sql(ReadTx::BEGIN_RR, src, input.tables);
+    // The source's identity (`rewind`) and the tables' column signatures (`signature`) ride
+    // in the snapshot's batch.
+    let snapshot_sql = signature::snapshot_sql(ReadTx::BEGIN_RR, src, input.tables, id_sql);
+    let horizons_sql = rewind::horizons_sql(input.sync);
     let partitioned: Vec<(&str, &TableName)> = input
         .tables
         .iter()
         .filter(|t| t.partitioned)
         .map(|t| (t.display.as_str(), &t.name))
         .collect();
-    let (snap, counts, reads, ()) = tokio::try_join!(
+    let (snap, horizons, counts, reads, ()) = tokio::try_join!(
         async {
             stx.simple_query(&snapshot_sql)
                 .await
                 .map_err(|e| PgError::query(src, "begin the source snapshot", e))
+        },
+        async {
+            stx.simple_query(&horizons_sql)
+                .await
+                .map_err(|e| PgError::query(src, "read purge horizons", e))
         },
         futures::future::try_join_all(stats.iter().map(|sql| async move {
             stx.simple_query(sql)
@@ -324,7 +354,11 @@ async fn read_source(
         // Refuses the round while a partition is not captured (`capture::partitions`).
         partitions::check_captured(stx, src, &partitioned),
     )?;
-    let cur = signature::snapshot(src, input.tables, snap)?;
+    let (cur, id) = signature::snapshot(src, input.tables, snap)?;
+    if let Some(id) = id {
+        input.progress.identity.set_current(src, id);
+    }
+    let horizons = rewind::parse_horizons(&simple::rows(horizons));
     let mut works = Vec::with_capacity(prevs.len());
     for (msgs, prevs) in counts.into_iter().zip(prevs) {
         let rows = simple::rows(msgs);
@@ -368,7 +402,38 @@ async fn read_source(
         let changed = (0..work.len()).filter(|&i| work[i].pending > 0);
         input.progress.busy.changed(&target.name, changed);
     }
-    Ok((cur, works, reads))
+    Ok((cur, works, reads, horizons))
+}
+
+/// The round's snapshot, each target's work, the speculative small reads, purge horizons.
+type SourceRead = (
+    Snapshot,
+    Vec<Vec<TableWork>>,
+    Vec<SmallReads>,
+    rewind::Horizons,
+);
+
+/// Stops a target whose source or progress moved backwards (see `rewind`).
+fn check_rewind(
+    input: &RoundInput<'_>,
+    target: &TargetSide,
+    cur: &Snapshot,
+    horizons: &rewind::Horizons,
+) -> Result<(), PgError> {
+    let src = input.source.name.as_str();
+    let check = rewind::Check {
+        sync: input.sync,
+        source: src,
+        target: &target.name,
+        cur,
+        identities: &input.progress.identity,
+        horizons,
+    };
+    let tables = input.tables.iter().map(|t| {
+        let prev = input.progress.get(src, &target.name, &t.display);
+        (t.display.as_str(), prev)
+    });
+    rewind::check_target(&check, tables)
 }
 
 /// Counts what each table has pending after `prevs` (one per table): one statement per table
@@ -436,14 +501,19 @@ pub(crate) async fn load_progress(
     let client = checkout(&target.pool, &target.name).await?;
     let rows = client
         .query(
-            "SELECT table_name, snapshot FROM drover.progress WHERE sync = $1 AND source = $2",
+            "SELECT table_name, snapshot, source_identity FROM drover.progress WHERE sync = $1 AND source = $2",
             &[&sync, &source],
         )
         .await
-        .map_err(|e| PgError::query(&target.name, "read progress (has drover install run?)", e))?;
+        .map_err(|e| {
+            PgError::query(&target.name, "read progress (has this version's drover install run?)", e)
+        })?;
     for r in rows {
         let table: String = r.get(0);
         let snap: String = r.get(1);
+        cache
+            .identity
+            .record(source, &target.name, &table, r.get(2));
         let snap = Snapshot::parse(&snap).ok_or_else(|| {
             PgError::setup(
                 &target.name,
@@ -653,10 +723,14 @@ fn progress_sql(input: &RoundInput<'_>, target: &TargetSide, cur: &Snapshot) -> 
             "SELECT table_name, snapshot FROM drover.progress WHERE sync = {sync} AND source = {source} FOR UPDATE"
         ),
         update: format!(
-            "UPDATE drover.progress SET snapshot = {snap}, applied_at = now() \
+            "UPDATE drover.progress SET snapshot = {snap}, applied_at = now(){identity} \
              WHERE sync = {sync} AND source = {source} AND table_name IN ({names})",
             snap = quote_literal(cur.as_str()),
             names = names.join(", "),
+            identity = match input.progress.identity.current(&input.source.name) {
+                Some(id) => format!(", source_identity = {}", quote_literal(id)),
+                None => String::new(),
+            },
         ),
     }
 }

@@ -23,6 +23,7 @@ use crate::round::apply::{
 use crate::round::copy_method::{self, CopyMethod};
 use crate::round::indexes;
 use crate::round::plan::TablePlan;
+use crate::round::rewind;
 
 /// Tables copied at the same time (each holds a source and a target session).
 const PARALLEL: usize = 2;
@@ -82,6 +83,8 @@ pub async fn initial_copy(
     }
     let src = source.name.as_str();
     let mut exporter = checkout(&source.pool, src).await?;
+    // Recorded with the copied progress: the rounds after it check the source against it.
+    let identity = rewind::read_identity(&*exporter, src).await?;
     let etx = exporter
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -108,6 +111,7 @@ pub async fn initial_copy(
         sync,
         source,
         cur: &cur,
+        identity: &identity,
         exported: &exported,
         mode,
         board,
@@ -181,6 +185,8 @@ struct CopyRun<'a> {
     /// The exported snapshot as progress text, and its id for `SET TRANSACTION SNAPSHOT`.
     cur: &'a str,
     exported: &'a str,
+    /// The source's identity (see `rewind`).
+    identity: &'a str,
     mode: CopyMode,
     board: &'a CopyBoard,
 }
@@ -214,6 +220,7 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
         exported,
         mode,
         board,
+        ..
     } = *run;
     let (src, dst, t) = (source.name.as_str(), job.target.name.as_str(), job.table);
     let mut sclient = checkout(&source.pool, src).await?;
@@ -331,6 +338,12 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     let loaded = started.elapsed();
     indexes::rebuild(&ttx, dst, t, &rebuild).await?;
     record(&ttx, sync, src, dst, &t.display, Some(cur), "done").await?;
+    ttx.execute(
+        "UPDATE drover.progress SET source_identity = $1 WHERE sync = $2 AND source = $3 AND table_name = $4",
+        &[&run.identity, &sync, &src, &t.display],
+    )
+    .await
+    .map_err(|e| PgError::query(dst, "record the source's identity", e))?;
     commit_apply(ttx, &job.target.replica_role, dst).await?;
     tracing::info!(
         sync,

@@ -8,7 +8,7 @@
 //! (`gather` reads pending keys, `resolve`
 //! picks winners, `keys` encodes keys), `purge` trims delta tables, `timing` profiles a round's
 //! steps, `backlog` keeps bounded rounds from wedging, `signature` notices column changes on a
-//! source between rounds.
+//! source between rounds, `rewind` stops rounds when a source or target moved backwards.
 
 pub mod apply;
 pub mod backlog;
@@ -21,6 +21,7 @@ pub mod multi;
 pub mod plan;
 pub mod purge;
 pub mod resolve;
+pub mod rewind;
 pub mod sequences;
 pub mod signature;
 pub mod small;

@@ -28,6 +28,7 @@ use crate::round::keys::{copy_text, Key};
 use crate::round::plan::TablePlan;
 use crate::round::purge;
 use crate::round::resolve::{decide, Strategy};
+use crate::round::rewind;
 use crate::round::signature;
 use crate::round::snapshot::{ProgressCache, Snapshot};
 
@@ -139,10 +140,10 @@ async fn read_and_apply(
             .map_err(|e| PgError::query(&s.name, "begin the source snapshot", e))?;
         // With the tables' column signatures (`signature`).
         let answer = tx
-            .simple_query(&signature::snapshot_sql("", &s.name, input.tables))
+            .simple_query(&signature::snapshot_sql("", &s.name, input.tables, ""))
             .await
             .map_err(|e| PgError::query(&s.name, "read the source snapshot", e))?;
-        let cur = signature::snapshot(&s.name, input.tables, answer)?;
+        let (cur, _) = signature::snapshot(&s.name, input.tables, answer)?;
         let partitioned: Vec<(&str, &TableName)> = input
             .tables
             .iter()
@@ -150,6 +151,13 @@ async fn read_and_apply(
             .map(|t| (t.display.as_str(), &t.name))
             .collect();
         partitions::check_captured(tx.client(), &s.name, &partitioned).await?;
+        let receivers: Vec<&str> = input.databases.iter().map(|d| d.name.as_str()).collect();
+        let on = rewind::OnSource {
+            sync: input.sync,
+            source: &s.name,
+            cur: &cur,
+        };
+        rewind::check_receivers(&tx, &on, &receivers, input.tables, input.progress).await?;
         curs.insert(s.name.clone(), cur);
         txs.txs.push(tx);
     }
@@ -295,6 +303,11 @@ async fn read_and_apply(
                             input
                                 .progress
                                 .set(&s.name, &d.name, &t.display, curs[&s.name].clone());
+                            let id = input.progress.identity.current(&s.name).map(str::to_string);
+                            input
+                                .progress
+                                .identity
+                                .record(&s.name, &d.name, &t.display, id);
                         }
                     }
                     committed.push(d.name.clone());
@@ -501,9 +514,16 @@ async fn apply_db(
     let names: Vec<&str> = input.tables.iter().map(|t| t.display.as_str()).collect();
     for s in input.sources.iter().filter(|s| s.name != dst) {
         ttx.execute(
-            "UPDATE drover.progress SET snapshot = $1, applied_at = now() \
+            "UPDATE drover.progress SET snapshot = $1, applied_at = now(), \
+             source_identity = coalesce($5, source_identity) \
              WHERE sync = $2 AND source = $3 AND table_name = ANY($4)",
-            &[&ctx.curs[&s.name].as_str(), &input.sync, &s.name, &names],
+            &[
+                &ctx.curs[&s.name].as_str(),
+                &input.sync,
+                &s.name,
+                &names,
+                &input.progress.identity.current(&s.name),
+            ],
         )
         .await
         .map_err(|e| PgError::query(dst, "record progress", e))?;

@@ -57,6 +57,11 @@ impl PurgeDue {
         self.last = Some(now);
         Some(std::mem::take(&mut self.due))
     }
+
+    /// Forgets collected horizons: a source that moved back must not be purged with them.
+    pub fn clear(&mut self) {
+        self.due.clear();
+    }
 }
 
 /// What a background purge needs.

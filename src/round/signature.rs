@@ -46,30 +46,38 @@ fn sql(rels: &str) -> String {
 }
 
 /// The batch that opens a round's source snapshot: `begin` (empty when the transaction is
-/// already open), the snapshot, then the signatures of the round's tables in plan order.
-pub fn snapshot_sql(begin: &str, source: &str, tables: &[Arc<TablePlan>]) -> String {
+/// already open), the snapshot with the `extra` columns of its row (`rewind`'s source
+/// identity), then the signatures of the round's tables in plan order.
+pub fn snapshot_sql(begin: &str, source: &str, tables: &[Arc<TablePlan>], extra: &str) -> String {
     let oids: Vec<String> = tables
         .iter()
         .map(|t| t.signatures.get(source).map_or(0, |s| s.oid).to_string())
         .collect();
     let rels = format!("'{{{}}}'::pg_catalog.oid[]", oids.join(","));
     format!(
-        "{begin}SELECT txid_current_snapshot()::text; {}",
-        sql(&rels)
+        "{begin}SELECT txid_current_snapshot()::text{sep}{extra}; {}",
+        sql(&rels),
+        sep = if extra.is_empty() { "" } else { ", " }
     )
 }
 
-/// The answer of `snapshot_sql`: the round's snapshot, once every signature matched its plan.
+/// The answer of `snapshot_sql`: the round's snapshot, once every signature matched its plan,
+/// and the first `extra` column's value.
 pub fn snapshot(
     source: &str,
     tables: &[Arc<TablePlan>],
     answer: Vec<SimpleQueryMessage>,
-) -> Result<Snapshot, PgError> {
+) -> Result<(Snapshot, Option<String>), PgError> {
     let rows = simple::rows(answer);
     check(source, tables, rows.get(1..).unwrap_or_default())?;
-    let text = rows.first().and_then(|r| r.get(0)).unwrap_or_default();
-    Snapshot::parse(text)
-        .ok_or_else(|| PgError::setup(source, format!("unexpected snapshot text {text:?}")))
+    let first = rows.first();
+    let text = first.and_then(|r| r.get(0)).unwrap_or_default();
+    let extra = first
+        .and_then(|r| r.try_get(1).ok().flatten())
+        .map(str::to_string);
+    let cur = Snapshot::parse(text)
+        .ok_or_else(|| PgError::setup(source, format!("unexpected snapshot text {text:?}")))?;
+    Ok((cur, extra))
 }
 
 /// Reads one table's signature on `database` by name (when a plan is prepared).

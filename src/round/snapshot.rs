@@ -74,6 +74,8 @@ pub struct ProgressCache {
     pub busy: crate::round::small::Busy,
     /// Targets whose next round applies the whole backlog (see `backlog`).
     pub unbounded: crate::round::backlog::Unbounded,
+    /// Source identities, current and as recorded with progress.
+    pub identity: crate::round::rewind::Identities,
 }
 
 impl ProgressCache {
