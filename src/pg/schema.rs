@@ -49,6 +49,8 @@ pub struct TableMeta {
     pub method: KeyMethod,
     /// Tables this one references with foreign keys.
     pub fk_parents: Vec<TableName>,
+    /// `GENERATED ALWAYS AS IDENTITY` columns: an UPDATE may not set them.
+    pub identity_always: Vec<String>,
 }
 
 impl TableMeta {
@@ -94,17 +96,28 @@ pub async fn describe(
     } else {
         "true"
     };
-    let columns = client
+    let always = if version_num >= 100_000 {
+        "a.attidentity = 'a'"
+    } else {
+        "false"
+    };
+    let rows = client
         .query(
             &format!(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), {always} FROM pg_attribute a \
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND {generated} \
                  ORDER BY a.attnum"
             ),
             &[&oid],
         )
         .await
-        .map_err(|e| PgError::query(database, &purpose, e))?
+        .map_err(|e| PgError::query(database, &purpose, e))?;
+    let identity_always = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(2))
+        .map(|r| r.get(0))
+        .collect();
+    let columns = rows
         .into_iter()
         .map(|r| Column {
             name: r.get(0),
@@ -156,6 +169,7 @@ pub async fn describe(
         key,
         method,
         fk_parents,
+        identity_always,
     }))
 }
 

@@ -20,6 +20,7 @@ use crate::pg::ident::quote_literal;
 use crate::round::apply::{
     apply_session, commit_apply, empty_table, Emptied, SourceSide, TargetSide,
 };
+use crate::round::in_place;
 use crate::round::indexes;
 use crate::round::plan::TablePlan;
 
@@ -276,6 +277,19 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     if mode != CopyMode::Forced && snap != NOTHING_APPLIED {
         return Ok(false);
     }
+    // Where FKs are live, emptying a referenced table would cascade to (or be refused by) its
+    // children: make it equal to the source in place instead.
+    if mode != CopyMode::IfEmpty
+        && !job.target.replica_role.is_replica()
+        && !t.whole_row
+        && in_place::referenced(&ttx, dst, t).await?
+    {
+        let rows = copy_in_place(stx.client(), src, &ttx, dst, t, board).await?;
+        record(&ttx, sync, src, dst, &t.display, Some(cur), "done").await?;
+        commit_apply(ttx, &job.target.replica_role, dst).await?;
+        tracing::info!(sync, target = dst, table = %t.display, rows, "initial copy done in place (foreign keys reference the table)");
+        return Ok(true);
+    }
     let large = total >= indexes::REBUILD_MIN_ROWS;
     let mut emptied = None;
     if mode == CopyMode::IfEmpty {
@@ -337,6 +351,28 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
         "initial copy done"
     );
     Ok(true)
+}
+
+/// Loads the source's rows into the session temp table `temp_rows`, then deletes, updates and
+/// inserts so that the table equals them (`in_place::sync_from_temp`).
+async fn copy_in_place(
+    from: &Client,
+    src: &str,
+    ttx: &tokio_postgres::Transaction<'_>,
+    dst: &str,
+    t: &TablePlan,
+    board: &CopyBoard,
+) -> Result<u64, PgError> {
+    let purpose = format!("copy {} in place", t.display);
+    ttx.batch_execute(&t.create_temp_rows(dst))
+        .await
+        .map_err(|e| PgError::query(dst, &purpose, e))?;
+    let into = t.rows_in_temp(dst);
+    let rows = stream_rows(from, src, ttx.client(), dst, t, &into, board).await?;
+    ttx.batch_execute(&in_place::sync_from_temp(t, dst))
+        .await
+        .map_err(|e| PgError::query(dst, &purpose, e))?;
+    Ok(rows)
 }
 
 /// COPY out of the source, into the target (`into`), counting rows.

@@ -4,13 +4,14 @@
 //! nothing.
 //!
 //! `plan` prepares per-table SQL, `snapshot` holds progress markers, `apply` runs a
-//! one-source round (`small` applies small ones without COPY), `multi` a multi-master round
+//! one-source round (`small` applies small ones without COPY; `in_place` updates rows in place where FKs are live), `multi` a multi-master round
 //! (`gather` reads pending keys, `resolve`
 //! picks winners, `keys` encodes keys), `purge` trims delta tables, `timing` profiles a round's steps.
 
 pub mod apply;
 pub mod copy;
 pub mod gather;
+pub mod in_place;
 pub mod indexes;
 pub mod keys;
 pub mod multi;

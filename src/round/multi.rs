@@ -418,6 +418,11 @@ async fn apply_db(
                         keys.retain(|k| !newer.contains(k));
                     }
                 }
+                // Real row counts for the planner (no join switches: see `apply`).
+                let analyze = format!("ANALYZE {}", t.temp_name("keys", dst));
+                ttx.batch_execute(&analyze)
+                    .await
+                    .map_err(|e| PgError::query(dst, "analyze the winning keys", e))?;
                 c.deleted = ttx.execute(&t.delete_keys(dst), &[]).await.map_err(|e| {
                     PgError::query(dst, format!("delete changed rows of {}", t.display), e)
                 })?;

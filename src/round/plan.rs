@@ -22,6 +22,12 @@ pub struct TablePlan {
     pub key: Vec<String>,
     /// Key column types (`format_type`), in key order.
     pub key_types: Vec<String>,
+    /// Replicated columns one by one, quoted, with their types (`format_type`).
+    pub cols: Vec<String>,
+    pub col_types: Vec<String>,
+    /// Columns an in-place UPDATE sets: not the key (it never changes in an update by key),
+    /// not `GENERATED ALWAYS` identity (PostgreSQL refuses to set those).
+    pub set_cols: Vec<String>,
     /// Source database name -> quoted delta table there.
     pub deltas: HashMap<String, String>,
     /// Target database name -> the table's oid there (names its temp key table).
@@ -134,6 +140,14 @@ impl TablePlan {
                 .key_columns()
                 .iter()
                 .map(|c| c.type_name.clone())
+                .collect(),
+            cols: meta.columns.iter().map(|c| quote_ident(&c.name)).collect(),
+            col_types: meta.columns.iter().map(|c| c.type_name.clone()).collect(),
+            set_cols: meta
+                .columns
+                .iter()
+                .filter(|c| !meta.key.contains(&c.name) && !meta.identity_always.contains(&c.name))
+                .map(|c| quote_ident(&c.name))
                 .collect(),
             display,
             deltas,
@@ -394,6 +408,9 @@ mod tests {
             columns: "\"id\"".into(),
             key: vec!["\"id\"".into()],
             key_types: vec!["integer".into()],
+            cols: vec!["\"id\"".into()],
+            col_types: vec!["integer".into()],
+            set_cols: Vec::new(),
             deltas: HashMap::from([("src".to_string(), "drover.\"delta_1\"".to_string())]),
             target_oids: HashMap::from([("dst".to_string(), 42)]),
             fk_parents: parents.iter().map(|p| t(p)).collect(),
