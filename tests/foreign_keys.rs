@@ -63,12 +63,17 @@ struct Fk {
 }
 
 impl Fk {
-    fn start() -> Fk {
+    /// On the system's PostgreSQL, or on `major` (fetched by `support::versions`).
+    fn start(major: Option<u32>) -> Fk {
         // The statement log shows which apply path each round took.
         let c = Cluster::start_with(ClusterOptions {
             conf: vec![("log_statement".into(), "'all'".into())],
+            bin_dir: major.map(support::versions::bin_dir),
             ..Default::default()
         });
+        if let Some(major) = major {
+            assert_eq!(c.version_num() / 10_000, major);
+        }
         c.psql(
             "postgres",
             "CREATE ROLE drover LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE",
@@ -117,8 +122,8 @@ fn assert_good(cfg: &std::path::Path) {
 
 /// Small rounds (the VALUES path), a large round (the COPY path) and `drover copy --table` of
 /// the parent, each leaving every table equal to the source's.
-fn fk_actions_stay_intact(replica_role: &str) {
-    let m = Fk::start();
+fn fk_actions_stay_intact(replica_role: &str, major: Option<u32>) {
+    let m = Fk::start(major);
     let cfg = m.config(replica_role);
     let check = drover_ok(&cfg, &["check"]);
     assert!(check.contains("drover.origin guard only"), "{check}");
@@ -166,12 +171,66 @@ fn fk_actions_stay_intact(replica_role: &str) {
 
 #[test]
 fn fk_actions_with_replica_role_off() {
-    fk_actions_stay_intact("off");
+    fk_actions_stay_intact("off", None);
+}
+
+#[test]
+fn fk_actions_on_postgres_10() {
+    fk_actions_stay_intact("off", Some(10));
 }
 
 #[test]
 fn fk_actions_with_replica_role_auto_on_a_non_superuser() {
-    fk_actions_stay_intact("auto");
+    fk_actions_stay_intact("auto", None);
+}
+
+/// A partitioned target (plain on the source) takes the in-place apply too: UPDATE ... FROM
+/// and INSERT ... SELECT route rows to their partitions, small rounds and large.
+#[test]
+fn partitioned_target_updates_in_place() {
+    let c = Cluster::start();
+    c.create_db("src");
+    c.create_db("dst");
+    c.psql("src", "CREATE TABLE ev (id int PRIMARY KEY, v text)");
+    c.psql(
+        "dst",
+        "CREATE TABLE ev (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+         CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (MINVALUE) TO (1000);
+         CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM (1000) TO (MAXVALUE);",
+    );
+    let fill = "INSERT INTO ev SELECT g, 'v' || g FROM generate_series(1, 2000) g";
+    c.psql("src", fill);
+    c.psql("dst", fill);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}replica_role = \"off\"\n\
+         [relgroups.g]\ntables = [\"ev\"]\n\
+         [syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\ntargets = [\"dst\"]\n\
+         initial_copy = \"never\"\n",
+        free_port(),
+        c.database_toml("src", "src"),
+        c.database_toml("dst", "dst"),
+    );
+    let cfg = write_config(dir.path(), &toml);
+    drover_ok(&cfg, &["install"]);
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    for sql in [
+        "UPDATE ev SET v = 'small' WHERE id BETWEEN 990 AND 1010; DELETE FROM ev WHERE id = 5; \
+         INSERT INTO ev VALUES (3000, 'new')",
+        "UPDATE ev SET v = 'large' WHERE id % 3 = 0; DELETE FROM ev WHERE id % 7 = 0; \
+         INSERT INTO ev SELECT g, 'new' FROM generate_series(4000, 4500) g",
+    ] {
+        c.psql("src", sql);
+        drover_wait(&cfg, "s", 60);
+        assert_eq!(
+            table_md5(&c, "src", "ev", "id"),
+            table_md5(&c, "dst", "ev", "id"),
+            "ev differs after: {sql}"
+        );
+    }
+    assert_eq!(sync_status(&cfg, "s")["state"], "good");
+    daemon.stop();
 }
 
 /// Item 8 at 1M rows: a key-less table and a configured key without an index on the target,
@@ -226,5 +285,56 @@ fn million_row_tables_without_a_target_index() {
         );
     }
     assert_eq!(sync_status(&cfg, "s")["state"], "good");
+    daemon.stop();
+}
+
+/// Multi-master between two non-superuser masters (the origin guard only, FKs live on both):
+/// each master's updates of referenced parents reach the other in place.
+#[test]
+fn multimaster_fk_actions_stay_intact() {
+    let c = Cluster::start();
+    c.psql(
+        "postgres",
+        "CREATE ROLE drover LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE",
+    );
+    for db in ["a", "b"] {
+        c.psql("postgres", &format!("CREATE DATABASE {db} OWNER drover"));
+        c.psql(db, &format!("SET ROLE drover; {SCHEMA}{FILL}"));
+    }
+    let db = |name: &str| {
+        format!(
+            "[databases.{name}]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"{name}\"\nuser = \"drover\"\n",
+            c.port
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}\
+         [relgroups.g]\ntables = [\"public.child_restrict\", \"public.child_null\", \
+         \"public.parent\", \"public.child_cascade\"]\n\
+         [syncs.mm]\nrelgroup = \"g\"\nsources = [\"a\", \"b\"]\n",
+        free_port(),
+        db("a"),
+        db("b")
+    );
+    let cfg = write_config(dir.path(), &toml);
+    let check = drover_ok(&cfg, &["check"]);
+    assert!(check.contains("drover.origin guard only"), "{check}");
+    drover_ok(&cfg, &["install"]);
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    c.psql("a", &workload((1, 30), (5001, 5020), (41, 45)));
+    c.psql("b", &workload((50, 80), (7001, 7020), (91, 95)));
+    drover_wait(&cfg, "mm", 60);
+    c.psql("a", &workload((100, 999), (6001, 6300), (1000, 1299)));
+    drover_wait(&cfg, "mm", 60);
+    for t in TABLES {
+        assert_eq!(
+            table_md5(&c, "a", t, "id"),
+            table_md5(&c, "b", t, "id"),
+            "{t} differs between the masters"
+        );
+    }
+    assert_eq!(sync_status(&cfg, "mm")["state"], "good");
     daemon.stop();
 }

@@ -379,9 +379,14 @@ async fn apply_db(
         .transaction()
         .await
         .map_err(|e| PgError::query(dst, "begin apply", e))?;
+    // FKs live here: update in place (see `in_place`).
+    let in_place = !ctx.db.replica_role.is_replica();
     let mut setup = apply_session(input.sync, &ctx.db.replica_role);
     for t in input.tables {
         setup.push_str(&format!("{};", t.create_temp_keys(dst)));
+        if in_place {
+            setup.push_str(&format!("{};", t.create_temp_rows(dst)));
+        }
     }
     ttx.batch_execute(&setup)
         .await
@@ -418,12 +423,26 @@ async fn apply_db(
                         keys.retain(|k| !newer.contains(k));
                     }
                 }
+                let delete = if in_place {
+                    // The winners' rows go to the temp table; only keys without one go.
+                    for (w, keys) in std::mem::take(&mut from) {
+                        let into = t.rows_in_temp(dst);
+                        winner_rows(ctx, &ttx, t, r, &w, &keys, &into).await?;
+                    }
+                    t.delete_gone(dst)
+                } else {
+                    t.delete_keys(dst)
+                };
                 // Real row counts for the planner (no join switches: see `apply`).
-                let analyze = format!("ANALYZE {}", t.temp_name("keys", dst));
+                let analyze = if in_place {
+                    t.analyze_temp(dst)
+                } else {
+                    format!("ANALYZE {}", t.temp_name("keys", dst))
+                };
                 ttx.batch_execute(&analyze)
                     .await
                     .map_err(|e| PgError::query(dst, "analyze the winning keys", e))?;
-                c.deleted = ttx.execute(&t.delete_keys(dst), &[]).await.map_err(|e| {
+                c.deleted = ttx.execute(&delete, &[]).await.map_err(|e| {
                     PgError::query(dst, format!("delete changed rows of {}", t.display), e)
                 })?;
             }
@@ -432,49 +451,22 @@ async fn apply_db(
     }
     sends.reverse();
     for ((t, r), from) in input.tables.iter().zip(ctx.rounds).zip(&sends) {
-        for (w, keys) in from {
-            let wtx = ctx.txs.get(w);
-            let rows_out = if r.reload_from.as_deref() == Some(w.as_str()) {
-                t.all_rows_out()
-            } else {
-                if keys.is_empty() {
-                    continue;
-                }
-                let win = t.temp_name("win", w);
-                wtx.batch_execute(&format!("DELETE FROM {win}"))
+        let c = counts.entry(t.display.clone()).or_default();
+        if in_place && r.reload_from.is_none() && c.pending > 0 {
+            let from = t.temp_rows_from(dst);
+            for sql in t
+                .update_from(&from)
+                .into_iter()
+                .chain([t.insert_new(&from)])
+            {
+                c.inserted += ttx
+                    .execute(&sql, &[])
                     .await
-                    .map_err(|e| PgError::query(w, "reset the winner key table", e))?;
-                let refs: Vec<&Key> = keys.iter().collect();
-                copy_in_bytes(
-                    wtx.client(),
-                    w,
-                    &format!("COPY {win} ({}) FROM STDIN", t.key_list()),
-                    copy_text(&refs),
-                    "load winning keys",
-                )
-                .await?;
-                format!(
-                    "COPY (SELECT {c} FROM {tb} WHERE ({k}) IN (SELECT {k} FROM {win})) TO STDOUT",
-                    c = t.columns,
-                    tb = t.quoted,
-                    k = t.key_list()
-                )
-            };
-            let n = pipe(
-                CopyEnd {
-                    tx: wtx.client(),
-                    database: w,
-                    sql: &rows_out,
-                },
-                CopyEnd {
-                    tx: ttx.client(),
-                    database: dst,
-                    sql: &t.rows_in(),
-                },
-                &format!("copy rows of {} from {w}", t.display),
-            )
-            .await?;
-            counts.entry(t.display.clone()).or_default().inserted += n;
+                    .map_err(|e| PgError::query(dst, format!("apply rows of {}", t.display), e))?;
+            }
+        }
+        for (w, keys) in from {
+            c.inserted += winner_rows(ctx, &ttx, t, r, w, keys, &t.rows_in()).await?;
         }
     }
 
@@ -506,6 +498,61 @@ async fn apply_db(
     }
     commit_apply(ttx, &ctx.db.replica_role, dst).await?;
     Ok(true)
+}
+
+/// Pipes winner `w`'s current rows of `keys` (all rows when this round reloads the table from
+/// `w`) into `into` on the applying database; returns how many.
+async fn winner_rows(
+    ctx: &ApplyCtx<'_, '_, '_>,
+    ttx: &Transaction<'_>,
+    t: &TablePlan,
+    r: &TableRound,
+    w: &str,
+    keys: &[Key],
+    into: &str,
+) -> Result<u64, PgError> {
+    let dst = ctx.db.name.as_str();
+    let wtx = ctx.txs.get(w);
+    let rows_out = if r.reload_from.as_deref() == Some(w) {
+        t.all_rows_out()
+    } else {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let win = t.temp_name("win", w);
+        wtx.batch_execute(&format!("DELETE FROM {win}"))
+            .await
+            .map_err(|e| PgError::query(w, "reset the winner key table", e))?;
+        let refs: Vec<&Key> = keys.iter().collect();
+        copy_in_bytes(
+            wtx.client(),
+            w,
+            &format!("COPY {win} ({}) FROM STDIN", t.key_list()),
+            copy_text(&refs),
+            "load winning keys",
+        )
+        .await?;
+        format!(
+            "COPY (SELECT {c} FROM {tb} WHERE ({k}) IN (SELECT {k} FROM {win})) TO STDOUT",
+            c = t.columns,
+            tb = t.quoted,
+            k = t.key_list()
+        )
+    };
+    pipe(
+        CopyEnd {
+            tx: wtx.client(),
+            database: w,
+            sql: &rows_out,
+        },
+        CopyEnd {
+            tx: ttx.client(),
+            database: dst,
+            sql: into,
+        },
+        &format!("copy rows of {} from {w}", t.display),
+    )
+    .await
 }
 
 /// Locks the rows of the batch's keys, then removes from the batch (and returns) keys that this
