@@ -5,7 +5,8 @@
 //! is one consistent picture. Target side, per target, one transaction: lock and check the
 //! progress rows (a second daemon or a stale cache aborts here instead of applying twice) and
 //! set them to `cur`, TRUNCATE where the source truncated, load pending keys into a temp table,
-//! delete them (children first), COPY the current rows in (parents first), commit.
+//! delete them (children first), COPY the current rows in (parents first), commit. Where FKs
+//! are live (no replica mode) rows are updated in place instead (`in_place`).
 //! A failure on one target rolls back that target only; the others go on.
 //!
 //! Round trips are what a small round costs (each is ~0.1 ms on loopback, and a round runs
