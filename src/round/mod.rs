@@ -6,7 +6,7 @@
 //! `plan` prepares per-table SQL, `snapshot` holds progress markers, `apply` runs a
 //! one-source round (`small` applies small ones without COPY; `in_place` updates rows in place where FKs are live), `multi` a multi-master round
 //! (`gather` reads pending keys, `resolve`
-//! picks winners, `keys` encodes keys), `purge` trims delta tables, `timing` profiles a round's steps.
+//! picks winners, `winners` sends their rows, `keys` encodes keys), `purge` trims delta tables, `timing` profiles a round's steps.
 
 pub mod apply;
 pub mod copy;
@@ -22,6 +22,7 @@ pub mod sequences;
 pub mod small;
 pub mod snapshot;
 pub mod timing;
+pub mod winners;
 
 pub use apply::{run_round, RoundInput, RoundReport, TargetReport};
 pub use plan::TablePlan;

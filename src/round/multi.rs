@@ -15,7 +15,7 @@ use std::time::Instant;
 use tokio_postgres::{IsolationLevel, Transaction};
 
 use crate::pg::connect::{checkout, PooledClient};
-use crate::pg::copy::{copy_in_bytes, pipe, CopyEnd};
+use crate::pg::copy::copy_in_bytes;
 use crate::pg::error::PgError;
 use crate::round::apply::{
     apply_session, commit_apply, empty_table, RoundReport, SourceSide, TableCounts, TargetReport,
@@ -27,6 +27,7 @@ use crate::round::plan::TablePlan;
 use crate::round::purge;
 use crate::round::resolve::{decide, Strategy};
 use crate::round::snapshot::{ProgressCache, Snapshot};
+use crate::round::winners::{drop_newer_local, winner_rows, Winner};
 
 /// How many conflicting keys an `abort` error lists.
 const ABORT_KEYS_SHOWN: usize = 20;
@@ -426,8 +427,8 @@ async fn apply_db(
                 let delete = if in_place {
                     // The winners' rows go to the temp table; only keys without one go.
                     for (w, keys) in std::mem::take(&mut from) {
-                        let into = t.rows_in_temp(dst);
-                        winner_rows(ctx, &ttx, t, r, &w, &keys, &into).await?;
+                        let from = winner(ctx, r, &w, &keys);
+                        winner_rows(from, &ttx, dst, t, &t.rows_in_temp(dst)).await?;
                     }
                     t.delete_gone(dst)
                 } else {
@@ -466,7 +467,8 @@ async fn apply_db(
             }
         }
         for (w, keys) in from {
-            c.inserted += winner_rows(ctx, &ttx, t, r, w, keys, &t.rows_in()).await?;
+            let from = winner(ctx, r, w, keys);
+            c.inserted += winner_rows(from, &ttx, dst, t, &t.rows_in()).await?;
         }
     }
 
@@ -500,106 +502,18 @@ async fn apply_db(
     Ok(true)
 }
 
-/// Pipes winner `w`'s current rows of `keys` (all rows when this round reloads the table from
-/// `w`) into `into` on the applying database; returns how many.
-async fn winner_rows(
-    ctx: &ApplyCtx<'_, '_, '_>,
-    ttx: &Transaction<'_>,
-    t: &TablePlan,
+fn winner<'a, 'c>(
+    ctx: &'a ApplyCtx<'_, '_, 'c>,
     r: &TableRound,
-    w: &str,
-    keys: &[Key],
-    into: &str,
-) -> Result<u64, PgError> {
-    let dst = ctx.db.name.as_str();
-    let wtx = ctx.txs.get(w);
-    let rows_out = if r.reload_from.as_deref() == Some(w) {
-        t.all_rows_out()
-    } else {
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let win = t.temp_name("win", w);
-        wtx.batch_execute(&format!("DELETE FROM {win}"))
-            .await
-            .map_err(|e| PgError::query(w, "reset the winner key table", e))?;
-        let refs: Vec<&Key> = keys.iter().collect();
-        copy_in_bytes(
-            wtx.client(),
-            w,
-            &format!("COPY {win} ({}) FROM STDIN", t.key_list()),
-            copy_text(&refs),
-            "load winning keys",
-        )
-        .await?;
-        format!(
-            "COPY (SELECT {c} FROM {tb} WHERE ({k}) IN (SELECT {k} FROM {win})) TO STDOUT",
-            c = t.columns,
-            tb = t.quoted,
-            k = t.key_list()
-        )
-    };
-    pipe(
-        CopyEnd {
-            tx: wtx.client(),
-            database: w,
-            sql: &rows_out,
-        },
-        CopyEnd {
-            tx: ttx.client(),
-            database: dst,
-            sql: into,
-        },
-        &format!("copy rows of {} from {w}", t.display),
-    )
-    .await
-}
-
-/// Locks the rows of the batch's keys, then removes from the batch (and returns) keys that this
-/// database changed after its round snapshot `cur`: those local changes are newer and win later.
-async fn drop_newer_local(
-    ttx: &Transaction<'_>,
-    dst: &str,
-    t: &TablePlan,
-    cur: &Snapshot,
-) -> Result<BTreeSet<Key>, PgError> {
-    let tmp = t.temp_name("keys", dst);
-    let on = |a: &str, b: &str| {
-        t.key
-            .iter()
-            .map(|k| format!("{a}.{k} = {b}.{k}"))
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    };
-    ttx.execute(
-        &format!(
-            "WITH l AS (SELECT 1 FROM {tb} AS r JOIN {tmp} AS k ON {on} FOR UPDATE OF r) SELECT count(*) FROM l",
-            tb = t.quoted,
-            on = on("r", "k")
-        ),
-        &[],
-    )
-    .await
-    .map_err(|e| PgError::query(dst, format!("lock rows of {}", t.display), e))?;
-    let texts: Vec<String> = t.key.iter().map(|k| format!("k.{k}::text")).collect();
-    let s = cur.sql();
-    let rows = ttx
-        .query(
-            &format!(
-                "DELETE FROM {tmp} AS k USING {d} AS d WHERE {on} AND d.drover_xid >= txid_snapshot_xmin({s}) \
-                 AND NOT txid_visible_in_snapshot(d.drover_xid, {s}) RETURNING {texts}",
-                d = t.deltas[dst],
-                on = on("k", "d"),
-                texts = texts.join(", ")
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| PgError::query(dst, format!("skip keys changed here since the snapshot ({})", t.display), e))?;
-    Ok(rows
-        .iter()
-        .map(|r| (0..t.key.len()).map(|i| r.get::<_, String>(i)).collect())
-        .collect())
+    w: &'a str,
+    keys: &'a [Key],
+) -> Winner<'a, 'c> {
+    Winner {
+        name: w,
+        tx: ctx.txs.get(w),
+        keys,
+        reload: r.reload_from.as_deref() == Some(w),
+    }
 }
 
 /// Locks the progress rows of every (source, this database) pair and checks them against the
