@@ -29,6 +29,7 @@ use crate::pg::ident::quote_literal;
 use crate::pg::simple;
 use crate::pg::txn::ReadTx;
 use crate::pg::Pool;
+use crate::round::in_place;
 use crate::round::plan::{TablePlan, Window};
 use crate::round::purge;
 use crate::round::small;
@@ -462,17 +463,17 @@ async fn apply_target(
     let src = input.source.name.as_str();
     let dst = target.name.as_str();
     let mut client = checkout(&target.pool, dst).await?;
-    let ttx = client
-        .transaction()
-        .await
-        .map_err(|e| PgError::query(dst, "begin apply", e))?;
-    steps.mark("target_begin");
     let tables = input.tables;
     if tables
         .iter()
         .zip(work)
         .all(|(t, w)| small::eligible(t, w.pending, w.truncate))
     {
+        let ttx = client
+            .transaction()
+            .await
+            .map_err(|e| PgError::query(dst, "begin apply", e))?;
+        steps.mark("target_begin");
         let mut side = side;
         let missing: Vec<(usize, &TablePlan, Window)> = tables
             .iter()
@@ -485,8 +486,21 @@ async fn apply_target(
             side.read.extend(small::read(stx, src, &missing).await?);
             steps.mark("small_read");
         }
-        return apply_small(ttx, input, side, counts, steps).await;
+        match apply_small(ttx, input, side, counts, steps).await {
+            // Two rows swapping values of a unique index refuse an in-place UPDATE: the COPY
+            // path applies that table under a savepoint (`in_place::update_rows`).
+            Err(e) if !target.replica_role.is_replica() && in_place::unique_violation(&e) => {
+                tracing::info!(sync = input.sync, target = dst, error = %e, "small round refused by a unique index: applying it through COPY");
+                counts.clear();
+            }
+            done => return done,
+        }
     }
+    let ttx = client
+        .transaction()
+        .await
+        .map_err(|e| PgError::query(dst, "begin apply", e))?;
+    steps.mark("target_begin");
     let plan = ApplySteps::new(input, target, work);
     // One flight: the session setup, the progress lock, check and update (a failed check
     // rolls the update back), and every statement the round runs, prepared on both sides.
@@ -552,9 +566,12 @@ async fn apply_target(
     // Rows: parents first. Updated rows count as inserted (no updated counter).
     for (t, s) in tables.iter().zip(&plan.tables) {
         let c = counts.entry(t.display.clone()).or_default();
-        for i in [s.update, s.insert].into_iter().flatten() {
+        if let Some(u) = s.update {
+            c.inserted += in_place::update_rows(&ttx, dst, t, &tstmts[u]).await?;
+        }
+        if let Some(i) = s.insert {
             c.inserted += ttx.execute(&tstmts[i], &[]).await.map_err(|e| {
-                PgError::query(dst, format!("apply changed rows of {}", t.display), e)
+                PgError::query(dst, format!("insert changed rows of {}", t.display), e)
             })?;
         }
         let (Some(out), Some(into)) = (s.rows_out, s.rows_in) else {

@@ -15,6 +15,8 @@
 
 use std::hash::{Hash, Hasher};
 
+use tokio_postgres::error::SqlState;
+
 use crate::pg::error::PgError;
 use crate::round::plan::TablePlan;
 use crate::round::small::TextRow;
@@ -78,6 +80,16 @@ impl TablePlan {
         )
     }
 
+    /// Deletes the rows of the keys loaded in `temp_rows` (see `update_rows`).
+    pub fn delete_loaded(&self, db: &str) -> String {
+        format!(
+            "DELETE FROM {t} AS t USING {rows} AS r WHERE {on}",
+            t = self.quoted,
+            rows = self.temp_rows(db),
+            on = key_match(self, "t", "r"),
+        )
+    }
+
     /// Updates the rows whose key exists on the target from `from` (a row source aliased
     /// `r`); None when only key columns replicate (nothing to set).
     pub fn update_from(&self, from: &str) -> Option<String> {
@@ -124,6 +136,58 @@ impl TablePlan {
             self.temp_rows(db)
         )
     }
+}
+
+/// Whether `e` is a unique violation reported by the target.
+pub fn unique_violation(e: &PgError) -> bool {
+    matches!(e, PgError::Query { source, .. } if source.code() == Some(&SqlState::UNIQUE_VIOLATION))
+}
+
+/// Runs a table's in-place UPDATE (from `temp_rows`) under a savepoint, sent in the same flight.
+/// An UPDATE checks a unique index row by row, so two changed rows that swap values of a unique
+/// index other than the key refuse it, where DELETE + INSERT of both is valid. Then, if no
+/// foreign key references the table here (nothing can cascade), the loaded keys' rows are
+/// deleted and the insert that follows puts every loaded row back. Returns the rows updated.
+pub async fn update_rows<T>(
+    ttx: &tokio_postgres::Transaction<'_>,
+    dst: &str,
+    t: &TablePlan,
+    update: &T,
+) -> Result<u64, PgError>
+where
+    T: ?Sized + tokio_postgres::ToStatement,
+{
+    let purpose = |what: &str| format!("{what} rows of {} in place", t.display);
+    let (saved, updated) = tokio::join!(
+        ttx.batch_execute("SAVEPOINT drover_update"),
+        ttx.execute(update, &[])
+    );
+    saved.map_err(|e| PgError::query(dst, purpose("update"), e))?;
+    let err = match updated {
+        Ok(n) => return Ok(n),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => e,
+        Err(e) => return Err(PgError::query(dst, purpose("update"), e)),
+    };
+    ttx.batch_execute("ROLLBACK TO SAVEPOINT drover_update")
+        .await
+        .map_err(|e| PgError::query(dst, purpose("update"), e))?;
+    if referenced(ttx, dst, t).await? {
+        return Err(PgError::query(
+            dst,
+            format!(
+                "update rows of {} in place (changed rows swap values of a unique index, and a \
+                 foreign key references the table, so they cannot be deleted and inserted: make \
+                 that unique constraint DEFERRABLE on the target, or let drover set \
+                 session_replication_role)",
+                t.display
+            ),
+            err,
+        ));
+    }
+    ttx.execute(&t.delete_loaded(dst), &[])
+        .await
+        .map_err(|e| PgError::query(dst, purpose("replace"), e))?;
+    Ok(0)
 }
 
 /// Whether a foreign key references `t` on the target (its own included): emptying it there

@@ -22,6 +22,7 @@ use crate::round::apply::{
     TargetSide,
 };
 use crate::round::gather::{self, Pending, SourceTable};
+use crate::round::in_place;
 use crate::round::keys::{copy_text, Key};
 use crate::round::plan::TablePlan;
 use crate::round::purge;
@@ -455,16 +456,13 @@ async fn apply_db(
         let c = counts.entry(t.display.clone()).or_default();
         if in_place && r.reload_from.is_none() && c.pending > 0 {
             let from = t.temp_rows_from(dst);
-            for sql in t
-                .update_from(&from)
-                .into_iter()
-                .chain([t.insert_new(&from)])
-            {
-                c.inserted += ttx
-                    .execute(&sql, &[])
-                    .await
-                    .map_err(|e| PgError::query(dst, format!("apply rows of {}", t.display), e))?;
+            if let Some(u) = t.update_from(&from) {
+                c.inserted += in_place::update_rows(&ttx, dst, t, u.as_str()).await?;
             }
+            c.inserted += ttx
+                .execute(&t.insert_new(&from), &[])
+                .await
+                .map_err(|e| PgError::query(dst, format!("insert rows of {}", t.display), e))?;
         }
         for (w, keys) in from {
             let from = winner(ctx, r, w, keys);
