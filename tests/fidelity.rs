@@ -76,7 +76,9 @@ fn assert_same(c: &Cluster) {
     }
 }
 
-fn run_fidelity(capture_mode: &str) {
+/// `replica_role`: the target's setting, if not the default; "off" applies updates in place
+/// (`round/in_place.rs`: UPDATE ... FROM a temp table or typed VALUES).
+fn run_fidelity(capture_mode: &str, replica_role: Option<&str>) {
     let c = Cluster::start();
     c.create_db("src");
     c.create_db("dst");
@@ -103,6 +105,15 @@ fn run_fidelity(capture_mode: &str) {
             r#""Sales Dept"."Keys""#,
         ],
     );
+    if let Some(role) = replica_role {
+        let toml = std::fs::read_to_string(&setup.config).expect("config");
+        let toml = toml.replacen(
+            "[relgroups.herd]",
+            &format!("replica_role = \"{role}\"\n[relgroups.herd]"),
+            1,
+        );
+        std::fs::write(&setup.config, toml).expect("config");
+    }
     let check = drover_ok(&setup.config, &["check"]);
     assert!(check.contains("no problems found"), "{check}");
     let mut install = std::process::Command::new(drover_bin());
@@ -175,10 +186,15 @@ fn run_fidelity(capture_mode: &str) {
 
 #[test]
 fn fidelity_statement_capture() {
-    run_fidelity("statement");
+    run_fidelity("statement", None);
 }
 
 #[test]
 fn fidelity_row_capture() {
-    run_fidelity("row");
+    run_fidelity("row", None);
+}
+
+#[test]
+fn fidelity_updates_in_place_without_replica_mode() {
+    run_fidelity("statement", Some("off"));
 }

@@ -26,7 +26,7 @@ impl ReplicaRole {
         match self {
             ReplicaRole::Set => "session_replication_role = replica (user triggers and FK checks off while applying)".into(),
             ReplicaRole::Function { replica, .. } => format!("session_replication_role = replica through a SECURITY DEFINER function ({replica})"),
-            ReplicaRole::OriginOnly => "drover.origin guard only (no session_replication_role: user triggers and FK checks fire while applying)".into(),
+            ReplicaRole::OriginOnly => "drover.origin guard only (no session_replication_role: user triggers and FK checks fire while applying; updates are applied in place)".into(),
         }
     }
 

@@ -51,6 +51,8 @@ pub struct TableMeta {
     pub method: KeyMethod,
     /// Tables this one references with foreign keys.
     pub fk_parents: Vec<TableName>,
+    /// `GENERATED ALWAYS AS IDENTITY` columns: an UPDATE may not set them.
+    pub identity_always: Vec<String>,
 }
 
 impl TableMeta {
@@ -96,23 +98,29 @@ pub async fn describe(
     } else {
         "true"
     };
-    let defaulted = if version_num >= 100_000 {
-        "a.atthasdef OR a.attidentity <> ''"
+    let (defaulted, always) = if version_num >= 100_000 {
+        ("a.atthasdef OR a.attidentity <> ''", "a.attidentity = 'a'")
     } else {
-        "a.atthasdef"
+        ("a.atthasdef", "false")
     };
-    let columns = client
+    let rows = client
         .query(
             &format!(
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
-                 a.attnotnull AND NOT ({defaulted}) FROM pg_attribute a \
+                 a.attnotnull AND NOT ({defaulted}), {always} FROM pg_attribute a \
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND {generated} \
                  ORDER BY a.attnum"
             ),
             &[&oid],
         )
         .await
-        .map_err(|e| PgError::query(database, &purpose, e))?
+        .map_err(|e| PgError::query(database, &purpose, e))?;
+    let identity_always = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(3))
+        .map(|r| r.get(0))
+        .collect();
+    let columns = rows
         .into_iter()
         .map(|r| Column {
             name: r.get(0),
@@ -165,6 +173,7 @@ pub async fn describe(
         key,
         method,
         fk_parents,
+        identity_always,
     }))
 }
 
@@ -248,6 +257,7 @@ mod tests {
             key: vec!["id".into()],
             method: KeyMethod::Primary,
             fk_parents: Vec::new(),
+            identity_always: Vec::new(),
         }
     }
 

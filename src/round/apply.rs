@@ -5,7 +5,8 @@
 //! is one consistent picture. Target side, per target, one transaction: lock and check the
 //! progress rows (a second daemon or a stale cache aborts here instead of applying twice) and
 //! set them to `cur`, TRUNCATE where the source truncated, load pending keys into a temp table,
-//! delete them (children first), COPY the current rows in (parents first), commit.
+//! delete them (children first), COPY the current rows in (parents first), commit. Where FKs
+//! are live (no replica mode) rows are updated in place instead (`in_place`).
 //! A failure on one target rolls back that target only; the others go on.
 //!
 //! Round trips are what a small round costs (each is ~0.1 ms on loopback, and a round runs
@@ -29,6 +30,7 @@ use crate::pg::ident::{quote_literal, TableName};
 use crate::pg::simple;
 use crate::pg::txn::ReadTx;
 use crate::pg::Pool;
+use crate::round::in_place;
 use crate::round::plan::{TablePlan, Window};
 use crate::round::purge;
 use crate::round::rewind;
@@ -546,17 +548,17 @@ async fn apply_target(
     let src = input.source.name.as_str();
     let dst = target.name.as_str();
     let mut client = checkout(&target.pool, dst).await?;
-    let ttx = client
-        .transaction()
-        .await
-        .map_err(|e| PgError::query(dst, "begin apply", e))?;
-    steps.mark("target_begin");
     let tables = input.tables;
     if tables
         .iter()
         .zip(work)
         .all(|(t, w)| small::eligible(t, w.pending, w.truncate))
     {
+        let ttx = client
+            .transaction()
+            .await
+            .map_err(|e| PgError::query(dst, "begin apply", e))?;
+        steps.mark("target_begin");
         let mut side = side;
         let missing: Vec<(usize, &TablePlan, Window)> = tables
             .iter()
@@ -569,8 +571,21 @@ async fn apply_target(
             side.read.extend(small::read(stx, src, &missing).await?);
             steps.mark("small_read");
         }
-        return apply_small(ttx, input, side, counts, steps).await;
+        match apply_small(ttx, input, side, counts, steps).await {
+            // Two rows swapping values of a unique index refuse an in-place UPDATE: the COPY
+            // path applies that table under a savepoint (`in_place::update_rows`).
+            Err(e) if !target.replica_role.is_replica() && in_place::unique_violation(&e) => {
+                tracing::info!(sync = input.sync, target = dst, error = %e, "small round refused by a unique index: applying it through COPY");
+                counts.clear();
+            }
+            done => return done,
+        }
     }
+    let ttx = client
+        .transaction()
+        .await
+        .map_err(|e| PgError::query(dst, "begin apply", e))?;
+    steps.mark("target_begin");
     let plan = ApplySteps::new(input, target, work);
     // One flight: the session setup, the progress lock, check and update (a failed check
     // rolls the update back), and every statement the round runs, prepared on both sides.
@@ -593,7 +608,13 @@ async fn apply_target(
     let sstmts = sstmts.map_err(|e| PgError::query(src, "prepare the read statements", e))?;
     steps.mark("target_setup");
 
-    // TRUNCATE and key deletes: children first.
+    // TRUNCATE, changed keys (and rows, in place) into temp tables, deletes: children first.
+    let pipes = Pipes {
+        stx,
+        src,
+        ttx: ttx.client(),
+        dst,
+    };
     for ((t, w), s) in tables.iter().zip(work).zip(&plan.tables).rev() {
         let c = counts.entry(t.display.clone()).or_default();
         c.pending = w.pending;
@@ -610,47 +631,39 @@ async fn apply_target(
         } else {
             "changed keys"
         };
-        let gone = pipe(
-            CopyEnd {
-                tx: stx,
-                database: src,
-                sql: &sstmts[out],
-            },
-            CopyEnd {
-                tx: ttx.client(),
-                database: dst,
-                sql: &tstmts[into],
-            },
-            &format!("copy {what} of {}", t.display),
-        )
-        .await?;
+        let what = format!("copy {what} of {}", t.display);
+        let gone = pipes.run(&sstmts[out], &tstmts[into], &what).await?;
+        if let (Some(out), Some(into)) = (s.rows_out, s.rows_temp) {
+            let what = format!("copy changed rows of {}", t.display);
+            pipes.run(&sstmts[out], &tstmts[into], &what).await?;
+        }
         if gone > 0 {
+            // Real row counts for the planner (see `session_settings`).
+            ttx.batch_execute(&s.analyze).await.map_err(|e| {
+                PgError::query(dst, format!("analyze the changes of {}", t.display), e)
+            })?;
             c.deleted = ttx.execute(&tstmts[delete], &[]).await.map_err(|e| {
                 PgError::query(dst, format!("delete changed rows of {}", t.display), e)
             })?;
         }
     }
     steps.mark("target_deletes");
-    // Rows: parents first.
+    // Rows: parents first. Updated rows count as inserted (no updated counter).
     for (t, s) in tables.iter().zip(&plan.tables) {
+        let c = counts.entry(t.display.clone()).or_default();
+        if let Some(u) = s.update {
+            c.inserted += in_place::update_rows(&ttx, dst, t, &tstmts[u]).await?;
+        }
+        if let Some(i) = s.insert {
+            c.inserted += ttx.execute(&tstmts[i], &[]).await.map_err(|e| {
+                PgError::query(dst, format!("insert changed rows of {}", t.display), e)
+            })?;
+        }
         let (Some(out), Some(into)) = (s.rows_out, s.rows_in) else {
             continue;
         };
-        let n = pipe(
-            CopyEnd {
-                tx: stx,
-                database: src,
-                sql: &sstmts[out],
-            },
-            CopyEnd {
-                tx: ttx.client(),
-                database: dst,
-                sql: &tstmts[into],
-            },
-            &format!("copy changed rows of {}", t.display),
-        )
-        .await?;
-        counts.entry(t.display.clone()).or_default().inserted = n;
+        let what = format!("copy changed rows of {}", t.display);
+        c.inserted += pipes.run(&sstmts[out], &tstmts[into], &what).await?;
     }
     steps.mark("target_rows");
     commit_apply(ttx, &target.replica_role, dst).await?;
@@ -678,16 +691,18 @@ async fn apply_small(
     for (t, w) in tables.iter().zip(work) {
         counts.entry(t.display.clone()).or_default().pending = w.pending;
     }
-    let (sql, statements) = small::apply_batch(tables, &changes);
+    let in_place = !target.replica_role.is_replica();
+    let (sql, statements) = small::apply_batch(tables, &changes, in_place);
     let progress = progress_sql(input, target, side.cur);
     let batch = (!sql.is_empty()).then_some(sql.as_str());
     let done = open_apply(&ttx, input, target, work, &progress, "", batch).await?;
     for ((table, delete), n) in statements.into_iter().zip(small::affected(&done)) {
         let c = counts.entry(tables[table].display.clone()).or_default();
+        // Updated rows count as inserted (status and metrics have no updated counter).
         if delete {
-            c.deleted = n;
+            c.deleted += n;
         } else {
-            c.inserted = n;
+            c.inserted += n;
         }
     }
     steps.mark("small_apply");
@@ -768,6 +783,38 @@ async fn open_apply(
     Ok(done)
 }
 
+/// The source and target of a round's COPY pipes.
+struct Pipes<'a> {
+    stx: &'a tokio_postgres::Client,
+    src: &'a str,
+    ttx: &'a tokio_postgres::Client,
+    dst: &'a str,
+}
+
+impl Pipes<'_> {
+    async fn run(
+        &self,
+        out: &tokio_postgres::Statement,
+        into: &tokio_postgres::Statement,
+        what: &str,
+    ) -> Result<u64, PgError> {
+        pipe(
+            CopyEnd {
+                tx: self.stx,
+                database: self.src,
+                sql: out,
+            },
+            CopyEnd {
+                tx: self.ttx,
+                database: self.dst,
+                sql: into,
+            },
+            what,
+        )
+        .await
+    }
+}
+
 /// Indexes into the statements prepared for one table's apply.
 #[derive(Default)]
 struct TableSteps {
@@ -775,9 +822,16 @@ struct TableSteps {
     gone_out: Option<usize>,
     gone_in: Option<usize>,
     delete: Option<usize>,
-    /// Source: the current rows; target: the COPY that stores them.
+    /// Source: the current rows; target: the COPY that stores them, into the table or (in
+    /// place) into the rows temp table.
     rows_out: Option<usize>,
     rows_in: Option<usize>,
+    rows_temp: Option<usize>,
+    /// In place: the update and insert from the rows temp table.
+    update: Option<usize>,
+    insert: Option<usize>,
+    /// ANALYZE of the loaded temp tables, before the delete.
+    analyze: String,
 }
 
 /// Everything one target's apply sends, built before the first query so that it can be sent
@@ -790,62 +844,101 @@ struct ApplySteps {
     tables: Vec<TableSteps>,
 }
 
+fn push(v: &mut Vec<String>, q: String) -> Option<usize> {
+    v.push(q);
+    Some(v.len() - 1)
+}
+
 impl ApplySteps {
     fn new(input: &RoundInput<'_>, target: &TargetSide, work: &[TableWork]) -> ApplySteps {
-        let src = input.source.name.as_str();
-        let dst = target.name.as_str();
-        let mut temp_tables = String::new();
-        let mut source_sql = Vec::new();
-        let mut target_sql = Vec::new();
-        let push = |v: &mut Vec<String>, q: String| {
-            v.push(q);
-            Some(v.len() - 1)
+        let mut steps = ApplySteps {
+            temp_tables: String::new(),
+            source_sql: Vec::new(),
+            target_sql: Vec::new(),
+            tables: Vec::with_capacity(work.len()),
         };
-        let mut tables = Vec::with_capacity(work.len());
+        let in_place = !target.replica_role.is_replica();
         for (t, w) in input.tables.iter().zip(work) {
-            let mut s = TableSteps::default();
-            if w.truncate {
-                s.rows_out = push(&mut source_sql, t.all_rows_out());
-                s.rows_in = push(&mut target_sql, t.rows_in());
-            } else if w.pending > 0 {
-                let (create, gone_out, gone_in, delete, rows_out) = if t.whole_row {
-                    (
-                        t.create_temp_images(dst),
-                        t.images_gone_out(src, &w.window),
-                        t.images_in(dst),
-                        t.delete_images(dst),
-                        t.images_new_out(src, &w.window),
-                    )
-                } else {
-                    (
-                        t.create_temp_keys(dst),
-                        t.keys_out(src, &w.window),
-                        t.keys_in(dst),
-                        t.delete_keys(dst),
-                        t.rows_out(src, &w.window),
-                    )
-                };
-                temp_tables.push_str(&create);
-                temp_tables.push_str(";\n");
-                s.gone_out = push(&mut source_sql, gone_out);
-                s.gone_in = push(&mut target_sql, gone_in);
-                s.delete = push(&mut target_sql, delete);
-                s.rows_out = push(&mut source_sql, rows_out);
-                s.rows_in = push(&mut target_sql, t.rows_in());
-            }
-            tables.push(s);
+            let s = if w.truncate {
+                TableSteps {
+                    rows_out: push(&mut steps.source_sql, t.all_rows_out()),
+                    rows_in: push(&mut steps.target_sql, t.rows_in()),
+                    ..TableSteps::default()
+                }
+            } else if w.pending == 0 {
+                TableSteps::default()
+            } else if t.whole_row {
+                steps.images(input, target, t, &w.window)
+            } else {
+                steps.keyed(input, target, t, &w.window, in_place)
+            };
+            steps.tables.push(s);
         }
-        ApplySteps {
-            temp_tables,
-            source_sql,
-            target_sql,
-            tables,
+        steps
+    }
+
+    /// A key-less table: delete the gone images, insert the new ones.
+    fn images(
+        &mut self,
+        input: &RoundInput<'_>,
+        target: &TargetSide,
+        t: &TablePlan,
+        w: &Window,
+    ) -> TableSteps {
+        let (src, dst) = (input.source.name.as_str(), target.name.as_str());
+        self.temp_tables
+            .push_str(&format!("{};\n", t.create_temp_images(dst)));
+        TableSteps {
+            gone_out: push(&mut self.source_sql, t.images_gone_out(src, w)),
+            gone_in: push(&mut self.target_sql, t.images_in(dst)),
+            delete: push(&mut self.target_sql, t.delete_images(dst)),
+            rows_out: push(&mut self.source_sql, t.images_new_out(src, w)),
+            rows_in: push(&mut self.target_sql, t.rows_in()),
+            analyze: format!("ANALYZE {};", t.temp_name("img", dst)),
+            ..TableSteps::default()
         }
+    }
+
+    /// A keyed table: delete every changed key and insert the current rows, or `in_place`
+    /// (see `in_place`) delete only the keys gone on the source and update or insert the rest.
+    fn keyed(
+        &mut self,
+        input: &RoundInput<'_>,
+        target: &TargetSide,
+        t: &TablePlan,
+        w: &Window,
+        in_place: bool,
+    ) -> TableSteps {
+        let (src, dst) = (input.source.name.as_str(), target.name.as_str());
+        self.temp_tables
+            .push_str(&format!("{};\n", t.create_temp_keys(dst)));
+        let mut s = TableSteps {
+            gone_out: push(&mut self.source_sql, t.keys_out(src, w)),
+            gone_in: push(&mut self.target_sql, t.keys_in(dst)),
+            rows_out: push(&mut self.source_sql, t.rows_out(src, w)),
+            ..TableSteps::default()
+        };
+        if in_place {
+            self.temp_tables
+                .push_str(&format!("{};\n", t.create_temp_rows(dst)));
+            let from = t.temp_rows_from(dst);
+            s.delete = push(&mut self.target_sql, t.delete_gone(dst));
+            s.rows_temp = push(&mut self.target_sql, t.rows_in_temp(dst));
+            s.update = t
+                .update_from(&from)
+                .and_then(|u| push(&mut self.target_sql, u));
+            s.insert = push(&mut self.target_sql, t.insert_new(&from));
+            s.analyze = t.analyze_temp(dst);
+        } else {
+            s.delete = push(&mut self.target_sql, t.delete_keys(dst));
+            s.rows_in = push(&mut self.target_sql, t.rows_in());
+            s.analyze = format!("ANALYZE {};", t.temp_name("keys", dst));
+        }
+        s
     }
 }
 
-/// Opens an apply (or copy) transaction's session state: the loop guard, the replica role, and
-/// the planner settings deletes need.
+/// Opens an apply (or copy) transaction's session state: the loop guard and the replica role.
 pub(crate) fn apply_session(sync: &str, role: &ReplicaRole) -> String {
     session_settings(sync, role, &[])
 }
@@ -853,14 +946,10 @@ pub(crate) fn apply_session(sync: &str, role: &ReplicaRole) -> String {
 /// `apply_session` with `extra` transaction-local settings: one statement (each statement of a
 /// round costs the server a parse and a plan), plus the replica-role helper when one is named.
 fn session_settings(sync: &str, role: &ReplicaRole, extra: &[(&str, &str)]) -> String {
-    // The key temp table is never analyzed, so the planner guesses ~2500 rows and hashes the
-    // whole target table for every delete; a nested loop over the primary key index costs
-    // O(keys) instead of O(table).
-    let mut settings = vec![
-        ("drover.origin", sync),
-        ("enable_hashjoin", "off"),
-        ("enable_mergejoin", "off"),
-    ];
+    // No planner switches: the COPY path ANALYZEs its temp tables once loaded and the small
+    // path's VALUES lists carry exact counts, so a delete by key is a nested loop over the key
+    // index when few keys changed, and a hash join where there is no index or many keys.
+    let mut settings = vec![("drover.origin", sync)];
     if *role == ReplicaRole::Set {
         settings.push(("session_replication_role", "replica"));
     }

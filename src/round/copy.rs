@@ -21,6 +21,7 @@ use crate::round::apply::{
     apply_session, commit_apply, empty_table, Emptied, SourceSide, TargetSide,
 };
 use crate::round::copy_method::{self, CopyMethod};
+use crate::round::in_place;
 use crate::round::indexes;
 use crate::round::plan::TablePlan;
 use crate::round::rewind;
@@ -284,6 +285,28 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     if mode != CopyMode::Forced && snap != NOTHING_APPLIED {
         return Ok(false);
     }
+    // Where FKs are live, emptying a referenced table would cascade to (or be refused by) its
+    // children: make it equal to the source in place instead.
+    if mode != CopyMode::IfEmpty
+        && !job.target.replica_role.is_replica()
+        && !t.whole_row
+        && in_place::referenced(&ttx, dst, t).await?
+    {
+        let rows = copy_in_place(stx.client(), src, &ttx, dst, t, board).await?;
+        record(
+            &ttx,
+            sync,
+            src,
+            dst,
+            &t.display,
+            Some((cur, run.identity)),
+            "done",
+        )
+        .await?;
+        commit_apply(ttx, &job.target.replica_role, dst).await?;
+        tracing::info!(sync, target = dst, table = %t.display, rows, "initial copy done in place (foreign keys reference the table)");
+        return Ok(true);
+    }
     let method = copy_method::decide(&ttx, dst, &t.quoted, total).await?;
     let rebuild_indexes = method == CopyMethod::RebuildIndexes;
     if let CopyMethod::IndexesInPlace(why) = &method {
@@ -337,13 +360,16 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     let rows = stream_rows(stx.client(), src, ttx.client(), dst, t, &into, board).await?;
     let loaded = started.elapsed();
     indexes::rebuild(&ttx, dst, t, &rebuild).await?;
-    record(&ttx, sync, src, dst, &t.display, Some(cur), "done").await?;
-    ttx.execute(
-        "UPDATE drover.progress SET source_identity = $1 WHERE sync = $2 AND source = $3 AND table_name = $4",
-        &[&run.identity, &sync, &src, &t.display],
+    record(
+        &ttx,
+        sync,
+        src,
+        dst,
+        &t.display,
+        Some((cur, run.identity)),
+        "done",
     )
-    .await
-    .map_err(|e| PgError::query(dst, "record the source's identity", e))?;
+    .await?;
     commit_apply(ttx, &job.target.replica_role, dst).await?;
     tracing::info!(
         sync,
@@ -355,6 +381,28 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
         "initial copy done"
     );
     Ok(true)
+}
+
+/// Loads the source's rows into the session temp table `temp_rows`, then deletes, updates and
+/// inserts so that the table equals them (`in_place::sync_from_temp`).
+async fn copy_in_place(
+    from: &Client,
+    src: &str,
+    ttx: &tokio_postgres::Transaction<'_>,
+    dst: &str,
+    t: &TablePlan,
+    board: &CopyBoard,
+) -> Result<u64, PgError> {
+    let purpose = format!("copy {} in place", t.display);
+    ttx.batch_execute(&t.create_temp_rows(dst))
+        .await
+        .map_err(|e| PgError::query(dst, &purpose, e))?;
+    let into = t.rows_in_temp(dst);
+    let rows = stream_rows(from, src, ttx.client(), dst, t, &into, board).await?;
+    ttx.batch_execute(&in_place::sync_from_temp(t, dst))
+        .await
+        .map_err(|e| PgError::query(dst, &purpose, e))?;
+    Ok(rows)
 }
 
 /// COPY out of the source, into the target (`into`), counting rows.
@@ -385,21 +433,24 @@ async fn stream_rows(
     Ok(stored)
 }
 
-/// Records the copy decision; with a snapshot, progress moves to it.
+/// Records the copy decision; with a snapshot, progress moves to it, together with the
+/// source's identity at that snapshot (see `rewind`).
 async fn record(
     ttx: &tokio_postgres::Transaction<'_>,
     sync: &str,
     src: &str,
     dst: &str,
     table: &str,
-    snapshot: Option<&str>,
+    copied: Option<(&str, &str)>,
     decision: &str,
 ) -> Result<(), PgError> {
+    let (snapshot, identity) = (copied.map(|c| c.0), copied.map(|c| c.1));
     ttx.execute(
         "UPDATE drover.progress SET snapshot = coalesce($1, snapshot), initial_copy = $2, \
-         applied_at = CASE WHEN $1 IS NULL THEN applied_at ELSE now() END \
+         applied_at = CASE WHEN $1 IS NULL THEN applied_at ELSE now() END, \
+         source_identity = coalesce($6, source_identity) \
          WHERE sync = $3 AND source = $4 AND table_name = $5",
-        &[&snapshot, &decision, &sync, &src, &table],
+        &[&snapshot, &decision, &sync, &src, &table, &identity],
     )
     .await
     .map_err(|e| PgError::query(dst, "record the copy", e))?;

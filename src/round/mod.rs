@@ -4,17 +4,20 @@
 //! nothing.
 //!
 //! `plan` prepares per-table SQL, `snapshot` holds progress markers, `apply` runs a
-//! one-source round (`small` applies small ones without COPY), `multi` a multi-master round
+//! one-source round (`small` applies small ones without COPY; `in_place` updates rows in place where FKs are live), `multi` a multi-master round
 //! (`gather` reads pending keys, `resolve`
-//! picks winners, `keys` encodes keys), `purge` trims delta tables, `timing` profiles a round's
-//! steps, `backlog` keeps bounded rounds from wedging, `signature` notices column changes on a
-//! source between rounds, `rewind` stops rounds when a source or target moved backwards.
+//! picks winners, `winners` sends their rows, `keys` encodes keys), `in_place` applies
+//! updates in place where foreign keys are live, `purge` trims delta tables, `timing` profiles
+//! a round's steps, `backlog` keeps bounded rounds from wedging, `signature` notices column
+//! changes on a source between rounds, `rewind` stops rounds when a source or target moved
+//! backwards.
 
 pub mod apply;
 pub mod backlog;
 pub mod copy;
 pub mod copy_method;
 pub mod gather;
+pub mod in_place;
 pub mod indexes;
 pub mod keys;
 pub mod multi;
@@ -27,6 +30,7 @@ pub mod signature;
 pub mod small;
 pub mod snapshot;
 pub mod timing;
+pub mod winners;
 
 pub use apply::{run_round, RoundInput, RoundReport, TargetReport};
 pub use plan::TablePlan;

@@ -16,7 +16,7 @@ use tokio_postgres::{IsolationLevel, Transaction};
 
 use crate::capture::partitions;
 use crate::pg::connect::{checkout, PooledClient};
-use crate::pg::copy::{copy_in_bytes, pipe, CopyEnd};
+use crate::pg::copy::copy_in_bytes;
 use crate::pg::error::PgError;
 use crate::pg::ident::TableName;
 use crate::round::apply::{
@@ -24,6 +24,7 @@ use crate::round::apply::{
     TargetSide,
 };
 use crate::round::gather::{self, Pending, SourceTable};
+use crate::round::in_place;
 use crate::round::keys::{copy_text, Key};
 use crate::round::plan::TablePlan;
 use crate::round::purge;
@@ -31,6 +32,7 @@ use crate::round::resolve::{decide, Strategy};
 use crate::round::rewind;
 use crate::round::signature;
 use crate::round::snapshot::{ProgressCache, Snapshot};
+use crate::round::winners::{drop_newer_local, winner_rows, Winner};
 
 /// How many conflicting keys an `abort` error lists.
 const ABORT_KEYS_SHOWN: usize = 20;
@@ -401,9 +403,14 @@ async fn apply_db(
         .transaction()
         .await
         .map_err(|e| PgError::query(dst, "begin apply", e))?;
+    // FKs live here: update in place (see `in_place`).
+    let in_place = !ctx.db.replica_role.is_replica();
     let mut setup = apply_session(input.sync, &ctx.db.replica_role);
     for t in input.tables {
         setup.push_str(&format!("{};", t.create_temp_keys(dst)));
+        if in_place {
+            setup.push_str(&format!("{};", t.create_temp_rows(dst)));
+        }
     }
     ttx.batch_execute(&setup)
         .await
@@ -440,7 +447,26 @@ async fn apply_db(
                         keys.retain(|k| !newer.contains(k));
                     }
                 }
-                c.deleted = ttx.execute(&t.delete_keys(dst), &[]).await.map_err(|e| {
+                let delete = if in_place {
+                    // The winners' rows go to the temp table; only keys without one go.
+                    for (w, keys) in std::mem::take(&mut from) {
+                        let from = winner(ctx, r, &w, &keys);
+                        winner_rows(from, &ttx, dst, t, &t.rows_in_temp(dst)).await?;
+                    }
+                    t.delete_gone(dst)
+                } else {
+                    t.delete_keys(dst)
+                };
+                // Real row counts for the planner (no join switches: see `apply`).
+                let analyze = if in_place {
+                    t.analyze_temp(dst)
+                } else {
+                    format!("ANALYZE {}", t.temp_name("keys", dst))
+                };
+                ttx.batch_execute(&analyze)
+                    .await
+                    .map_err(|e| PgError::query(dst, "analyze the winning keys", e))?;
+                c.deleted = ttx.execute(&delete, &[]).await.map_err(|e| {
                     PgError::query(dst, format!("delete changed rows of {}", t.display), e)
                 })?;
             }
@@ -449,49 +475,20 @@ async fn apply_db(
     }
     sends.reverse();
     for ((t, r), from) in input.tables.iter().zip(ctx.rounds).zip(&sends) {
+        let c = counts.entry(t.display.clone()).or_default();
+        if in_place && r.reload_from.is_none() && c.pending > 0 {
+            let from = t.temp_rows_from(dst);
+            if let Some(u) = t.update_from(&from) {
+                c.inserted += in_place::update_rows(&ttx, dst, t, u.as_str()).await?;
+            }
+            c.inserted += ttx
+                .execute(&t.insert_new(&from), &[])
+                .await
+                .map_err(|e| PgError::query(dst, format!("insert rows of {}", t.display), e))?;
+        }
         for (w, keys) in from {
-            let wtx = ctx.txs.get(w);
-            let rows_out = if r.reload_from.as_deref() == Some(w.as_str()) {
-                t.all_rows_out()
-            } else {
-                if keys.is_empty() {
-                    continue;
-                }
-                let win = t.temp_name("win", w);
-                wtx.batch_execute(&format!("DELETE FROM {win}"))
-                    .await
-                    .map_err(|e| PgError::query(w, "reset the winner key table", e))?;
-                let refs: Vec<&Key> = keys.iter().collect();
-                copy_in_bytes(
-                    wtx.client(),
-                    w,
-                    &format!("COPY {win} ({}) FROM STDIN", t.key_list()),
-                    copy_text(&refs),
-                    "load winning keys",
-                )
-                .await?;
-                format!(
-                    "COPY (SELECT {c} FROM {tb} WHERE ({k}) IN (SELECT {k} FROM {win})) TO STDOUT",
-                    c = t.columns,
-                    tb = t.quoted,
-                    k = t.key_list()
-                )
-            };
-            let n = pipe(
-                CopyEnd {
-                    tx: wtx.client(),
-                    database: w,
-                    sql: &rows_out,
-                },
-                CopyEnd {
-                    tx: ttx.client(),
-                    database: dst,
-                    sql: &t.rows_in(),
-                },
-                &format!("copy rows of {} from {w}", t.display),
-            )
-            .await?;
-            counts.entry(t.display.clone()).or_default().inserted += n;
+            let from = winner(ctx, r, w, keys);
+            c.inserted += winner_rows(from, &ttx, dst, t, &t.rows_in()).await?;
         }
     }
 
@@ -532,51 +529,18 @@ async fn apply_db(
     Ok(true)
 }
 
-/// Locks the rows of the batch's keys, then removes from the batch (and returns) keys that this
-/// database changed after its round snapshot `cur`: those local changes are newer and win later.
-async fn drop_newer_local(
-    ttx: &Transaction<'_>,
-    dst: &str,
-    t: &TablePlan,
-    cur: &Snapshot,
-) -> Result<BTreeSet<Key>, PgError> {
-    let tmp = t.temp_name("keys", dst);
-    let on = |a: &str, b: &str| {
-        t.key
-            .iter()
-            .map(|k| format!("{a}.{k} = {b}.{k}"))
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    };
-    ttx.execute(
-        &format!(
-            "WITH l AS (SELECT 1 FROM {tb} AS r JOIN {tmp} AS k ON {on} FOR UPDATE OF r) SELECT count(*) FROM l",
-            tb = t.quoted,
-            on = on("r", "k")
-        ),
-        &[],
-    )
-    .await
-    .map_err(|e| PgError::query(dst, format!("lock rows of {}", t.display), e))?;
-    let texts: Vec<String> = t.key.iter().map(|k| format!("k.{k}::text")).collect();
-    let s = cur.sql();
-    let rows = ttx
-        .query(
-            &format!(
-                "DELETE FROM {tmp} AS k USING {d} AS d WHERE {on} AND d.drover_xid >= txid_snapshot_xmin({s}) \
-                 AND NOT txid_visible_in_snapshot(d.drover_xid, {s}) RETURNING {texts}",
-                d = t.deltas[dst],
-                on = on("k", "d"),
-                texts = texts.join(", ")
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| PgError::query(dst, format!("skip keys changed here since the snapshot ({})", t.display), e))?;
-    Ok(rows
-        .iter()
-        .map(|r| (0..t.key.len()).map(|i| r.get::<_, String>(i)).collect())
-        .collect())
+fn winner<'a, 'c>(
+    ctx: &'a ApplyCtx<'_, '_, 'c>,
+    r: &TableRound,
+    w: &'a str,
+    keys: &'a [Key],
+) -> Winner<'a, 'c> {
+    Winner {
+        name: w,
+        tx: ctx.txs.get(w),
+        keys,
+        reload: r.reload_from.as_deref() == Some(w),
+    }
 }
 
 /// Locks the progress rows of every (source, this database) pair and checks them against the

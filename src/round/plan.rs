@@ -27,6 +27,11 @@ pub struct TablePlan {
     pub key: Vec<String>,
     /// Key column types (`format_type`), in key order.
     pub key_types: Vec<String>,
+    /// Replicated columns one by one, quoted (types in `column_types`).
+    pub cols: Vec<String>,
+    /// Columns an in-place UPDATE sets: not the key (it never changes in an update by key),
+    /// not `GENERATED ALWAYS` identity (PostgreSQL refuses to set those).
+    pub set_cols: Vec<String>,
     /// Source database name -> quoted delta table there.
     pub deltas: HashMap<String, String>,
     /// Target database name -> the table's oid there (names its temp key table).
@@ -161,6 +166,13 @@ impl TablePlan {
                 .key_columns()
                 .iter()
                 .map(|c| c.type_name.clone())
+                .collect(),
+            cols: meta.columns.iter().map(|c| quote_ident(&c.name)).collect(),
+            set_cols: meta
+                .columns
+                .iter()
+                .filter(|c| !meta.key.contains(&c.name) && !meta.identity_always.contains(&c.name))
+                .map(|c| quote_ident(&c.name))
                 .collect(),
             display,
             deltas,
@@ -459,6 +471,8 @@ mod tests {
             column_types: vec!["integer".into()],
             key: vec!["\"id\"".into()],
             key_types: vec!["integer".into()],
+            cols: vec!["\"id\"".into()],
+            set_cols: Vec::new(),
             deltas: HashMap::from([("src".to_string(), "drover.\"delta_1\"".to_string())]),
             target_oids: HashMap::from([("dst".to_string(), 42)]),
             fk_parents: parents.iter().map(|p| t(p)).collect(),

@@ -22,11 +22,13 @@ pub const SMALL_ROWS: u64 = 200;
 /// A row of text values (None: NULL).
 pub type TextRow = Vec<Option<String>>;
 
-/// One table's changes: the distinct changed keys and the current rows of those keys.
+/// One table's changes: the distinct changed keys, the current rows of those keys, and the
+/// keys without a current row (deleted on the source).
 pub struct TextChanges {
     pub table: usize,
     pub keys: Vec<TextRow>,
     pub rows: Vec<TextRow>,
+    pub gone: Vec<TextRow>,
 }
 
 /// Whether a table's pending work fits this path.
@@ -118,15 +120,18 @@ fn parse(table: usize, t: &TablePlan, messages: Vec<SimpleQueryMessage>) -> Text
         table,
         keys: Vec::new(),
         rows: Vec::new(),
+        gone: Vec::new(),
     };
     for mut row in text_rows(messages) {
         let present = row.first().and_then(|v| v.as_deref()) == Some("t");
         let current = row.split_off(1 + nk);
         row.remove(0);
-        changes.keys.push(row);
         if present {
             changes.rows.push(current);
+        } else {
+            changes.gone.push(row.clone());
         }
+        changes.keys.push(row);
     }
     changes
 }
@@ -136,6 +141,11 @@ fn text_rows(messages: Vec<SimpleQueryMessage>) -> Vec<TextRow> {
         .iter()
         .map(|r| (0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
         .collect()
+}
+
+/// A text value as a literal of type `ty`.
+pub(crate) fn typed(v: &Option<String>, ty: &str) -> String {
+    value(v, Some(ty))
 }
 
 fn value(v: &Option<String>, cast: Option<&str>) -> String {
@@ -195,25 +205,35 @@ pub fn insert_sql(t: &TablePlan, rows: &[TextRow]) -> Option<String> {
 }
 
 /// The apply batch: deletes children first, inserts parents first (`changes` in table order).
+/// `in_place` (FKs live on the target, see `in_place`): only keys deleted on the source are
+/// deleted, and current rows are updated where their key exists, inserted where not.
 /// Returns the SQL and, per statement, (table index, is a delete).
 pub fn apply_batch(
     tables: &[std::sync::Arc<TablePlan>],
     changes: &[TextChanges],
+    in_place: bool,
 ) -> (String, Vec<(usize, bool)>) {
     let mut sql = String::new();
     let mut statements = Vec::new();
+    let mut push = |s: String, table: usize, delete: bool| {
+        sql.push_str(&s);
+        sql.push_str(";\n");
+        statements.push((table, delete));
+    };
     for c in changes.iter().rev() {
-        if let Some(d) = delete_sql(&tables[c.table], &c.keys) {
-            sql.push_str(&d);
-            sql.push_str(";\n");
-            statements.push((c.table, true));
+        let keys = if in_place { &c.gone } else { &c.keys };
+        if let Some(d) = delete_sql(&tables[c.table], keys) {
+            push(d, c.table, true);
         }
     }
     for c in changes {
-        if let Some(i) = insert_sql(&tables[c.table], &c.rows) {
-            sql.push_str(&i);
-            sql.push_str(";\n");
-            statements.push((c.table, false));
+        let t = &tables[c.table];
+        if in_place {
+            for s in crate::round::in_place::upsert_sql(t, &c.rows) {
+                push(s, c.table, false);
+            }
+        } else if let Some(i) = insert_sql(t, &c.rows) {
+            push(i, c.table, false);
         }
     }
     (sql, statements)
@@ -245,6 +265,8 @@ mod tests {
             column_types: vec!["integer".into(), "text".into(), "text".into()],
             key: vec![r#""a""#.into(), r#""b""#.into()],
             key_types: vec!["integer".into(), "text".into()],
+            cols: vec![r#""a""#.into(), r#""b""#.into(), r#""v""#.into()],
+            set_cols: vec![r#""v""#.into()],
             deltas: HashMap::new(),
             target_oids: HashMap::new(),
             fk_parents: Vec::new(),

@@ -302,6 +302,7 @@ mod tests {
             key: vec!["a".into(), "b\"q".into()],
             method: crate::pg::schema::KeyMethod::Primary,
             fk_parents: vec![],
+            identity_always: vec![],
         }
     }
 

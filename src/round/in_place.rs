@@ -1,0 +1,309 @@
+//! Applying changed rows in place, for targets where foreign keys are live (no
+//! `session_replication_role = replica`: the managed-service case). An update applied as
+//! DELETE + INSERT would fire the FK actions of the deleted row: `ON DELETE CASCADE` deletes
+//! the target's child rows, `SET NULL` nulls them, `RESTRICT` fails the round on every retry.
+//! So a changed key whose row exists on the target is UPDATEd (often a HOT update), a new key
+//! INSERTed, and only a key without a current row on the source DELETEd. The round orders
+//! deletes children first and updates/inserts parents first (`plan::fk_order`).
+//!
+//! The COPY path loads the changed rows into a session temp table (`drover_rows_*`) beside the
+//! changed keys, and ANALYZEs both, so the planner sizes the joins from real counts (no global
+//! join switches); the small path uses typed VALUES lists, whose row counts the planner knows.
+//! In replica mode FK actions do not fire, and the apply keeps DELETE + INSERT of every changed
+//! key: a unique index other than the key whose values two rows swap in one round stays valid
+//! that way, where an UPDATE statement would check each row as it goes.
+
+use std::hash::{Hash, Hasher};
+
+use tokio_postgres::error::SqlState;
+
+use crate::pg::error::PgError;
+use crate::round::plan::TablePlan;
+use crate::round::small::TextRow;
+
+/// `a.k1 = b.k1 AND ...` over the key columns.
+fn key_match(t: &TablePlan, a: &str, b: &str) -> String {
+    let on: Vec<String> = t.key.iter().map(|k| format!("{a}.{k} = {b}.{k}")).collect();
+    on.join(" AND ")
+}
+
+fn aliased(t: &TablePlan, alias: &str) -> String {
+    let cols: Vec<String> = t.cols.iter().map(|c| format!("{alias}.{c}")).collect();
+    cols.join(", ")
+}
+
+impl TablePlan {
+    /// The session temp table holding a round's changed rows on `db`. Its name carries a hash
+    /// of the column list and types: after a column change a new table is created instead of
+    /// loading into one of the old shape (the session outlives the plan).
+    pub fn temp_rows(&self, db: &str) -> String {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&self.cols, &self.column_types).hash(&mut h);
+        format!("{}_{:08x}", self.temp_name("rows", db), h.finish() as u32)
+    }
+
+    /// Creates `temp_rows`, emptied at every commit (like the key table).
+    pub fn create_temp_rows(&self, db: &str) -> String {
+        format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS SELECT {c} FROM {t} WITH NO DATA",
+            tmp = self.temp_rows(db),
+            c = self.columns,
+            t = self.quoted
+        )
+    }
+
+    pub fn rows_in_temp(&self, db: &str) -> String {
+        format!("COPY {} ({}) FROM STDIN", self.temp_rows(db), self.columns)
+    }
+
+    /// Deletes the changed keys that have no current row on the source (loaded in
+    /// `temp_rows`): the rows deleted there.
+    pub fn delete_gone(&self, db: &str) -> String {
+        format!(
+            "DELETE FROM {t} AS t USING {keys} AS k WHERE {tk} \
+             AND NOT EXISTS (SELECT 1 FROM {rows} AS r WHERE {rk})",
+            t = self.quoted,
+            keys = self.temp_name("keys", db),
+            rows = self.temp_rows(db),
+            tk = key_match(self, "t", "k"),
+            rk = key_match(self, "r", "k"),
+        )
+    }
+
+    /// Deletes the rows whose key is not in `temp_rows` (a forced copy in place).
+    pub fn delete_absent(&self, db: &str) -> String {
+        format!(
+            "DELETE FROM {t} AS t WHERE NOT EXISTS (SELECT 1 FROM {rows} AS r WHERE {on})",
+            t = self.quoted,
+            rows = self.temp_rows(db),
+            on = key_match(self, "r", "t"),
+        )
+    }
+
+    /// Deletes the rows of the keys loaded in `temp_rows` (see `update_rows`).
+    pub fn delete_loaded(&self, db: &str) -> String {
+        format!(
+            "DELETE FROM {t} AS t USING {rows} AS r WHERE {on}",
+            t = self.quoted,
+            rows = self.temp_rows(db),
+            on = key_match(self, "t", "r"),
+        )
+    }
+
+    /// Updates the rows whose key exists on the target from `from` (a row source aliased
+    /// `r`); None when only key columns replicate (nothing to set).
+    pub fn update_from(&self, from: &str) -> Option<String> {
+        if self.set_cols.is_empty() {
+            return None;
+        }
+        let set: Vec<String> = self
+            .set_cols
+            .iter()
+            .map(|c| format!("{c} = r.{c}"))
+            .collect();
+        Some(format!(
+            "UPDATE {t} AS t SET {set} FROM {from} WHERE {on}",
+            t = self.quoted,
+            set = set.join(", "),
+            on = key_match(self, "t", "r"),
+        ))
+    }
+
+    /// Inserts the rows of `from` (aliased `r`) whose key the target lacks; like COPY it stores
+    /// the source's values in identity columns.
+    pub fn insert_new(&self, from: &str) -> String {
+        format!(
+            "INSERT INTO {t} ({c}) OVERRIDING SYSTEM VALUE SELECT {rc} FROM {from} \
+             WHERE NOT EXISTS (SELECT 1 FROM {t} AS t WHERE {on})",
+            t = self.quoted,
+            c = self.columns,
+            rc = aliased(self, "r"),
+            on = key_match(self, "t", "r"),
+        )
+    }
+
+    /// `temp_rows` as the `from` of `update_from` / `insert_new`.
+    pub fn temp_rows_from(&self, db: &str) -> String {
+        format!("{} AS r", self.temp_rows(db))
+    }
+
+    /// The temp tables of an in-place apply, analyzed once loaded (one statement each: a
+    /// list needs PostgreSQL 11).
+    pub fn analyze_temp(&self, db: &str) -> String {
+        format!(
+            "ANALYZE {}; ANALYZE {};",
+            self.temp_name("keys", db),
+            self.temp_rows(db)
+        )
+    }
+}
+
+/// Whether `e` is a unique violation reported by the target.
+pub fn unique_violation(e: &PgError) -> bool {
+    matches!(e, PgError::Query { source, .. } if source.code() == Some(&SqlState::UNIQUE_VIOLATION))
+}
+
+/// Runs a table's in-place UPDATE (from `temp_rows`) under a savepoint, sent in the same flight.
+/// An UPDATE checks a unique index row by row, so two changed rows that swap values of a unique
+/// index other than the key refuse it, where DELETE + INSERT of both is valid. Then, if no
+/// foreign key references the table here (nothing can cascade), the loaded keys' rows are
+/// deleted and the insert that follows puts every loaded row back. Returns the rows updated.
+pub async fn update_rows<T>(
+    ttx: &tokio_postgres::Transaction<'_>,
+    dst: &str,
+    t: &TablePlan,
+    update: &T,
+) -> Result<u64, PgError>
+where
+    T: ?Sized + tokio_postgres::ToStatement,
+{
+    let purpose = |what: &str| format!("{what} rows of {} in place", t.display);
+    let (saved, updated) = tokio::join!(
+        ttx.batch_execute("SAVEPOINT drover_update"),
+        ttx.execute(update, &[])
+    );
+    saved.map_err(|e| PgError::query(dst, purpose("update"), e))?;
+    let err = match updated {
+        Ok(n) => return Ok(n),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => e,
+        Err(e) => return Err(PgError::query(dst, purpose("update"), e)),
+    };
+    ttx.batch_execute("ROLLBACK TO SAVEPOINT drover_update")
+        .await
+        .map_err(|e| PgError::query(dst, purpose("update"), e))?;
+    if referenced(ttx, dst, t).await? {
+        return Err(PgError::query(
+            dst,
+            format!(
+                "update rows of {} in place (changed rows swap values of a unique index, and a \
+                 foreign key references the table, so they cannot be deleted and inserted: make \
+                 that unique constraint DEFERRABLE on the target, or let drover set \
+                 session_replication_role)",
+                t.display
+            ),
+            err,
+        ));
+    }
+    ttx.execute(&t.delete_loaded(dst), &[])
+        .await
+        .map_err(|e| PgError::query(dst, purpose("replace"), e))?;
+    Ok(0)
+}
+
+/// Whether a foreign key references `t` on the target (its own included): emptying it there
+/// would fire the key's delete action.
+pub async fn referenced(
+    ttx: &tokio_postgres::Transaction<'_>,
+    dst: &str,
+    t: &TablePlan,
+) -> Result<bool, PgError> {
+    let row = ttx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' \
+             AND confrelid = $1::text::regclass)",
+            &[&t.quoted],
+        )
+        .await
+        .map_err(|e| {
+            PgError::query(
+                dst,
+                format!("read the foreign keys referencing {}", t.display),
+                e,
+            )
+        })?;
+    Ok(row.get(0))
+}
+
+/// After a forced copy loaded the source's rows into `temp_rows`: makes the table equal to
+/// them without emptying it (children keep their rows).
+pub fn sync_from_temp(t: &TablePlan, dst: &str) -> String {
+    let from = t.temp_rows_from(dst);
+    let mut sql = format!("ANALYZE {};\n{};\n", t.temp_rows(dst), t.delete_absent(dst));
+    if let Some(u) = t.update_from(&from) {
+        sql.push_str(&u);
+        sql.push_str(";\n");
+    }
+    sql.push_str(&t.insert_new(&from));
+    sql
+}
+
+/// Typed VALUES list of `rows` (a VALUES list has no column types of its own), aliased `r`.
+pub fn values_from(t: &TablePlan, rows: &[TextRow]) -> String {
+    let values: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let vals: Vec<String> = r
+                .iter()
+                .zip(&t.column_types)
+                .map(|(v, ty)| crate::round::small::typed(v, ty))
+                .collect();
+            format!("({})", vals.join(", "))
+        })
+        .collect();
+    format!("(VALUES {}) AS r ({})", values.join(", "), t.columns)
+}
+
+/// The small path's in-place statements of one table's rows: the update, then the insert.
+pub fn upsert_sql(t: &TablePlan, rows: &[TextRow]) -> Vec<String> {
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let from = values_from(t, rows);
+    t.update_from(&from)
+        .into_iter()
+        .chain(std::iter::once(t.insert_new(&from)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::ident::TableName;
+    use std::collections::HashMap;
+
+    fn plan() -> TablePlan {
+        TablePlan {
+            name: TableName::new("s", "t"),
+            display: "s.t".into(),
+            quoted: r#""s"."t""#.into(),
+            columns: r#""a", "v""#.into(),
+            key: vec![r#""a""#.into()],
+            key_types: vec!["integer".into()],
+            cols: vec![r#""a""#.into(), r#""v""#.into()],
+            column_types: vec!["integer".into(), "text".into()],
+            partitioned: false,
+            signatures: HashMap::new(),
+            set_cols: vec![r#""v""#.into()],
+            deltas: HashMap::new(),
+            target_oids: HashMap::from([("dst".to_string(), 7)]),
+            fk_parents: Vec::new(),
+            whole_row: false,
+        }
+    }
+
+    #[test]
+    fn small_rows_update_then_insert_with_typed_values() {
+        let rows = vec![vec![Some("1".into()), None]];
+        let sql = upsert_sql(&plan(), &rows);
+        assert_eq!(
+            sql,
+            [
+                r#"UPDATE "s"."t" AS t SET "v" = r."v" FROM (VALUES (E'1'::integer, NULL::text)) AS r ("a", "v") WHERE t."a" = r."a""#,
+                r#"INSERT INTO "s"."t" ("a", "v") OVERRIDING SYSTEM VALUE SELECT r."a", r."v" FROM (VALUES (E'1'::integer, NULL::text)) AS r ("a", "v") WHERE NOT EXISTS (SELECT 1 FROM "s"."t" AS t WHERE t."a" = r."a")"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn key_only_tables_only_insert_and_deletes_spare_current_rows() {
+        let mut t = plan();
+        t.set_cols.clear();
+        assert!(t.update_from("x AS r").is_none());
+        let d = t.delete_gone("dst");
+        assert!(
+            d.starts_with(r#"DELETE FROM "s"."t" AS t USING pg_temp.drover_keys_7 AS k WHERE t."a" = k."a" AND NOT EXISTS (SELECT 1 FROM pg_temp.drover_rows_7_"#),
+            "{d}"
+        );
+        assert!(t.temp_rows("dst").starts_with("pg_temp.drover_rows_7_"));
+    }
+}
