@@ -1,0 +1,175 @@
+//! A partition detached from, or dropped out of, a captured partitioned table: its rows leave
+//! the table on the source without any trigger firing. The sync must stop naming the partition
+//! (never report good with the targets still holding those rows), `check` must name it, and a
+//! re-run of `drover install` must reload the table so the targets equal the source again.
+//! PostgreSQL 10 (no keys on partitioned tables, no DEFAULT partition) and the system major.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::scenario::*;
+use support::*;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Gone {
+    Detach,
+    Drop,
+}
+
+/// The source's table, partitioned by region, and the DDL of a same-partitioned and a plain
+/// target; on 10 each leaf has its own key and the key is configured.
+fn ddl(major: u32) -> (String, &'static str, &'static str) {
+    let cols = "id int NOT NULL, region text NOT NULL, payload text";
+    let plain = "CREATE TABLE events (id int NOT NULL, region text NOT NULL, payload text, \
+                 PRIMARY KEY (id, region));";
+    if major == 10 {
+        let mut part = format!("CREATE TABLE events ({cols}) PARTITION BY LIST (region);\n");
+        for r in ["eu", "us", "apac"] {
+            part.push_str(&format!(
+                "CREATE TABLE events_{r} PARTITION OF events (PRIMARY KEY (id, region)) FOR VALUES IN ('{r}');\n"
+            ));
+        }
+        let keys = "[relgroups.g.keys]\n\"public.events\" = [\"id\", \"region\"]\n";
+        return (part, plain, keys);
+    }
+    let part = format!(
+        "CREATE TABLE events ({cols}, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+         CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');
+         CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');
+         CREATE TABLE events_apac PARTITION OF events DEFAULT;"
+    );
+    (part, plain, "")
+}
+
+fn setup(major: u32, dir: &Path) -> (support::Cluster, PathBuf, Daemon) {
+    let c = support::versions::cluster(major);
+    let (part, plain, keys) = ddl(major);
+    for (db, sql) in [
+        ("src", part.as_str()),
+        ("same", part.as_str()),
+        ("plain", plain),
+    ] {
+        c.create_db(db);
+        c.psql(db, sql);
+    }
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}{}[relgroups.g]\ntables = [\"events\"]\n{keys}\
+         [syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\ntargets = [\"same\", \"plain\"]\n",
+        free_port(),
+        c.database_toml("src", "src"),
+        c.database_toml("same", "same"),
+        c.database_toml("plain", "plain"),
+    );
+    let cfg = write_config(dir, &toml);
+    drover_ok(&cfg, &["install"]);
+    let daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    c.psql(
+        "src",
+        "INSERT INTO events SELECT g, (ARRAY['eu','us','apac'])[g % 3 + 1], 'p' || g \
+         FROM generate_series(1, 900) g;",
+    );
+    (c, cfg, daemon)
+}
+
+fn assert_replicated(c: &support::Cluster, cfg: &Path, when: &str) {
+    drover_wait(cfg, "s", 120);
+    let want = table_md5(c, "src", "events", "id, region");
+    for db in ["same", "plain"] {
+        assert_eq!(
+            table_md5(c, db, "events", "id, region"),
+            want,
+            "events on {db} {when}"
+        );
+    }
+}
+
+fn state(cfg: &Path) -> (String, String) {
+    let s = sync_status(cfg, "s");
+    (
+        s["state"].as_str().unwrap_or_default().to_string(),
+        s["last_error"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+const NAMED: &str =
+    "partition public.events_eu of table public.events was detached or dropped after drover install";
+
+fn partition_gone(major: u32, how: Gone) {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, cfg, mut daemon) = setup(major, dir.path());
+    assert_replicated(&c, &cfg, "after the initial rows");
+
+    let op = match how {
+        Gone::Detach => "ALTER TABLE events DETACH PARTITION events_eu;",
+        Gone::Drop => "DROP TABLE events_eu;",
+    };
+    c.psql(
+        "src",
+        &format!("{op} UPDATE events SET payload = 'after' WHERE id % 10 = 0;"),
+    );
+    drover(&cfg, &["kick", "s"]);
+    eventually(
+        Duration::from_secs(60),
+        "the sync to stop naming the partition",
+        || {
+            let (state, error) = state(&cfg);
+            state == "bad" && error.contains(NAMED) && error.contains("run drover install")
+        },
+    );
+    let out = drover(&cfg, &["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "check: {text}");
+    assert!(text.contains(NAMED), "check names the partition: {text}");
+
+    let out = drover_ok(&cfg, &["install"]);
+    assert!(
+        out.contains("partitions gone, table reloaded: public.events_eu"),
+        "{out}"
+    );
+    assert_replicated(&c, &cfg, "after install reloaded the table");
+    assert_eq!(state(&cfg).0, "good");
+    let check = drover_ok(&cfg, &["check"]);
+    assert!(check.contains("no problems found"), "{check}");
+
+    if how == Gone::Detach {
+        // The detached table is the application's own now: its writes are not the table's.
+        let left = c.psql(
+            "src",
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'events_eu'::regclass AND tgname LIKE 'drover%'",
+        );
+        assert_eq!(left, "0", "capture triggers left on the detached table");
+        c.psql(
+            "src",
+            "DELETE FROM events_eu WHERE id % 2 = 0; INSERT INTO events_eu VALUES (5000, 'eu', 'x');",
+        );
+    }
+    c.psql(
+        "src",
+        "INSERT INTO events VALUES (5001, 'us', 'later'); DELETE FROM events WHERE id % 7 = 0;",
+    );
+    assert_replicated(&c, &cfg, "after later writes");
+    daemon.stop();
+}
+
+#[test]
+fn detach_pg10() {
+    partition_gone(10, Gone::Detach);
+}
+
+#[test]
+fn detach_system() {
+    partition_gone(support::versions::SYSTEM_MAJOR, Gone::Detach);
+}
+
+#[test]
+fn drop_pg10() {
+    partition_gone(10, Gone::Drop);
+}
+
+#[test]
+fn drop_system() {
+    partition_gone(support::versions::SYSTEM_MAJOR, Gone::Drop);
+}
