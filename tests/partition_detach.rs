@@ -16,11 +16,14 @@ use support::*;
 enum Gone {
     Detach,
     Drop,
+    /// DETACH ... CONCURRENTLY (14+), observed while its second phase waits for an old snapshot.
+    DetachConcurrently,
 }
 
 /// The source's table, partitioned by region, and the DDL of a same-partitioned and a plain
-/// target; on 10 each leaf has its own key and the key is configured.
-fn ddl(major: u32) -> (String, &'static str, &'static str) {
+/// target; on 10 each leaf has its own key and the key is configured. Without a DEFAULT
+/// partition when `no_default` (DETACH CONCURRENTLY refuses tables that have one).
+fn ddl(major: u32, no_default: bool) -> (String, &'static str, &'static str) {
     let cols = "id int NOT NULL, region text NOT NULL, payload text";
     let plain = "CREATE TABLE events (id int NOT NULL, region text NOT NULL, payload text, \
                  PRIMARY KEY (id, region));";
@@ -38,14 +41,19 @@ fn ddl(major: u32) -> (String, &'static str, &'static str) {
         "CREATE TABLE events ({cols}, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
          CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');
          CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');
-         CREATE TABLE events_apac PARTITION OF events DEFAULT;"
+         CREATE TABLE events_apac PARTITION OF events {};",
+        if no_default {
+            "FOR VALUES IN ('apac')"
+        } else {
+            "DEFAULT"
+        }
     );
     (part, plain, "")
 }
 
-fn setup(major: u32, dir: &Path) -> (support::Cluster, PathBuf, Daemon) {
+fn setup(major: u32, dir: &Path, no_default: bool) -> (support::Cluster, PathBuf, Daemon) {
     let c = support::versions::cluster(major);
-    let (part, plain, keys) = ddl(major);
+    let (part, plain, keys) = ddl(major, no_default);
     for (db, sql) in [
         ("src", part.as_str()),
         ("same", part.as_str()),
@@ -99,30 +107,39 @@ const NAMED: &str =
 
 fn partition_gone(major: u32, how: Gone) {
     let dir = tempfile::tempdir().unwrap();
-    let (c, cfg, mut daemon) = setup(major, dir.path());
+    let (c, cfg, mut daemon) = setup(major, dir.path(), how == Gone::DetachConcurrently);
     assert_replicated(&c, &cfg, "after the initial rows");
 
-    let op = match how {
-        Gone::Detach => "ALTER TABLE events DETACH PARTITION events_eu;",
-        Gone::Drop => "DROP TABLE events_eu;",
-    };
-    c.psql(
-        "src",
-        &format!("{op} UPDATE events SET payload = 'after' WHERE id % 10 = 0;"),
-    );
-    drover(&cfg, &["kick", "s"]);
-    eventually(
-        Duration::from_secs(60),
-        "the sync to stop naming the partition",
-        || {
-            let (state, error) = state(&cfg);
-            state == "bad" && error.contains(NAMED) && error.contains("run drover install")
-        },
-    );
-    let out = drover(&cfg, &["check"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "check: {text}");
-    assert!(text.contains(NAMED), "check names the partition: {text}");
+    std::thread::scope(|scope| {
+        let mut detaching = None;
+        match how {
+            Gone::Detach => drop(c.psql("src", "ALTER TABLE events DETACH PARTITION events_eu;")),
+            Gone::Drop => drop(c.psql("src", "DROP TABLE events_eu;")),
+            Gone::DetachConcurrently => detaching = Some(detach_concurrently_pending(scope, &c)),
+        };
+        c.psql(
+            "src",
+            "UPDATE events SET payload = 'after' WHERE id % 10 = 0;",
+        );
+        drover(&cfg, &["kick", "s"]);
+        eventually(
+            Duration::from_secs(60),
+            "the sync to stop naming the partition",
+            || {
+                let (state, error) = state(&cfg);
+                state == "bad" && error.contains(NAMED) && error.contains("run drover install")
+            },
+        );
+        let out = drover(&cfg, &["check"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(1), "check: {text}");
+        assert!(text.contains(NAMED), "check names the partition: {text}");
+        if let Some((holder, detach)) = detaching {
+            // Let the detach finish (install would wait for it anyway).
+            c.psql("src", &format!("SELECT pg_terminate_backend({holder})"));
+            detach.join().expect("detach");
+        }
+    });
 
     let out = drover_ok(&cfg, &["install"]);
     assert!(
@@ -134,7 +151,7 @@ fn partition_gone(major: u32, how: Gone) {
     let check = drover_ok(&cfg, &["check"]);
     assert!(check.contains("no problems found"), "{check}");
 
-    if how == Gone::Detach {
+    if how != Gone::Drop {
         // The detached table is the application's own now: its writes are not the table's.
         let left = c.psql(
             "src",
@@ -152,6 +169,47 @@ fn partition_gone(major: u32, how: Gone) {
     );
     assert_replicated(&c, &cfg, "after later writes");
     daemon.stop();
+}
+
+/// Starts `DETACH PARTITION events_eu CONCURRENTLY` while another session holds a snapshot, and
+/// returns once its first phase committed (the partition pending detach): the holder's backend
+/// pid and the thread running the detach, which finishes once the holder is gone.
+fn detach_concurrently_pending<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    c: &'s support::Cluster,
+) -> (String, std::thread::ScopedJoinHandle<'s, ()>) {
+    scope.spawn(move || {
+        // Ends when the test terminates it.
+        let _ = c.try_psql(
+            "src",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM events; \
+             SELECT pg_sleep(120); COMMIT;",
+        );
+    });
+    let holder = "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' \
+                  AND pid <> pg_backend_pid()";
+    eventually(Duration::from_secs(30), "the snapshot holder", || {
+        !c.psql("src", holder).is_empty()
+    });
+    let pid = c.psql("src", holder);
+    let detach = scope.spawn(move || {
+        c.psql(
+            "src",
+            "ALTER TABLE events DETACH PARTITION events_eu CONCURRENTLY;",
+        );
+    });
+    eventually(Duration::from_secs(30), "the detach to be pending", || {
+        c.psql(
+            "src",
+            "SELECT count(*) FROM pg_inherits WHERE inhrelid = 'events_eu'::regclass AND inhdetachpending",
+        ) == "1"
+    });
+    (pid, detach)
+}
+
+#[test]
+fn detach_concurrently_system() {
+    partition_gone(support::versions::SYSTEM_MAJOR, Gone::DetachConcurrently);
 }
 
 #[test]

@@ -27,10 +27,14 @@ pub const CATALOG: &str = "CREATE TABLE IF NOT EXISTS drover.partitions (
 ";
 
 /// `SELECT oid` of every partition below `table`, at any depth (none once `table` is dropped).
+/// A partition being detached CONCURRENTLY (14+: `inhdetachpending`, read through `to_jsonb` as
+/// older servers lack the column) is gone already: queries of the table no longer see its rows.
 fn tree_sql(table: &TableName) -> String {
+    let kept = "NOT coalesce((to_jsonb(i) ->> 'inhdetachpending')::bool, false)";
     format!(
-        "WITH RECURSIVE tree(relid) AS (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass({})::oid \
-         UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid) \
+        "WITH RECURSIVE tree(relid) AS (SELECT i.inhrelid FROM pg_inherits i \
+         WHERE i.inhparent = to_regclass({})::oid AND {kept} \
+         UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid WHERE {kept}) \
          SELECT relid FROM tree",
         quote_literal(&table.quoted())
     )
