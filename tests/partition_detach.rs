@@ -231,3 +231,224 @@ fn drop_pg10() {
 fn drop_system() {
     partition_gone(support::versions::SYSTEM_MAJOR, Gone::Drop);
 }
+
+/// A key-less partitioned table (whole-row images): a detached partition's rows, duplicates
+/// included, are gone from the targets after install reloads the table.
+#[test]
+fn key_less_detach_system() {
+    let c = Cluster::start();
+    let part =
+        "CREATE TABLE logs (id int, region text NOT NULL, msg text) PARTITION BY LIST (region);
+        CREATE TABLE logs_eu PARTITION OF logs FOR VALUES IN ('eu');
+        CREATE TABLE logs_us PARTITION OF logs FOR VALUES IN ('us');";
+    for (db, sql) in [
+        ("src", part),
+        (
+            "plain",
+            "CREATE TABLE logs (id int, region text NOT NULL, msg text);",
+        ),
+    ] {
+        c.create_db(db);
+        c.psql(db, sql);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"logs\"]\n\
+         [syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\ntargets = [\"plain\"]\n",
+        free_port(),
+        c.database_toml("src", "src"),
+        c.database_toml("plain", "plain"),
+    );
+    let cfg = write_config(dir.path(), &toml);
+    drover_ok(&cfg, &["install"]);
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    let same = |when: &str| {
+        drover_wait(&cfg, "s", 120);
+        assert_eq!(
+            table_md5(&c, "plain", "logs", "id, region, msg"),
+            table_md5(&c, "src", "logs", "id, region, msg"),
+            "logs {when}"
+        );
+    };
+    c.psql(
+        "src",
+        "INSERT INTO logs SELECT g % 50, (ARRAY['eu','us'])[g % 2 + 1], 'm' FROM generate_series(1, 400) g;",
+    );
+    same("after the initial rows");
+    c.psql("src", "ALTER TABLE logs DETACH PARTITION logs_eu;");
+    drover(&cfg, &["kick", "s"]);
+    eventually(
+        Duration::from_secs(60),
+        "the sync to name the partition",
+        || {
+            let (state, error) = state(&cfg);
+            state == "bad" && error.contains("partition public.logs_eu of table public.logs")
+        },
+    );
+    // Writes to the detached table do not reach the targets as the table's.
+    c.psql("src", "DELETE FROM logs_eu WHERE id < 10;");
+    drover_ok(&cfg, &["install"]);
+    same("after install reloaded the table");
+    c.psql(
+        "src",
+        "DELETE FROM logs_eu WHERE id < 20; INSERT INTO logs VALUES (1, 'us', 'later');",
+    );
+    same("after later writes");
+    daemon.stop();
+}
+
+/// Two masters: a partition detached on one is named by the sync; install there reloads the
+/// table on the other, so both hold the same rows again.
+#[test]
+fn two_masters_detach() {
+    let major = support::versions::SYSTEM_MAJOR;
+    let c = Cluster::start();
+    let (part, _, _) = ddl(major, false);
+    for db in ["m1", "m2"] {
+        c.create_db(db);
+        c.psql(db, &part);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"events\"]\n\
+         [syncs.s]\nrelgroup = \"g\"\nsources = [\"m1\", \"m2\"]\n",
+        free_port(),
+        c.database_toml("m1", "m1"),
+        c.database_toml("m2", "m2"),
+    );
+    let cfg = write_config(dir.path(), &toml);
+    drover_ok(&cfg, &["install"]);
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    let same = |when: &str| {
+        drover_wait(&cfg, "s", 120);
+        assert_eq!(
+            table_md5(&c, "m1", "events", "id, region"),
+            table_md5(&c, "m2", "events", "id, region"),
+            "events differ {when}"
+        );
+    };
+    c.psql(
+        "m1",
+        "INSERT INTO events SELECT g, (ARRAY['eu','us'])[g % 2 + 1], 'm1' FROM generate_series(1, 200) g;",
+    );
+    c.psql(
+        "m2",
+        "INSERT INTO events SELECT g, 'apac', 'm2' FROM generate_series(1001, 1200) g;",
+    );
+    same("after inserts on both");
+    c.psql("m1", "ALTER TABLE events DETACH PARTITION events_eu;");
+    drover(&cfg, &["kick", "s"]);
+    eventually(
+        Duration::from_secs(60),
+        "the sync to name the partition",
+        || {
+            let (state, error) = state(&cfg);
+            state == "bad" && error.contains(NAMED)
+        },
+    );
+    drover_ok(&cfg, &["install"]);
+    same("after install reloaded the table");
+    let eu = c.psql("m2", "SELECT count(*) FROM events WHERE region = 'eu'");
+    assert_eq!(eu, "0", "the detached partition's rows are gone on m2");
+    daemon.stop();
+}
+
+/// An install made before partitions were recorded (no drover.partitions): the daemon refuses
+/// the partitioned table asking for install, `check` names it, and install fixes it.
+#[test]
+fn unrecorded_partitions_need_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, cfg, mut daemon) = setup(support::versions::SYSTEM_MAJOR, dir.path(), false);
+    assert_replicated(&c, &cfg, "after the initial rows");
+    daemon.stop();
+    c.psql("src", "DROP TABLE drover.partitions;");
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    let want = "table public.events is partitioned but its partitions are not recorded";
+    eventually(
+        Duration::from_secs(60),
+        "the sync to ask for install",
+        || {
+            let (state, error) = state(&cfg);
+            state == "bad" && error.contains(want)
+        },
+    );
+    let out = drover(&cfg, &["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "check: {text}");
+    assert!(text.contains(want), "{text}");
+    drover_ok(&cfg, &["install"]);
+    c.psql("src", "INSERT INTO events VALUES (5001, 'us', 'later');");
+    assert_replicated(&c, &cfg, "after install recorded the partitions");
+    daemon.stop();
+}
+
+/// A partition detached from one captured table and attached to another (`archive`, installed
+/// first): its triggers still call the first table's capture, so it is not captured for
+/// `archive` until install, which sends the rows it holds to `archive` and reloads `events`.
+#[test]
+fn moved_to_another_captured_table() {
+    let c = Cluster::start();
+    let (part, plain, _) = ddl(support::versions::SYSTEM_MAJOR, false);
+    let archive = "CREATE TABLE archive (id int NOT NULL, region text NOT NULL, payload text, \
+                   PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+                   CREATE TABLE archive_old PARTITION OF archive FOR VALUES IN ('old');";
+    let archive_plain =
+        "CREATE TABLE archive (id int NOT NULL, region text NOT NULL, payload text, \
+                         PRIMARY KEY (id, region));";
+    c.create_db("src");
+    c.psql("src", &format!("{part}\n{archive}"));
+    c.create_db("plain");
+    c.psql("plain", &format!("{plain}\n{archive_plain}"));
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"events\", \"archive\"]\n\
+         [syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\ntargets = [\"plain\"]\n",
+        free_port(),
+        c.database_toml("src", "src"),
+        c.database_toml("plain", "plain"),
+    );
+    let cfg = write_config(dir.path(), &toml);
+    drover_ok(&cfg, &["install"]);
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    let same = |when: &str| {
+        drover_wait(&cfg, "s", 120);
+        for t in ["events", "archive"] {
+            assert_eq!(
+                table_md5(&c, "plain", t, "id, region"),
+                table_md5(&c, "src", t, "id, region"),
+                "{t} {when}"
+            );
+        }
+    };
+    c.psql(
+        "src",
+        "INSERT INTO events SELECT g, (ARRAY['eu','us'])[g % 2 + 1], 'p' FROM generate_series(1, 300) g;
+         INSERT INTO archive SELECT g, 'old', 'a' FROM generate_series(1, 50) g;",
+    );
+    same("after the initial rows");
+    c.psql(
+        "src",
+        "ALTER TABLE events DETACH PARTITION events_eu;
+         ALTER TABLE archive ATTACH PARTITION events_eu FOR VALUES IN ('eu');",
+    );
+    let out = drover(&cfg, &["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "check: {text}");
+    assert!(text.contains(NAMED), "{text}");
+    assert!(
+        text.contains("table public.archive: partition public.events_eu is not captured"),
+        "{text}"
+    );
+    drover_ok(&cfg, &["install"]);
+    same("after install");
+    c.psql(
+        "src",
+        "UPDATE events_eu SET payload = 'moved' WHERE id % 3 = 0;",
+    );
+    same("after writes to the moved partition");
+    daemon.stop();
+}

@@ -51,24 +51,32 @@ pub struct Leaf {
 }
 
 /// `SELECT quoted name, leaf, captured` for every partition below `parent` (a regclass
-/// expression), at any depth.
+/// expression), at any depth. Captured means its triggers call this table's functions (those of
+/// the parent's TRUNCATE trigger): a partition moved from another captured table keeps that
+/// table's triggers, which record its writes in the other table's delta.
 fn leaves_sql(parent: &str) -> String {
-    let names: Vec<String> = STATEMENT
-        .iter()
-        .chain([&LEAF_TRUNCATE])
-        .map(|t| quote_literal(t))
-        .collect();
+    let list = |names: &[&str]| {
+        let quoted: Vec<String> = names.iter().map(|t| quote_literal(t)).collect();
+        quoted.join(", ")
+    };
     // One index probe per partition: a leaf has all four triggers, a sub-partitioned table
     // the three statement ones.
     format!(
         "WITH RECURSIVE tree(relid) AS (SELECT inhrelid FROM pg_inherits WHERE inhparent = {parent} \
-         UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid) \
+         UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid), \
+         fns AS (SELECT f.oid AS stmt, (SELECT l.oid FROM pg_proc l WHERE l.pronamespace = f.pronamespace \
+         AND l.proname = f.proname || '_partition_truncate') AS leaf \
+         FROM pg_trigger g JOIN pg_proc f ON f.oid = g.tgfoid WHERE g.tgrelid = {parent} AND g.tgname = {trunc}) \
          SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS leaf, c.relkind = 'r' AS is_leaf, \
-         (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname IN ({names})) \
+         (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = c.oid AND \
+         (g.tgname IN ({stmt}) AND g.tgfoid = (SELECT stmt FROM fns) \
+         OR g.tgname = {leaf} AND g.tgfoid = (SELECT leaf FROM fns))) \
          = CASE c.relkind WHEN 'r' THEN 4 ELSE 3 END AS captured \
          FROM tree JOIN pg_class c ON c.oid = tree.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p')",
-        names = names.join(", "),
+        stmt = list(&STATEMENT),
+        leaf = quote_literal(LEAF_TRUNCATE),
+        trunc = quote_literal(PARENT_TRUNCATE),
     )
 }
 
