@@ -17,7 +17,8 @@
 //! A partition created or attached after install is "uncaptured" until `drover install` runs
 //! again: `check` names it, and every round of its table fails naming it (`check_captured`,
 //! read under the round's snapshot, so no row of it reaches a target before it is captured).
-//! Install then records the rows it holds (`send_existing_rows`).
+//! Install then records the rows it holds (`send_existing_rows`). A partition detached or
+//! dropped since install is the other half (`partition_list`), checked in the same statement.
 
 use tokio_postgres::{Client, Transaction};
 
