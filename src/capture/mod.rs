@@ -3,6 +3,7 @@
 //! leaves it as it was; re-running after a config change adds new tables and drops removed ones.
 
 pub mod images;
+pub mod partition_list;
 pub mod partitions;
 pub mod sql;
 
@@ -46,6 +47,8 @@ pub struct InstallReport {
     /// Partitions of already captured tables that this install captured (created or attached
     /// since the last install); the rows they held are sent.
     pub new_partitions: Vec<String>,
+    /// Recorded partitions since detached or dropped: their tables are reloaded on targets.
+    pub gone_partitions: Vec<String>,
     pub progress_rows: usize,
     pub capture: Option<CaptureMode>,
 }
@@ -152,6 +155,7 @@ async fn install_capture(
                 ddl.push_str(&partitions::drop_leaf_triggers(&leaves));
             }
         }
+        partition_list::forget(tx, db, table, &objects).await?;
         ddl.push_str(&format!(
             "DROP FUNCTION IF EXISTS {}();\nDROP FUNCTION IF EXISTS {}();\nDROP TABLE IF EXISTS {};\n",
             objects.function_quoted, objects.leaf_function_quoted, objects.delta_quoted
@@ -256,6 +260,11 @@ async fn install_capture(
         tx.batch_execute(&ddl)
             .await
             .map_err(|e| PgError::query(db, &purpose, e))?;
+        if leaves.is_some() {
+            // Partitions detached or dropped since the last install: the table is reloaded.
+            let gone = partition_list::refresh(tx, db, table, &objects).await?;
+            report.gone_partitions.extend(gone);
+        }
         if let (Some(leaves), false) = (&leaves, fresh_delta) {
             // A fresh delta starts with the initial copy; a kept one must learn the rows of
             // partitions created or attached since the last install.

@@ -17,10 +17,12 @@
 //! A partition created or attached after install is "uncaptured" until `drover install` runs
 //! again: `check` names it, and every round of its table fails naming it (`check_captured`,
 //! read under the round's snapshot, so no row of it reaches a target before it is captured).
-//! Install then records the rows it holds (`send_existing_rows`).
+//! Install then records the rows it holds (`send_existing_rows`). A partition detached or
+//! dropped since install is the other half (`partition_list`), checked in the same statement.
 
 use tokio_postgres::{Client, Transaction};
 
+use super::partition_list;
 use super::sql::{statement_triggers, CaptureObjects};
 use crate::pg::error::PgError;
 use crate::pg::ident::{quote_ident, quote_literal, TableName};
@@ -50,24 +52,32 @@ pub struct Leaf {
 }
 
 /// `SELECT quoted name, leaf, captured` for every partition below `parent` (a regclass
-/// expression), at any depth.
+/// expression), at any depth. Captured means its triggers call this table's functions (those of
+/// the parent's TRUNCATE trigger): a partition moved from another captured table keeps that
+/// table's triggers, which record its writes in the other table's delta.
 fn leaves_sql(parent: &str) -> String {
-    let names: Vec<String> = STATEMENT
-        .iter()
-        .chain([&LEAF_TRUNCATE])
-        .map(|t| quote_literal(t))
-        .collect();
+    let list = |names: &[&str]| {
+        let quoted: Vec<String> = names.iter().map(|t| quote_literal(t)).collect();
+        quoted.join(", ")
+    };
     // One index probe per partition: a leaf has all four triggers, a sub-partitioned table
     // the three statement ones.
     format!(
         "WITH RECURSIVE tree(relid) AS (SELECT inhrelid FROM pg_inherits WHERE inhparent = {parent} \
-         UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid) \
+         UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid), \
+         fns AS (SELECT f.oid AS stmt, (SELECT l.oid FROM pg_proc l WHERE l.pronamespace = f.pronamespace \
+         AND l.proname = f.proname || '_partition_truncate') AS leaf \
+         FROM pg_trigger g JOIN pg_proc f ON f.oid = g.tgfoid WHERE g.tgrelid = {parent} AND g.tgname = {trunc}) \
          SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS leaf, c.relkind = 'r' AS is_leaf, \
-         (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname IN ({names})) \
+         (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = c.oid AND \
+         (g.tgname IN ({stmt}) AND g.tgfoid = (SELECT stmt FROM fns) \
+         OR g.tgname = {leaf} AND g.tgfoid = (SELECT leaf FROM fns))) \
          = CASE c.relkind WHEN 'r' THEN 4 ELSE 3 END AS captured \
          FROM tree JOIN pg_class c ON c.oid = tree.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p')",
-        names = names.join(", "),
+        stmt = list(&STATEMENT),
+        leaf = quote_literal(LEAF_TRUNCATE),
+        trunc = quote_literal(PARENT_TRUNCATE),
     )
 }
 
@@ -87,16 +97,29 @@ fn uncaptured_sql(table: &TableName) -> String {
     )
 }
 
-/// Whether `oid` is a partitioned table.
-pub async fn is_partitioned(client: &Client, db: &str, oid: u32) -> Result<bool, PgError> {
+/// Whether `oid` (`display` in messages) is a partitioned table; an error when it is but the
+/// schema predates `drover.partitions` (rounds compare with it: `partition_list`).
+pub async fn is_partitioned(
+    client: &Client,
+    db: &str,
+    oid: u32,
+    display: &str,
+) -> Result<bool, PgError> {
     let row = client
         .query_opt(
-            "SELECT 1 FROM pg_class WHERE oid = $1 AND relkind = 'p'",
+            "SELECT to_regclass('drover.partitions') IS NOT NULL FROM pg_class WHERE oid = $1 AND relkind = 'p'",
             &[&oid],
         )
         .await
         .map_err(|e| PgError::query(db, "read whether a table is partitioned", e))?;
-    Ok(row.is_some())
+    match row.map(|r| r.get::<_, bool>(0)) {
+        None => Ok(false),
+        Some(true) => Ok(true),
+        Some(false) => Err(PgError::setup(
+            db,
+            partition_list::unrecorded_message(display),
+        )),
+    }
 }
 
 /// The leaves of `table` if it is partitioned, `None` if it is not.
@@ -135,17 +158,72 @@ pub async fn leaves(
     ))
 }
 
-/// The uncaptured leaves of `table` (empty when it is not partitioned or not captured).
-pub async fn uncaptured(
+/// What `check` says about the partitions of `table`: uncaptured ones, and recorded ones gone
+/// from its tree (empty when it is not partitioned or not captured).
+pub async fn problems(
     client: &Client,
     db: &str,
     table: &TableName,
 ) -> Result<Vec<String>, PgError> {
+    let recorded = client
+        .query_one("SELECT to_regclass('drover.partitions') IS NOT NULL", &[])
+        .await
+        .map_err(|e| PgError::query(db, "look for drover.partitions", e))?
+        .get::<_, bool>(0);
+    let sql = if recorded {
+        problems_sql(table)
+    } else {
+        format!("SELECT *, false FROM ({}) u", uncaptured_sql(table))
+    };
     let rows = client
-        .query(&format!("{} ORDER BY 2", uncaptured_sql(table)), &[])
+        .simple_query(&format!("{sql} ORDER BY 3, 2"))
         .await
         .map_err(|e| PgError::query(db, format!("list the partitions of {table}"), e))?;
-    Ok(rows.iter().map(|r| r.get(1)).collect())
+    let mut out = messages(rows);
+    let captured = !client
+        .query(&format!("{} LIMIT 1", partitioned_captured_sql(table)), &[])
+        .await
+        .map_err(|e| PgError::query(db, format!("list the partitions of {table}"), e))?
+        .is_empty();
+    if !recorded && captured {
+        out.push(partition_list::unrecorded_message(&table.to_string()));
+    }
+    Ok(out)
+}
+
+/// `SELECT 1` when `table` is partitioned and captured.
+fn partitioned_captured_sql(table: &TableName) -> String {
+    format!(
+        "SELECT 1 FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid \
+         WHERE g.tgrelid = {} AND c.relkind = 'p' AND g.tgname = {}",
+        regclass(table),
+        quote_literal(PARENT_TRUNCATE)
+    )
+}
+
+/// `SELECT table, partition, gone` for each uncaptured partition of `table` and each recorded
+/// one gone from its tree.
+fn problems_sql(table: &TableName) -> String {
+    format!(
+        "SELECT *, false FROM ({}) u UNION ALL SELECT *, true FROM ({}) g",
+        uncaptured_sql(table),
+        partition_list::gone_sql(table)
+    )
+}
+
+/// The messages for `problems_sql` rows.
+fn messages(rows: Vec<tokio_postgres::SimpleQueryMessage>) -> Vec<String> {
+    simple::rows(rows)
+        .iter()
+        .map(|r| {
+            let (table, partition) = (r.get(0).unwrap_or_default(), r.get(1).unwrap_or_default());
+            if simple::get_bool(r, 2) {
+                partition_list::gone_message(table, partition)
+            } else {
+                uncaptured_message(table, partition)
+            }
+        })
+        .collect()
 }
 
 /// What `check` and a refused round say about one uncaptured leaf.
@@ -157,9 +235,10 @@ pub fn uncaptured_message(table: &str, leaf: &str) -> String {
     )
 }
 
-/// One statement per round (pipelined with the round's first reads): fails naming every
-/// uncaptured leaf of the given partitioned tables (`(display name, table)`), so a sync is never
-/// reported good while writes to a partition could be missed.
+/// One statement per round (pipelined with the round's first reads, under its snapshot): fails
+/// naming every uncaptured partition of the given partitioned tables (`(display name, table)`)
+/// and every recorded one since detached or dropped (`partition_list`), so a sync is never
+/// reported good while writes to a partition could be missed or its rows linger on targets.
 pub async fn check_captured(
     client: &Client,
     db: &str,
@@ -168,18 +247,12 @@ pub async fn check_captured(
     if tables.is_empty() {
         return Ok(());
     }
-    let sql: Vec<String> = tables.iter().map(|(_, t)| uncaptured_sql(t)).collect();
+    let sql: Vec<String> = tables.iter().map(|(_, t)| problems_sql(t)).collect();
     let rows = client
         .simple_query(&sql.join(" UNION ALL "))
         .await
-        .map_err(|e| PgError::query(db, "check that every partition is captured", e))?;
-    let problems: Vec<String> = simple::rows(rows)
-        .iter()
-        .map(|r| {
-            let table = r.get(0).unwrap_or_default();
-            uncaptured_message(table, r.get(1).unwrap_or_default())
-        })
-        .collect();
+        .map_err(|e| PgError::query(db, "check the partitions of partitioned tables", e))?;
+    let problems = messages(rows);
     if problems.is_empty() {
         Ok(())
     } else {

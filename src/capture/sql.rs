@@ -121,7 +121,7 @@ CREATE TABLE IF NOT EXISTS drover.conflicts (
 ",
         v = quote_literal(SCHEMA_VERSION),
         nothing = quote_literal(NOTHING_APPLIED),
-    )
+    ) + super::partition_list::CATALOG
 }
 
 /// Names of the objects that capture one table, from its catalog id.

@@ -14,18 +14,18 @@ use crate::pg::schema::{self, TableMeta};
 use crate::pg::Endpoint;
 use crate::topology;
 
-/// Names each partition of a captured `table` on source `db` that is not captured.
+/// Names each partition of a captured `table` on source `db` that is not captured, or was
+/// detached or dropped since install.
 async fn uncaptured_partitions(
     client: &tokio_postgres::Client,
     db: &str,
     table: &TableName,
     problems: &mut Vec<String>,
 ) -> bool {
-    match partitions::uncaptured(client, db, table).await {
-        Ok(leaves) if leaves.is_empty() => true,
-        Ok(leaves) => {
-            for leaf in leaves {
-                let what = partitions::uncaptured_message(&table.to_string(), &leaf);
+    match partitions::problems(client, db, table).await {
+        Ok(found) if found.is_empty() => true,
+        Ok(found) => {
+            for what in found {
                 problems.push(format!("database \"{db}\": {what}"));
             }
             false

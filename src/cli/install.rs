@@ -33,6 +33,7 @@ pub async fn install(config: &Config) -> anyhow::Result<i32> {
                     ("rebuilt", &r.rebuilt),
                     ("removed", &r.removed),
                     ("partitions captured", &r.new_partitions),
+                    ("partitions gone, table reloaded", &r.gone_partitions),
                 ] {
                     if !list.is_empty() {
                         parts.push(format!("{what}: {}", list.join(", ")));

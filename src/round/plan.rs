@@ -139,7 +139,8 @@ impl TablePlan {
                     side.name.to_string(),
                     format!("drover.{}", quote_ident(&delta)),
                 );
-                partitioned |= partitions::is_partitioned(&client, side.name, meta.oid).await?;
+                partitioned |=
+                    partitions::is_partitioned(&client, side.name, meta.oid, &display).await?;
             }
             if targets.iter().any(|t| t.name == side.name) || sources.len() > 1 {
                 target_oids.insert(side.name.to_string(), meta.oid);
