@@ -108,10 +108,11 @@ async fn multi_inner(mut input: MultiInput<'_>, report: &mut RoundReport) -> Res
     let (committed, curs) = read_and_apply(&mut input, report, &mut clients).await?;
     drop(clients);
     for s in input.sources {
-        let done: Vec<(String, Snapshot)> = committed
+        // Multi-master applies commit synchronously: what committed is durable.
+        let done: Vec<purge::Horizon> = committed
             .iter()
             .filter(|c| **c != s.name)
-            .map(|c| (c.clone(), curs[&s.name].clone()))
+            .flat_map(|c| purge::Horizon::all(c, &curs[&s.name], input.tables))
             .collect();
         if !done.is_empty() {
             purge::after_round(&s.pool, &s.name, input.sync, &done, input.tables).await?;

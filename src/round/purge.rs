@@ -7,8 +7,10 @@
 //! subscriptions do), so a target that crashes may lose its last rounds, progress included.
 //! Their delta rows must still be there: before purging, the purge commits a transaction with
 //! an xid under `synchronous_commit = on` on each target, which flushes (and, with synchronous
-//! standbys, replicates) every WAL record before it, those rounds' commits included. The purge
-//! runs beside the rounds, not between them, so a slow flush delays only the purge.
+//! standbys, replicates) every WAL record before it, and reads in that transaction the progress
+//! the target has: that durable progress, not what a round reported (a target that crashed
+//! and restarted before the barrier no longer has it), becomes the horizon. The purge runs
+//! beside the rounds, not between them, so a slow flush delays only the purge.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -75,19 +77,21 @@ pub struct Background {
 }
 
 impl PurgeDue {
-    /// Flushes the targets' WAL, then purges `due`, beside the rounds. Failures are logged:
-    /// the next purge covers the same rows.
+    /// Flushes the targets' WAL, then purges up to what each of them durably applied, beside
+    /// the rounds. Failures are logged: the next purge covers the same rows.
     pub fn start(&self, due: Vec<(String, Snapshot)>, bg: Background) {
         let running = self.running.clone();
         running.store(true, Ordering::Release);
         tokio::task::spawn_local(async move {
             let result = async {
+                let mut horizons = Vec::new();
                 for (target, _) in &due {
                     if let Some((name, pool)) = bg.targets.iter().find(|(n, _)| n == target) {
-                        flush_barrier(pool, name).await?;
+                        let durable = flush_barrier(pool, name, &bg.sync, &bg.source_name).await?;
+                        horizons.extend(durable);
                     }
                 }
-                after_round(&bg.source, &bg.source_name, &bg.sync, &due, &bg.tables).await
+                after_round(&bg.source, &bg.source_name, &bg.sync, &horizons, &bg.tables).await
             }
             .await;
             if let Err(e) = result {
@@ -98,40 +102,88 @@ impl PurgeDue {
     }
 }
 
-/// Waits until every transaction the target committed so far is flushed to disk.
-async fn flush_barrier(pool: &Pool, target: &str) -> Result<(), PgError> {
-    let client = checkout(pool, target).await?;
-    client
-        .batch_execute(
-            "SELECT set_config('synchronous_commit', 'on', true); SELECT txid_current();",
-        )
-        .await
-        .map_err(|e| PgError::query(target, "flush the target's WAL before purging", e))
+/// A receiver's applied horizon for one table: delta rows below `xmin` are done for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Horizon {
+    pub target: String,
+    pub table: String,
+    pub xmin: i64,
 }
 
-/// Records that each target applied everything up to its snapshot and deletes what no one
+impl Horizon {
+    /// The horizons of every table of a round that `target` applied up to `snap`.
+    pub fn all(target: &str, snap: &Snapshot, tables: &[Arc<TablePlan>]) -> Vec<Horizon> {
+        tables
+            .iter()
+            .map(|t| Horizon {
+                target: target.to_string(),
+                table: t.display.clone(),
+                xmin: snap.xmin(),
+            })
+            .collect()
+    }
+}
+
+/// Waits until every transaction the target committed so far is flushed to disk, and returns
+/// the progress that is therefore durable there. The round that reported a horizon may be
+/// lost all the same: the target may have crashed and restarted between its commit and this
+/// barrier (a pool reconnects), and crash recovery drops an unflushed commit. The progress
+/// this transaction sees was committed before it, so its commit's flush covers it: that, not
+/// what the round reported, is what may be purged.
+async fn flush_barrier(
+    pool: &Pool,
+    target: &str,
+    sync: &str,
+    source: &str,
+) -> Result<Vec<Horizon>, PgError> {
+    let client = checkout(pool, target).await?;
+    let sql = format!(
+        "SELECT set_config('synchronous_commit', 'on', true); SELECT txid_current(); \
+         SELECT table_name, snapshot FROM drover.progress WHERE sync = {} AND source = {};",
+        quote_literal(sync),
+        quote_literal(source)
+    );
+    let answer = client
+        .simple_query(&sql)
+        .await
+        .map_err(|e| PgError::query(target, "flush the target's WAL before purging", e))?;
+    Ok(crate::pg::simple::rows(answer)
+        .iter()
+        .filter_map(|r| {
+            let snap = Snapshot::parse(r.get(1)?)?;
+            Some(Horizon {
+                target: target.to_string(),
+                table: r.get(0)?.to_string(),
+                xmin: snap.xmin(),
+            })
+        })
+        .collect())
+}
+
+/// Records that each target applied each table up to its horizon and deletes what no one
 /// needs.
 pub async fn after_round(
     pool: &Pool,
     source: &str,
     sync: &str,
-    targets: &[(String, Snapshot)],
+    horizons: &[Horizon],
     tables: &[Arc<TablePlan>],
 ) -> Result<(), PgError> {
     // Losing this commit in a crash only brings back rows that every receiver already has
     // (progress filters them): no need to wait for its WAL flush.
     let mut sql = String::from("SELECT set_config('synchronous_commit', 'off', true);\n");
     let sync_l = quote_literal(sync);
-    for (target, snap) in targets {
-        let xmin = snap.xmin();
-        for t in tables {
-            sql.push_str(&format!(
-                "UPDATE drover.consumers SET horizon = {xmin}, updated_at = now() WHERE sync = {sync_l} \
-                 AND target = {} AND table_name = {} AND horizon < {xmin};\n",
-                quote_literal(target),
-                quote_literal(&t.display)
-            ));
+    for h in horizons {
+        if !tables.iter().any(|t| t.display == h.table) {
+            continue;
         }
+        sql.push_str(&format!(
+            "UPDATE drover.consumers SET horizon = {x}, updated_at = now() WHERE sync = {sync_l} \
+             AND target = {} AND table_name = {} AND horizon < {x};\n",
+            quote_literal(&h.target),
+            quote_literal(&h.table),
+            x = h.xmin,
+        ));
     }
     for t in tables {
         sql.push_str(&format!(
