@@ -147,8 +147,10 @@ async fn flush_barrier(
         .simple_query(&sql)
         .await
         .map_err(|e| PgError::query(target, "flush the target's WAL before purging", e))?;
+    // The rows of the last statement: the other two answer one column each.
     Ok(crate::pg::simple::rows(answer)
         .iter()
+        .filter(|r| r.len() == 2)
         .filter_map(|r| {
             let snap = Snapshot::parse(r.get(1)?)?;
             Some(Horizon {
