@@ -278,3 +278,56 @@ fn install_refuses_a_drover_schema_owned_by_another_role() {
         "the error names the owner:\n{text}"
     );
 }
+
+/// Multi-master with conflicts: the same keys changed on both masters between rounds, and
+/// `app` writing with `drover.origin` set on one of them. Both converge, conflicts are logged,
+/// nothing ping-pongs, and none of app's planted objects runs in a drover session.
+#[test]
+fn multi_master_conflicts_with_planted_objects() {
+    let c = shared_cluster(&["a", "b"], true);
+    for db in ["a", "b"] {
+        c.psql(db, &fill(1, 40));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.herd]\ntables = [\"public.items\", \"public.vk\"]\n\
+         [syncs.mm]\nrelgroup = \"herd\"\nsources = [\"a\", \"b\"]\n",
+        free_port(),
+        c.database_toml("a", "a"),
+        c.database_toml("b", "b")
+    );
+    let cfg = write_config(dir.path(), &toml);
+    drover_ok(&cfg, &["install"]);
+    // Both masters change the same keys before any round runs.
+    for db in ["a", "b"] {
+        c.psql(
+            db,
+            &format!(
+                "UPDATE public.items SET note = 'on {db}', tags = ARRAY['{db}'] WHERE id <= 10;
+                 UPDATE public.vk SET n = n + length('{db}') WHERE n <= 10;
+                 DELETE FROM public.vk WHERE n BETWEEN 30 AND 32;"
+            ),
+        );
+    }
+    psql_as(
+        &c,
+        "app",
+        "b",
+        "SET drover.origin = 'mm'; INSERT INTO public.items VALUES (500, 'h', '{}', 'hostile');
+         UPDATE public.vk SET n = 0 WHERE k = 'k20';",
+    )
+    .expect("app writes");
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    drover_wait(&cfg, "mm", 120);
+    assert_same(&c, "a", "b");
+    let conflicts = c.psql("a", "SELECT count(*) FROM drover.conflicts");
+    assert_ne!(conflicts, "0", "the same keys changed on both: conflicts expected");
+    for db in ["a", "b"] {
+        eventually(Duration::from_secs(30), "delta tables to drain", || {
+            delta_rows(&c, db) == 0
+        });
+    }
+    daemon.stop();
+    assert_nothing_planted_ran(&c, &["a", "b"]);
+}
