@@ -322,7 +322,10 @@ fn multi_master_conflicts_with_planted_objects() {
     drover_wait(&cfg, "mm", 120);
     assert_same(&c, "a", "b");
     let conflicts = c.psql("a", "SELECT count(*) FROM drover.conflicts");
-    assert_ne!(conflicts, "0", "the same keys changed on both: conflicts expected");
+    assert_ne!(
+        conflicts, "0",
+        "the same keys changed on both: conflicts expected"
+    );
     for db in ["a", "b"] {
         eventually(Duration::from_secs(30), "delta tables to drain", || {
             delta_rows(&c, db) == 0
