@@ -38,12 +38,14 @@ const FUNCTION_METHOD: &str = "apply method: session_replication_role = replica 
 const ORIGIN_METHOD: &str = "apply method: drover.origin guard only";
 
 /// A BEFORE INSERT trigger that makes every insert fail, and an audit trigger recording every
-/// row change; both on the replicated table, created by its owner.
+/// row change; both on the replicated table, created by its owner. The audit function names
+/// its table with the schema: in drover's apply sessions `search_path` is `pg_catalog, pg_temp`
+/// (as in PostgreSQL's own logical replication apply worker, where it is empty).
 const USER_TRIGGERS: &str = "SET ROLE drover;
     CREATE TABLE audit (op text NOT NULL, item_id int NOT NULL);
     CREATE FUNCTION audit_items() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        INSERT INTO audit VALUES (TG_OP, CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END);
+        INSERT INTO public.audit VALUES (TG_OP, CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END);
         RETURN NULL;
     END $$;
     CREATE TRIGGER items_audit AFTER INSERT OR UPDATE OR DELETE ON items

@@ -5,7 +5,9 @@
 pub mod images;
 pub mod partition_list;
 pub mod partitions;
+pub mod secret;
 pub mod sql;
+pub mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -79,9 +81,11 @@ pub async fn install(endpoint: &Endpoint, syncs: &[SyncPlan]) -> Result<InstallR
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INSTALL_LOCK_KEY])
         .await
         .map_err(q("wait for other installs"))?;
+    trust::check_schema(&tx, db).await?;
     tx.batch_execute(&sql::catalog())
         .await
         .map_err(q("create the drover schema"))?;
+    secret::ensure(&tx, db).await?;
 
     let mut report = InstallReport::default();
     let captured: BTreeSet<TableName> = syncs

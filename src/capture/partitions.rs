@@ -288,7 +288,8 @@ BEGIN
   {notify}
   RETURN NULL;
 END
-$drover$;\n",
+$drover$;
+REVOKE ALL ON FUNCTION {f}() FROM PUBLIC;\n",
         f = objects.leaf_function_quoted,
         insert = quote_literal(&insert),
     )

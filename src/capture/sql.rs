@@ -122,6 +122,7 @@ CREATE TABLE IF NOT EXISTS drover.conflicts (
         v = quote_literal(SCHEMA_VERSION),
         nothing = quote_literal(NOTHING_APPLIED),
     ) + super::partition_list::CATALOG
+        + super::secret::CREATE
 }
 
 /// Names of the objects that capture one table, from its catalog id.
@@ -176,7 +177,8 @@ pub(crate) struct Pieces {
     pub stamp: &'static str,
     /// Records a TRUNCATE.
     pub truncate: String,
-    /// Writes made by drover's own apply transactions carry drover.origin: not captured again.
+    /// Writes made by drover's own apply transactions carry drover.origin set to the
+    /// database's secret: not captured again.
     pub guard: &'static str,
     /// Wakes the daemon when it waits for changes (the doorbell lock is held); identical
     /// notifications of one transaction are merged.
@@ -191,7 +193,7 @@ impl Pieces {
             truncate: format!(
                 "INSERT INTO {delta} (drover_xid, drover_changed_at, drover_truncate) VALUES ({stamp}, true);"
             ),
-            guard: "IF coalesce(current_setting('drover.origin', true), '') <> '' THEN RETURN NULL; END IF;",
+            guard: super::secret::GUARD,
             notify: ring_doorbell(),
         }
     }
@@ -297,7 +299,8 @@ pub(crate) fn capture_function(
     let t = table.quoted();
     let mut sql = format!(
         "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql \
-         SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $drover$\n{body}\n$drover$;\n"
+         SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $drover$\n{body}\n$drover$;\n\
+         REVOKE ALL ON FUNCTION {f}() FROM PUBLIC;\n"
     );
     sql.push_str(&drop_triggers(table));
     match on {

@@ -192,8 +192,8 @@ pub enum ReplicaRoleConfig {
     /// name, as managed services have their users create (e.g.
     /// `function:public.rds_session_replication_role`).
     Function {
-        /// Schema, as in the catalog (folded, unquoted), if the name was
-        /// qualified; otherwise the server's `search_path` finds it.
+        /// Schema, as in the catalog (folded, unquoted). Always set once parsed: the
+        /// name must be qualified (`None` only where code builds one by hand).
         schema: Option<String>,
         /// Function name, as in the catalog (folded, unquoted).
         name: String,
@@ -204,9 +204,9 @@ pub enum ReplicaRoleConfig {
 
 impl ReplicaRoleConfig {
     /// Parses `auto`, `set`, `off` or `function:NAME`, where NAME is
-    /// `function` or `schema.function` read like a table name
-    /// ([`TableName::parse`]: unquoted parts fold to lower case, quoted parts
-    /// keep case), except that an unqualified name stays unqualified.
+    /// `schema.function` read like a table name ([`TableName::parse`]:
+    /// unquoted parts fold to lower case, quoted parts keep case); an
+    /// unqualified name is refused.
     pub(super) fn parse(s: &str) -> Result<ReplicaRoleConfig, String> {
         const EXPECTED: &str = "expected one of `auto`, `set`, `function:NAME`, `off`";
         let Some(text) = s.strip_prefix("function:") else {
@@ -229,8 +229,16 @@ impl ReplicaRoleConfig {
         // more leading part makes it three parts (the only error possible
         // once `text` parsed).
         let qualified = TableName::parse(&format!("\"_\".{text}")).is_err();
+        if !qualified {
+            // drover's sessions search pg_catalog only: an unqualified name would not be found,
+            // and must not be found wherever another role could create one.
+            return Err(format!(
+                "{s:?}: name the function with its schema, e.g. \"function:public.{}\"",
+                text.trim()
+            ));
+        }
         Ok(ReplicaRoleConfig::Function {
-            schema: qualified.then_some(parsed.schema),
+            schema: Some(parsed.schema),
             name: parsed.name,
         })
     }
@@ -327,8 +335,10 @@ mod tests {
         assert_eq!(p("auto"), Ok(ReplicaRoleConfig::Auto));
         assert_eq!(p("set"), Ok(ReplicaRoleConfig::Set));
         assert_eq!(p("off"), Ok(ReplicaRoleConfig::Off));
-        assert_eq!(p("function:f"), Ok(function(None, "f")));
-        assert_eq!(p("function: F "), Ok(function(None, "f")));
+        for unqualified in ["function:f", "function: F ", r#"function:"a.b""#] {
+            let e = p(unqualified).unwrap_err();
+            assert!(e.contains("with its schema"), "{e}");
+        }
         assert_eq!(p("function:public.f"), Ok(function(Some("public"), "f")));
         assert_eq!(
             p("function:Ops.Set_Role"),
@@ -338,7 +348,6 @@ mod tests {
             p(r#"function:"My.Schema"."Fn ""x""""#),
             Ok(function(Some("My.Schema"), r#"Fn "x""#))
         );
-        assert_eq!(p(r#"function:"a.b""#), Ok(function(None, "a.b")));
         assert!(p("Auto").unwrap_err().contains("expected one of `auto`"));
         assert!(p("function").unwrap_err().contains("invalid replica_role"));
         assert!(p("function:").unwrap_err().contains("names no function"));
@@ -359,8 +368,8 @@ mod tests {
             r#"SELECT "public"."rds_session_replication_role"('replica')"#
         );
         assert_eq!(
-            function(None, r#"we"ird"#).sql_call("it's"),
-            r#"SELECT "we""ird"('it''s')"#
+            function(Some("s"), r#"we"ird"#).sql_call("it's"),
+            r#"SELECT "s"."we""ird"('it''s')"#
         );
         for v in [ReplicaRoleConfig::Auto, ReplicaRoleConfig::Set] {
             assert_eq!(
@@ -376,10 +385,9 @@ mod tests {
             "auto",
             "set",
             "off",
-            "function:f",
             "function:public.f",
             r#"function:"Odd Schema"."F""#,
-            r#"function:"select""#,
+            r#"function:public."select""#,
         ] {
             let v = ReplicaRoleConfig::parse(s).unwrap();
             assert_eq!(v.to_string(), s);

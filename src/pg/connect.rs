@@ -1,7 +1,11 @@
 //! Connections to one configured database. Every session drover opens pins the settings that
 //! change how values are written as text, so a row copied as text from one server parses back
 //! to the same bits on another whatever either server's defaults are (DateStyle, IntervalStyle,
-//! TimeZone, extra_float_digits: 0 on PostgreSQL 10/11, bytea_output, lc_monetary).
+//! TimeZone, extra_float_digits: 0 on PostgreSQL 10/11, bytea_output, lc_monetary), and pins
+//! `search_path = pg_catalog, pg_temp`: a function or operator another role created in a
+//! schema of the server's default path (`public` on PostgreSQL 14 and older) can never win
+//! over `pg_catalog` for one of drover's calls (CVE-2018-1058). drover's SQL qualifies every
+//! user object, and its temp tables are found in `pg_temp`.
 
 use std::time::Duration;
 
@@ -14,7 +18,8 @@ use crate::pg::{pgpass, tls};
 
 /// The session settings pinned on every connection (libpq `options` syntax).
 const SESSION_OPTIONS: &str = "-c datestyle=ISO,YMD -c intervalstyle=postgres -c timezone=UTC \
-     -c extra_float_digits=3 -c bytea_output=hex -c lc_monetary=C";
+     -c extra_float_digits=3 -c bytea_output=hex -c lc_monetary=C \
+     -c search_path=pg_catalog,pg_temp";
 
 /// How long a connection attempt may take before it counts as a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

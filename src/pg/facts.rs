@@ -79,7 +79,8 @@ impl ServerFacts {
 /// Reads the facts. `replica_role` is the database's setting: `set` and `function:NAME` are
 /// checked by trying them inside a transaction that is rolled back (the only reliable test:
 /// PostgreSQL 15 can GRANT SET on the parameter); `auto` tries SET, then a SECURITY DEFINER
-/// `rds_session_replication_role(text)` function visible to the user, then falls back to the
+/// `rds_session_replication_role(text)` function the user may execute and only trusted roles
+/// could have created (see `helper_function`), then falls back to the
 /// origin guard; `off` uses the origin guard.
 pub async fn read(
     client: &mut Client,
@@ -163,18 +164,30 @@ async fn probe(client: &mut Client, role: &ReplicaRole) -> Result<(), String> {
     }
 }
 
+/// Roles trusted with the helper: a superuser, the user drover connects as, and
+/// `pg_database_owner` when that user owns the database (its only member). `$r` is a pg_roles row.
+const TRUSTED_ROLE: &str = "($r.rolsuper OR $r.rolname = current_user \
+     OR ($r.rolname = 'pg_database_owner' AND pg_has_role(current_user, $r.oid, 'USAGE')))";
+
 /// A SECURITY DEFINER `rds_session_replication_role(text)` the user may execute, as managed
-/// services' users create (see the seed migration).
+/// services' users create (see the seed migration), owned by a trusted role, in a schema where
+/// only trusted roles may create objects (else another role could own what drover calls).
 async fn helper_function(client: &Client) -> Option<ReplicaRole> {
-    let row = client
-        .query_opt(
-            "SELECT n.nspname::text, p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-             WHERE p.proname = 'rds_session_replication_role' AND p.prosecdef AND p.pronargs = 1 \
-             AND has_function_privilege(p.oid, 'EXECUTE') ORDER BY n.nspname = 'public' DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .ok()??;
+    let trusted = |r: &str| TRUSTED_ROLE.replace("$r", r);
+    let sql = format!(
+        "SELECT n.nspname::text, p.proname::text FROM pg_proc p \
+         JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles o ON o.oid = p.proowner \
+         JOIN pg_roles so ON so.oid = n.nspowner \
+         WHERE p.proname = 'rds_session_replication_role' AND p.prosecdef AND p.pronargs = 1 \
+         AND has_function_privilege(p.oid, 'EXECUTE') AND {owner} AND {schema_owner} \
+         AND NOT EXISTS (SELECT 1 FROM aclexplode(n.nspacl) a LEFT JOIN pg_roles g ON g.oid = a.grantee \
+             WHERE a.privilege_type = 'CREATE' AND NOT coalesce({grantee}, false)) \
+         ORDER BY n.nspname = 'public' DESC LIMIT 1",
+        owner = trusted("o"),
+        schema_owner = trusted("so"),
+        grantee = trusted("g"),
+    );
+    let row = client.query_opt(&sql, &[]).await.ok()??;
     let cfg = ReplicaRoleConfig::Function {
         schema: Some(row.get(0)),
         name: row.get(1),

@@ -38,43 +38,20 @@ pub fn quote_ident(s: &str) -> String {
     out
 }
 
-/// Quotes a string literal for SQL: wraps it in single quotes and doubles any
-/// embedded single quote (`it's` becomes `'it''s'`).
-///
-/// Backslashes are left alone on purpose: `standard_conforming_strings` is
-/// `on` by default since PostgreSQL 9.1 and cannot be turned off in any
-/// version drover supports, so in a plain `'...'` literal a backslash is an
-/// ordinary character and the `E'...'` form is never needed. Prefer bind
-/// parameters where the protocol allows them; this is for the places it does
-/// not (DDL such as `COMMENT ON ... IS '...'`). A NUL character cannot be
-/// represented in a PostgreSQL text value; the server rejects such a literal.
+/// Quotes a string literal for SQL with libpq's rules (`postgres_protocol::escape`): single
+/// quotes doubled, and a value holding a backslash written as ` E'...'` (with a leading space,
+/// so it never fuses with a preceding identifier) with backslashes doubled, so it reads back
+/// the same whatever the server's `standard_conforming_strings`. Prefer bind parameters where
+/// the protocol allows them; this is for the places it does not (DDL such as
+/// `COMMENT ON ... IS '...'`, one-statement batches). A NUL character cannot be represented in
+/// a PostgreSQL text value; the server rejects such a literal.
 pub fn quote_literal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            out.push('\'');
-        }
-        out.push(c);
-    }
-    out.push('\'');
-    out
+    postgres_protocol::escape::escape_literal(s)
 }
 
-/// A value as an escape string constant (`E'...'`): quotes and backslashes doubled, so it reads
-/// back the same whatever the server's `standard_conforming_strings`. For data values; names
-/// and settings use `quote_literal`.
+/// A data value as a literal; the same rules as [`quote_literal`].
 pub fn quote_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 3);
-    out.push_str("E'");
-    for c in s.chars() {
-        if c == '\'' || c == '\\' {
-            out.push(c);
-        }
-        out.push(c);
-    }
-    out.push('\'');
-    out
+    quote_literal(s)
 }
 
 /// A schema-qualified table name, as stored in the catalog (case already
@@ -418,8 +395,8 @@ mod tests {
 
     #[test]
     fn values_survive_either_string_syntax() {
-        assert_eq!(quote_value(r"it's a \ path"), r"E'it''s a \\ path'");
-        assert_eq!(quote_value(""), "E''");
+        assert_eq!(quote_value(r"it's a \ path"), r" E'it''s a \\ path'");
+        assert_eq!(quote_value(""), "''");
     }
 
     fn t(schema: &str, name: &str) -> TableName {
@@ -441,9 +418,11 @@ mod tests {
     }
 
     #[test]
-    fn quote_literal_doubles_single_quotes_only() {
+    fn quote_literal_reads_back_under_either_string_syntax() {
         assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal(r"C:\temp\n"), r"'C:\temp\n'");
+        // standard_conforming_strings = off would read '\t' as a tab: the E'' form with
+        // doubled backslashes reads back the same under either setting.
+        assert_eq!(quote_literal(r"C:\temp\n"), r" E'C:\\temp\\n'");
         assert_eq!(quote_literal("''"), "''''''");
         assert_eq!(quote_literal(""), "''");
         assert_eq!(quote_literal("ü\"x"), "'ü\"x'");

@@ -949,21 +949,21 @@ fn session_settings(sync: &str, role: &ReplicaRole, extra: &[(&str, &str)]) -> S
     // No planner switches: the COPY path ANALYZEs its temp tables once loaded and the small
     // path's VALUES lists carry exact counts, so a delete by key is a nested loop over the key
     // index when few keys changed, and a hash join where there is no index or many keys.
-    let mut settings = vec![("drover.origin", sync)];
+    // The loop guard's value is the database's secret, read on the server: it never
+    // travels, nor shows in statement text (see `capture::secret`).
+    let mut calls = vec![crate::capture::secret::SET_ORIGIN.to_string()];
+    let mut settings = vec![("drover.sync", sync)];
     if *role == ReplicaRole::Set {
         settings.push(("session_replication_role", "replica"));
     }
     settings.extend_from_slice(extra);
-    let calls: Vec<String> = settings
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "set_config({}, {}, true)",
-                quote_literal(k),
-                quote_literal(v)
-            )
-        })
-        .collect();
+    calls.extend(settings.iter().map(|(k, v)| {
+        format!(
+            "set_config({}, {}, true)",
+            quote_literal(k),
+            quote_literal(v)
+        )
+    }));
     let helper = match role {
         ReplicaRole::Set => String::new(),
         other => other.begin_sql(),

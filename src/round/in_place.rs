@@ -288,8 +288,8 @@ mod tests {
         assert_eq!(
             sql,
             [
-                r#"UPDATE "s"."t" AS t SET "v" = r."v" FROM (VALUES (E'1'::integer, NULL::text)) AS r ("a", "v") WHERE t."a" = r."a""#,
-                r#"INSERT INTO "s"."t" ("a", "v") OVERRIDING SYSTEM VALUE SELECT r."a", r."v" FROM (VALUES (E'1'::integer, NULL::text)) AS r ("a", "v") WHERE NOT EXISTS (SELECT 1 FROM "s"."t" AS t WHERE t."a" = r."a")"#,
+                r#"UPDATE "s"."t" AS t SET "v" = r."v" FROM (VALUES ('1'::integer, NULL::text)) AS r ("a", "v") WHERE t."a" = r."a""#,
+                r#"INSERT INTO "s"."t" ("a", "v") OVERRIDING SYSTEM VALUE SELECT r."a", r."v" FROM (VALUES ('1'::integer, NULL::text)) AS r ("a", "v") WHERE NOT EXISTS (SELECT 1 FROM "s"."t" AS t WHERE t."a" = r."a")"#,
             ]
         );
     }

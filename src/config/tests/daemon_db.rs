@@ -156,7 +156,7 @@ fn replica_role_is_read_in_every_form() {
             )
             .replace(
                 "[databases.b]",
-                "[databases.b]\nreplica_role = 'function:\"Set Role\"'",
+                "[databases.b]\nreplica_role = 'function:ops.\"Set Role\"'",
             )
             .replace("[databases.c]", "[databases.c]\nreplica_role = \"off\""),
     )
@@ -177,11 +177,11 @@ fn replica_role_is_read_in_every_form() {
     assert_eq!(
         *b,
         ReplicaRoleConfig::Function {
-            schema: None,
+            schema: Some("ops".into()),
             name: "Set Role".into()
         }
     );
-    assert_eq!(b.sql_call("origin"), r#"SELECT "Set Role"('origin')"#);
+    assert_eq!(b.sql_call("origin"), r#"SELECT "ops"."Set Role"('origin')"#);
     assert_eq!(cfg.databases["c"].replica_role, ReplicaRoleConfig::Off);
 
     let cfg = with_env(

@@ -202,7 +202,7 @@ fn every_key_is_read() {
         user = "u"
         password_env = "B_PW"
         sslmode = "disable"
-        replica_role = "function:f"
+        replica_role = "function:public.f"
         [relgroups.g]
         tables = ['"Sales Dept"."Order ""Lines"" ü"', "x.y"]
         sequences = ["x.y_id_seq"]
@@ -238,7 +238,7 @@ fn every_key_is_read() {
     assert_eq!(
         cfg.databases["b"].replica_role,
         ReplicaRoleConfig::Function {
-            schema: None,
+            schema: Some("public".into()),
             name: "f".into()
         }
     );
