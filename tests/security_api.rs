@@ -340,12 +340,32 @@ fn slow_clients_are_cut_off_and_connections_are_limited() {
     let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
     slow.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ")
         .unwrap();
+    // A body that never completes (no endpoint needs one).
+    let mut trickle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let head = format!(
+        "POST /syncs/{SYNC}/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Drover-Request: 1\r\n\
+         Content-Length: 1000\r\n\r\nonly ten.."
+    );
+    trickle.write_all(head.as_bytes()).unwrap();
+    // Silent from the start, and idle after one kept-alive request: both are closed too.
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut kept = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
     assert_eq!(curl(port, "GET", "/health", &[]), (200, "ok\n".to_string()));
     let end = read_until_closed(&mut slow, Duration::from_secs(40));
     assert!(
         end.is_ok(),
         "a stalled header keeps its connection: {end:?}"
     );
+    let end = read_until_closed(&mut silent, Duration::from_secs(40));
+    assert!(end.is_ok(), "a silent client keeps its connection: {end:?}");
+    let end = read_until_closed(&mut kept, Duration::from_secs(40));
+    let end = end.unwrap_or_else(|e| panic!("an idle kept-alive connection: {e}"));
+    assert!(end.starts_with("HTTP/1.1 200"), "{end}");
+    let end = read_until_closed(&mut trickle, Duration::from_secs(40));
+    let end = end.unwrap_or_else(|e| panic!("a body that never completes: {e}"));
+    assert!(end.starts_with("HTTP/1.1 408"), "{end}");
 
     // Idle connections up to the limit are held; the next one is turned away at once.
     let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)

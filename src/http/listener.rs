@@ -18,6 +18,8 @@ use super::server::{route, Routes};
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers) read; hyper's minimum is 8 KiB.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// A request's body (none is needed) must arrive within this, else 408.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request body accepted (no endpoint needs one): larger gets 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Connections open at once; one more is answered 503 and closed.

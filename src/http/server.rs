@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::guard::{self, Policy};
-use super::listener::MAX_BODY_BYTES;
+use super::listener::{BODY_READ_TIMEOUT, MAX_BODY_BYTES};
 use crate::actors::database::Kick;
 use crate::actors::sync::{ForceCopy, GetStatus, SetPaused, SyncActor};
 use crate::status::StatusDoc;
@@ -41,16 +41,23 @@ pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<F
     };
     let method = req.method().clone();
     // No endpoint takes a body; read (and bound) it so the connection stays usable.
-    if Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-        .is_err()
-    {
-        return reply(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "text/plain",
-            format!("request body over {MAX_BODY_BYTES} bytes\n"),
-        );
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, body).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                format!("request body over {MAX_BODY_BYTES} bytes\n"),
+            )
+        }
+        Err(_) => {
+            return reply(
+                StatusCode::REQUEST_TIMEOUT,
+                "text/plain",
+                "request body too slow\n",
+            )
+        }
     }
     match (&method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => {
