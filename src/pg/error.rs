@@ -172,7 +172,7 @@ fn describe_with(err: &tokio_postgres::Error, with_detail: bool) -> String {
         Some(db) => {
             let mut s = format!("{} ({})", db.message(), db.code().code());
             if db.detail().is_some() && !with_detail {
-                s.push_str("; detail hidden (it may hold row data)");
+                s.push_str("; detail hidden as it may hold row data (shown to API callers with the token and in debug logs)");
             } else if let Some(detail) = db.detail() {
                 s.push_str(&format!("; detail: {detail}"));
             }
