@@ -35,30 +35,10 @@ pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<F
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let trusted = match guard::check(&routes.policy, req.method(), &path, req.headers()) {
-        Ok(trusted) => trusted,
-        Err((code, message)) => return reply(code, "text/plain", message),
+    let (method, trusted) = match admit(routes, req).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
-    let method = req.method().clone();
-    // No endpoint takes a body; read (and bound) it so the connection stays usable.
-    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
-    match tokio::time::timeout(BODY_READ_TIMEOUT, body).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(_)) => {
-            return reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "text/plain",
-                format!("request body over {MAX_BODY_BYTES} bytes\n"),
-            )
-        }
-        Err(_) => {
-            return reply(
-                StatusCode::REQUEST_TIMEOUT,
-                "text/plain",
-                "request body too slow\n",
-            )
-        }
-    }
     match (&method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => {
             crate::metrics::process::update();
@@ -126,6 +106,36 @@ pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<F
             reply(StatusCode::ACCEPTED, "text/plain", format!("{done}\n"))
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// Passes the request through [`guard::check`] and reads its body (no endpoint takes one)
+/// within the size and time limits: its method, and whether it carried the token.
+async fn admit(
+    routes: &Routes,
+    req: Request<Incoming>,
+) -> Result<(Method, bool), Response<Full<Bytes>>> {
+    let trusted = guard::check(
+        &routes.policy,
+        req.method(),
+        req.uri().path(),
+        req.headers(),
+    )
+    .map_err(|(code, message)| reply(code, "text/plain", message))?;
+    let method = req.method().clone();
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, body).await {
+        Ok(Ok(_)) => Ok((method, trusted)),
+        Ok(Err(_)) => Err(reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text/plain",
+            format!("request body over {MAX_BODY_BYTES} bytes\n"),
+        )),
+        Err(_) => Err(reply(
+            StatusCode::REQUEST_TIMEOUT,
+            "text/plain",
+            "request body too slow\n",
+        )),
     }
 }
 
