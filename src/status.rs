@@ -11,7 +11,12 @@ pub struct SyncStatus {
     pub state: String,
     pub last_good: Option<DateTime<Utc>>,
     pub last_bad: Option<DateTime<Utc>>,
+    /// Without row data (no DETAIL), unless the request carried the API token.
     pub last_error: Option<String>,
+    /// `last_error` with the server's DETAIL; served as `last_error` only to callers with the
+    /// token (see [`SyncStatus::for_reader`]).
+    #[serde(skip)]
+    pub last_error_full: Option<String>,
     /// Cumulative since the daemon started.
     pub rows_inserted: u64,
     pub rows_deleted: u64,
@@ -45,6 +50,19 @@ pub struct SyncStatus {
     /// Copy runs finished (or failed) since the daemon started.
     #[serde(default)]
     pub copy_runs: u64,
+}
+
+impl SyncStatus {
+    /// The status as a reader may see it: with the full error text when `trusted` (the
+    /// request carried the API token), else with the redacted one.
+    pub fn for_reader(mut self, trusted: bool) -> Self {
+        if trusted {
+            if let Some(full) = self.last_error_full.take() {
+                self.last_error = Some(full);
+            }
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -15,8 +15,9 @@ fn setup(strategy: &str) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
         c.psql(db, "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'orig' FROM generate_series(1, 6) g;");
     }
     let dir = tempfile::tempdir().unwrap();
+    // With a token the CLI's status shows conflicting keys (row data) in `last_error`.
     let toml = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"t\"]\n\
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\napi_token = \"strategies-t0ken\"\n{}{}[relgroups.g]\ntables = [\"t\"]\n\
          [syncs.mm]\nrelgroup = \"g\"\nsources = [\"a\", \"b\"]\n{strategy}\n",
         free_port(),
         c.database_toml("a", "a"),

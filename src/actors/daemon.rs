@@ -11,7 +11,9 @@ use crate::actors::metrics::MetricsActor;
 use crate::actors::sync::{Shutdown, SyncActor, SyncDeps};
 use crate::actors::table::TableActor;
 use crate::config::Config;
-use crate::http::server::{self, Routes};
+use crate::http::guard::Policy;
+use crate::http::listener;
+use crate::http::server::Routes;
 use crate::pg::Endpoint;
 use crate::topology;
 
@@ -67,7 +69,7 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
         sync_addrs.push((name, addr));
     }
 
-    let listener = tokio::net::TcpListener::bind(config.daemon.listen)
+    let tcp = tokio::net::TcpListener::bind(config.daemon.listen)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
@@ -79,9 +81,13 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
     let routes = Routes {
         syncs: sync_addrs.clone(),
         metrics: handle,
-        token,
+        policy: Policy {
+            token,
+            for_reads: config.daemon.api_token_for_reads,
+            loopback: config.daemon.listen.ip().to_canonical().is_loopback(),
+        },
     };
-    actix_rt::spawn(server::serve(listener, routes));
+    actix_rt::spawn(listener::serve(tcp, routes));
 
     wait_for_signal().await;
     tracing::info!("stopping: letting running rounds finish");

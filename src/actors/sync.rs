@@ -106,6 +106,7 @@ impl SyncActor {
             last_good: None,
             last_bad: None,
             last_error: None,
+            last_error_full: None,
             rows_inserted: 0,
             rows_deleted: 0,
             conflicts: 0,
@@ -530,11 +531,12 @@ impl SyncActor {
     }
 
     fn record_error(&mut self, e: &PgError) {
-        let msg = e.to_string();
+        let msg = e.for_log();
         tracing::warn!(sync = %self.plan.name, database = e.database(), kind = e.kind().as_str(), error = %msg, "round failed");
         self.status.state = "bad".into();
         self.status.last_bad = Some(Utc::now());
         self.status.last_error = Some(msg);
+        self.status.last_error_full = Some(e.to_string());
     }
 }
 

@@ -64,6 +64,9 @@ pub struct Daemon {
     /// `api_token_env`: name of an environment variable holding the token,
     /// read at start-up. Optional; cannot be combined with `api_token`.
     pub api_token_env: Option<String>,
+    /// `api_token_for_reads`: when true, every HTTP endpoint but `/health` (so also `GET
+    /// /status` and `/metrics`) requires the token. Default false; needs a token.
+    pub api_token_for_reads: bool,
     /// `log_format`: how log lines on stderr are written, `text` or `json`.
     /// Default [`DEFAULT_LOG_FORMAT`] (`text`).
     pub log_format: LogFormat,
@@ -75,6 +78,7 @@ impl Default for Daemon {
             listen: DEFAULT_LISTEN,
             api_token: None,
             api_token_env: None,
+            api_token_for_reads: false,
             log_format: DEFAULT_LOG_FORMAT,
         }
     }

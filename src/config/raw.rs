@@ -20,7 +20,7 @@ use config::{Value, ValueKind};
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::strict::{Int, KeyLists, SecretStr, Str, StrList};
+use super::strict::{Bool, Int, KeyLists, SecretStr, Str, StrList};
 use super::{suggest, Problems, ENV_ORIGIN};
 
 /// `[daemon]`. Not `Debug`: it holds the API token.
@@ -30,6 +30,7 @@ pub(super) struct RawDaemon {
     pub listen: Option<Str>,
     pub api_token: Option<SecretStr>,
     pub api_token_env: Option<Str>,
+    pub api_token_for_reads: Option<Bool>,
     pub log_format: Option<Str>,
 }
 
@@ -77,10 +78,13 @@ pub(super) trait Section: DeserializeOwned + Default {
     const LIST_KEYS: &'static [&'static str] = &[];
     /// Keys whose environment values are integers.
     const INT_KEYS: &'static [&'static str] = &[];
+    /// Keys whose environment values are booleans (`true` / `false`).
+    const BOOL_KEYS: &'static [&'static str] = &[];
 }
 
 impl Section for RawDaemon {
     const WHAT: &'static str = "daemon section";
+    const BOOL_KEYS: &'static [&'static str] = &["api_token_for_reads"];
 }
 impl Section for RawDatabase {
     const WHAT: &'static str = "database";
@@ -253,6 +257,7 @@ fn entry<T: Section>(path: &str, value: Value, problems: &mut Problems) -> Entry
     for (key, value) in table.iter_mut() {
         if value.origin() == Some(ENV_ORIGIN) {
             convert_env_value(key, value, T::LIST_KEYS, T::INT_KEYS);
+            convert_env_bool(key, value, T::BOOL_KEYS);
         }
     }
     let mut broken = BTreeSet::new();
@@ -307,6 +312,19 @@ fn convert_env_value(key: &str, value: &mut Value, lists: &[&str], ints: &[&str]
     } else if ints.contains(&key) {
         if let Ok(n) = s.trim().parse::<i64>() {
             *value = Value::new(origin.as_ref(), n);
+        }
+    }
+}
+
+/// Environment values are strings: `true` / `false` for boolean keys become booleans
+/// (anything else stays a string and is reported as the wrong type).
+fn convert_env_bool(key: &str, value: &mut Value, bools: &[&str]) {
+    let ValueKind::String(s) = &value.kind else {
+        return;
+    };
+    if bools.contains(&key) {
+        if let Ok(b) = s.trim().parse::<bool>() {
+            *value = Value::new(Some(&ENV_ORIGIN.to_owned()), b);
         }
     }
 }

@@ -23,6 +23,10 @@ pub(super) struct SecretStr(pub String);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Int(pub i64);
 
+/// A boolean that must be a TOML boolean (`true`, not `"true"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Bool(pub bool);
+
 /// An array of strings.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(super) struct StrList(pub Vec<String>);
@@ -140,6 +144,50 @@ impl<'de> Deserialize<'de> for Int {
                 "wrong type: expected an integer, found string {s:?}"
             ))),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bool {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BoolVisitor;
+        impl<'v> Visitor<'v> for BoolVisitor {
+            type Value = Bool;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a boolean")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Bool, E> {
+                Ok(Bool(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Bool, E> {
+                Err(E::custom(format_args!(
+                    "wrong type: expected a boolean, found string {v:?} (write true or false without quotes)"
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Bool, E> {
+                Err(E::custom(format_args!(
+                    "wrong type: expected a boolean, found integer {v}"
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Bool, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Bool, E> {
+                Err(E::custom(format_args!(
+                    "wrong type: expected a boolean, found float {v}"
+                )))
+            }
+            fn visit_seq<A: de::SeqAccess<'v>>(self, _: A) -> Result<Bool, A::Error> {
+                Err(de::Error::custom(
+                    "wrong type: expected a boolean, found an array",
+                ))
+            }
+            fn visit_map<A: de::MapAccess<'v>>(self, _: A) -> Result<Bool, A::Error> {
+                Err(de::Error::custom(
+                    "wrong type: expected a boolean, found a table",
+                ))
+            }
+        }
+        d.deserialize_any(BoolVisitor)
     }
 }
 

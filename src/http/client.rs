@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
+use super::guard::REQUEST_HEADER;
 use crate::config::Config;
 
 /// How long the CLI waits for the daemon.
@@ -76,7 +77,8 @@ async fn request_inner(
     let mut req = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr.to_string());
+        .header("host", addr.to_string())
+        .header(REQUEST_HEADER, "1");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }

@@ -2,4 +2,6 @@
 //! `POST /syncs/{name}/kick`; and the small client the CLI uses to reach it.
 
 pub mod client;
+pub mod guard;
+pub mod listener;
 pub mod server;

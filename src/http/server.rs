@@ -1,71 +1,26 @@
 //! HTTP/1.1 server on hyper, running inside the actix System (single thread, so handlers may
 //! hold actor addresses and `Rc`s). Routes: GET /metrics, /status[?sync=], /health;
-//! POST /syncs/{name}/kick|pause|resume|copy[?table=T].
-
-use std::convert::Infallible;
-use std::rc::Rc;
+//! POST /syncs/{name}/kick|pause|resume|copy[?table=T]. Every request passes [`guard::check`]
+//! first; the accept loop and its limits live in [`super::listener`].
 
 use actix::Addr;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use super::guard::{self, Policy};
+use super::listener::{BODY_READ_TIMEOUT, MAX_BODY_BYTES};
 use crate::actors::database::Kick;
 use crate::actors::sync::{ForceCopy, GetStatus, SetPaused, SyncActor};
-use crate::config::Secret;
 use crate::status::StatusDoc;
 
 pub struct Routes {
     pub syncs: Vec<(String, Addr<SyncActor>)>,
     pub metrics: PrometheusHandle,
-    /// When set, POST endpoints require `Authorization: Bearer <token>`.
-    pub token: Option<Secret>,
-}
-
-/// Whether the request carries the API token (compared in constant time).
-fn authorized(routes: &Routes, req: &Request<Incoming>) -> bool {
-    let Some(token) = &routes.token else {
-        return true;
-    };
-    let Some(given) = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let (a, b) = (given.as_bytes(), token.expose().as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-pub async fn serve(listener: tokio::net::TcpListener, routes: Routes) {
-    let routes = Rc::new(routes);
-    loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "HTTP accept failed");
-                continue;
-            }
-        };
-        let routes = routes.clone();
-        actix_rt::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let routes = routes.clone();
-                async move { Ok::<_, Infallible>(route(&routes, req).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
-            }
-        });
-    }
+    /// Token, read-token mode and loopback: see [`guard::check`].
+    pub policy: Policy,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -76,18 +31,15 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
         .expect("static response parts are valid")
 }
 
-async fn route(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if req.method() == Method::POST && !authorized(routes, &req) {
-        return reply(
-            StatusCode::UNAUTHORIZED,
-            "text/plain",
-            "missing or wrong Authorization: Bearer token (daemon.api_token)\n",
-        );
-    }
-    match (req.method(), segments.as_slice()) {
+    let (method, trusted) = match admit(routes, req).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    match (&method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => {
             crate::metrics::process::update();
             reply(
@@ -101,7 +53,7 @@ async fn route(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>>
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("sync="))
                 .map(percent_decode);
-            let doc = status(routes, only.as_deref()).await;
+            let doc = status(routes, only.as_deref(), trusted).await;
             if only.is_some() && doc.syncs.is_empty() {
                 return reply(StatusCode::NOT_FOUND, "text/plain", "no such sync\n");
             }
@@ -109,7 +61,7 @@ async fn route(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>>
             reply(StatusCode::OK, "application/json", body)
         }
         (&Method::GET, ["health"]) => {
-            let doc = status(routes, None).await;
+            let doc = status(routes, None, false).await;
             let bad: Vec<&str> = doc
                 .syncs
                 .iter()
@@ -157,14 +109,45 @@ async fn route(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>>
     }
 }
 
-async fn status(routes: &Routes, only: Option<&str>) -> StatusDoc {
+/// Passes the request through [`guard::check`] and reads its body (no endpoint takes one)
+/// within the size and time limits: its method, and whether it carried the token.
+async fn admit(
+    routes: &Routes,
+    req: Request<Incoming>,
+) -> Result<(Method, bool), Response<Full<Bytes>>> {
+    let trusted = guard::check(
+        &routes.policy,
+        req.method(),
+        req.uri().path(),
+        req.headers(),
+    )
+    .map_err(|(code, message)| reply(code, "text/plain", message))?;
+    let method = req.method().clone();
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, body).await {
+        Ok(Ok(_)) => Ok((method, trusted)),
+        Ok(Err(_)) => Err(reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text/plain",
+            format!("request body over {MAX_BODY_BYTES} bytes\n"),
+        )),
+        Err(_) => Err(reply(
+            StatusCode::REQUEST_TIMEOUT,
+            "text/plain",
+            "request body too slow\n",
+        )),
+    }
+}
+
+/// The status of every sync (or `only` one); error texts in full only for `trusted` callers.
+async fn status(routes: &Routes, only: Option<&str>, trusted: bool) -> StatusDoc {
     let mut syncs = Vec::new();
     for (name, addr) in &routes.syncs {
         if only.is_some_and(|o| o != name) {
             continue;
         }
         if let Ok(s) = addr.send(GetStatus).await {
-            syncs.push(s);
+            syncs.push(s.for_reader(trusted));
         }
     }
     StatusDoc { syncs }

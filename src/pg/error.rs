@@ -24,8 +24,13 @@ pub enum PgError {
     #[error("database \"{database}\": {message}")]
     Setup { database: String, message: String },
     /// Multi-master conflicts the sync's strategy refuses to resolve (`abort`).
-    #[error("conflict between {databases}: {message}")]
-    Conflict { databases: String, message: String },
+    #[error("conflict between {databases}: {message}{keys}")]
+    Conflict {
+        databases: String,
+        message: String,
+        /// The conflicting keys (row values), left out of [`PgError::redacted`].
+        keys: String,
+    },
 }
 
 /// What kind of failure an error is, for metrics labels and retry decisions.
@@ -89,6 +94,39 @@ impl PgError {
         }
     }
 
+    /// The error without row data, for logs above debug level and readers of the HTTP API
+    /// without the token: the server's DETAIL (`Key (email)=(...) already exists`) and
+    /// conflicting keys are left out; everything else is as in `Display`.
+    pub fn redacted(&self) -> String {
+        match self {
+            PgError::Connect { database, source } => {
+                format!(
+                    "database \"{database}\": cannot connect: {}",
+                    describe_with(source, false)
+                )
+            }
+            PgError::Query {
+                database,
+                purpose,
+                source,
+            } => format!(
+                "database \"{database}\": {purpose}: {}",
+                describe_with(source, false)
+            ),
+            PgError::Conflict {
+                databases, message, ..
+            } => format!("conflict between {databases}: {message} (keys not shown)"),
+            PgError::Pool { .. } | PgError::Setup { .. } => self.to_string(),
+        }
+    }
+
+    /// The text for a log line above debug level: logs the full error (with DETAIL) at debug
+    /// level, then returns [`PgError::redacted`] for the caller's own line.
+    pub fn for_log(&self) -> String {
+        tracing::debug!(database = self.database(), error = %self, "error in full");
+        self.redacted()
+    }
+
     /// Classifies by SQLSTATE class, never by message text.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -125,10 +163,17 @@ pub fn classify(err: &tokio_postgres::Error) -> ErrorKind {
 
 /// The server's message with its detail and hint, or the client-side error.
 fn describe(err: &tokio_postgres::Error) -> String {
+    describe_with(err, true)
+}
+
+/// Like [`describe`]; `with_detail` false leaves out the DETAIL, which may carry row values.
+fn describe_with(err: &tokio_postgres::Error, with_detail: bool) -> String {
     match err.as_db_error() {
         Some(db) => {
             let mut s = format!("{} ({})", db.message(), db.code().code());
-            if let Some(detail) = db.detail() {
+            if db.detail().is_some() && !with_detail {
+                s.push_str("; detail hidden as it may hold row data (shown to API callers with the token and in debug logs)");
+            } else if let Some(detail) = db.detail() {
                 s.push_str(&format!("; detail: {detail}"));
             }
             if let Some(hint) = db.hint() {
@@ -146,5 +191,25 @@ fn describe(err: &tokio_postgres::Error) -> String {
             }
             s
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacted_conflict_leaves_out_the_keys() {
+        let e = PgError::Conflict {
+            databases: "a, b".into(),
+            message: "1 conflicting key(s)".into(),
+            keys: "; public.t (id)=(42)".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "conflict between a, b: 1 conflicting key(s); public.t (id)=(42)"
+        );
+        assert!(!e.redacted().contains("42"), "{}", e.redacted());
+        assert!(e.redacted().contains("1 conflicting key(s)"));
     }
 }

@@ -177,7 +177,7 @@ async fn round_inner(
             tables: HashMap::new(),
         };
         if let Err(e) = check_rewind(&input, target, &cur, &horizons) {
-            tracing::error!(sync = input.sync, target = %target.name, error = %e, "stopped: moved backwards");
+            tracing::error!(sync = input.sync, target = %target.name, error = %e.for_log(), "stopped: moved backwards");
             // Re-read next round: a copy or an acknowledgement on the target resumes.
             input.progress.invalidate(src_name, &target.name);
             tr.result = Err(e);
@@ -240,7 +240,7 @@ async fn round_inner(
                     advanced.push((target.name.clone(), upto));
                 }
                 Err(e) => {
-                    tracing::warn!(sync = input.sync, target = %target.name, error = %e, "apply failed, rolled back");
+                    tracing::warn!(sync = input.sync, target = %target.name, error = %e.for_log(), "apply failed, rolled back");
                     input.progress.invalidate(src_name, &target.name);
                 }
             }
@@ -575,7 +575,7 @@ async fn apply_target(
             // Two rows swapping values of a unique index refuse an in-place UPDATE: the COPY
             // path applies that table under a savepoint (`in_place::update_rows`).
             Err(e) if !target.replica_role.is_replica() && in_place::unique_violation(&e) => {
-                tracing::info!(sync = input.sync, target = dst, error = %e, "small round refused by a unique index: applying it through COPY");
+                tracing::info!(sync = input.sync, target = dst, error = %e.for_log(), "small round refused by a unique index: applying it through COPY");
                 counts.clear();
             }
             done => return done,

@@ -208,7 +208,7 @@ async fn copy_one(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     };
     set_board(board, dst, &t.display, |c| c.state = state.into());
     if let Err(e) = &result {
-        tracing::warn!(sync, source = src, target = dst, table = %t.display, error = %e, "initial copy failed, rolled back");
+        tracing::warn!(sync, source = src, target = dst, table = %t.display, error = %e.for_log(), "initial copy failed, rolled back");
     }
     result
 }

@@ -256,8 +256,11 @@ async fn read_and_apply(
         return Err(PgError::Conflict {
             databases: involved.join(", "),
             message: format!(
-                "{} conflicting key(s) and conflict_strategy = \"abort\": nothing applied; {}{}",
+                "{} conflicting key(s) and conflict_strategy = \"abort\": nothing applied",
                 conflicts.len(),
+            ),
+            keys: format!(
+                "; {}{}",
                 shown.join("; "),
                 if conflicts.len() > ABORT_KEYS_SHOWN {
                     "; ..."
@@ -316,7 +319,7 @@ async fn read_and_apply(
                     committed.push(d.name.clone());
                 }
                 Err(e) => {
-                    tracing::warn!(sync = input.sync, database = %d.name, error = %e, "apply failed, rolled back");
+                    tracing::warn!(sync = input.sync, database = %d.name, error = %e.for_log(), "apply failed, rolled back");
                     for s in input.sources {
                         input.progress.invalidate(&s.name, &d.name);
                     }

@@ -95,7 +95,7 @@ impl PurgeDue {
             }
             .await;
             if let Err(e) = result {
-                tracing::warn!(sync = %bg.sync, database = e.database(), error = %e, "purge failed; the next one retries");
+                tracing::warn!(sync = %bg.sync, database = e.database(), error = %e.for_log(), "purge failed; the next one retries");
             }
             running.store(false, Ordering::Release);
         });

@@ -253,3 +253,35 @@ fn replica_role_mistakes_are_reported() {
     );
     assert_lines(&msg, 1);
 }
+
+#[test]
+fn api_token_for_reads_is_a_boolean_that_needs_a_token() {
+    assert!(!load_text_only(BASE).unwrap().daemon.api_token_for_reads);
+    let on = daemon("api_token = \"t\"\napi_token_for_reads = true");
+    assert!(load_text_only(&on).unwrap().daemon.api_token_for_reads);
+    let off = daemon("api_token_for_reads = false");
+    assert!(!load_text_only(&off).unwrap().daemon.api_token_for_reads);
+
+    let msg = errors(&daemon("api_token_for_reads = true"));
+    assert_problem(&msg, "daemon.api_token_for_reads", "needs a token");
+    assert_lines(&msg, 1);
+    let msg = errors(&daemon("api_token = \"t\"\napi_token_for_reads = \"true\""));
+    assert_problem(
+        &msg,
+        "daemon.api_token_for_reads",
+        "expected a boolean, found string \"true\"",
+    );
+    assert_lines(&msg, 1);
+
+    // From the environment, `true` / `false` are booleans; other words are not.
+    let env = [
+        ("DROVER__DAEMON__API_TOKEN", "t"),
+        ("DROVER__DAEMON__API_TOKEN_FOR_READS", "true"),
+    ];
+    let cfg = with_env(BASE, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.daemon.api_token_for_reads);
+    let msg = with_env(BASE, &[("DROVER__DAEMON__API_TOKEN_FOR_READS", "yes")])
+        .unwrap_err()
+        .to_string();
+    assert_problem(&msg, "daemon.api_token_for_reads", "expected a boolean");
+}

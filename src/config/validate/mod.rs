@@ -203,6 +203,14 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
             ok = false;
         }
     }
+    let api_token_for_reads = raw.api_token_for_reads.is_some_and(|b| b.0);
+    if api_token_for_reads && !token_given {
+        problems.push(
+            "daemon.api_token_for_reads",
+            "needs a token: set daemon.api_token or daemon.api_token_env, or remove api_token_for_reads",
+        );
+        ok = false;
+    }
     let log_format = choice(
         "daemon",
         entry,
@@ -217,6 +225,7 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
         listen: listen?,
         api_token,
         api_token_env,
+        api_token_for_reads,
         log_format: log_format?,
     })
 }
