@@ -1,255 +1,19 @@
-//! Integration tests for `drover::pg::tls::connector` against real PostgreSQL 15 servers.
+//! Integration tests for `drover::pg::tls::connector` against real PostgreSQL 15 servers: each
+//! sslmode with explicit roots, libpq's default `~/.postgresql/root.crt`, the system store
+//! (`sslrootcert = system`) and no root at all.
 //!
-//! Certificates are generated with the `openssl` CLI: a throwaway CA, a server certificate for
-//! `localhost` with SANs `DNS:localhost, IP:127.0.0.1`, a second server certificate with only
-//! `CN=db.example` (no SAN, exercising libpq's Common Name fallback and a name mismatch), and an
-//! unrelated CA. Clusters run as the `postgres` OS user because initdb refuses root.
-//!
-//! Clusters and certificates are shared between tests through `Weak` slots: they live while any
-//! test uses them and are stopped and deleted when the last user drops its `Arc` (also on panic).
+//! Certificates (see `tls_support`): a throwaway CA, a server certificate for `localhost` with
+//! SANs `DNS:localhost, IP:127.0.0.1`, a second server certificate with only `CN=db.example` (no
+//! SAN, exercising libpq's Common Name fallback and a name mismatch), and an unrelated CA.
 
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex, Weak};
+mod tls_support;
+
+use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
-use drover::pg::tls::{connector, SslMode};
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-/// Runs a command, panicking with its output when it fails.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn as_postgres(program: &str) -> Command {
-    let mut cmd = Command::new("runuser");
-    cmd.args(["-u", "postgres", "--"])
-        .arg(Path::new(PG_BIN).join(program));
-    cmd
-}
-
-/// Returns the live shared value in `slot`, or creates it; it is dropped with its last user.
-fn shared<T>(slot: &Mutex<Weak<T>>, init: impl FnOnce() -> T) -> Arc<T> {
-    // A panic during init poisons the mutex; the slot is still a valid (dead) Weak.
-    let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(value) = guard.upgrade() {
-        return value;
-    }
-    let value = Arc::new(init());
-    *guard = Arc::downgrade(&value);
-    value
-}
-
-struct Certs {
-    dir: tempfile::TempDir,
-}
-
-impl Certs {
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.crt")
-    }
-    fn other_ca(&self) -> PathBuf {
-        self.dir.path().join("other-ca.crt")
-    }
-    /// (certificate, key) for `localhost` / 127.0.0.1.
-    fn localhost(&self) -> (PathBuf, PathBuf) {
-        (
-            self.dir.path().join("localhost.crt"),
-            self.dir.path().join("localhost.key"),
-        )
-    }
-    /// (certificate, key) with only `CN=db.example`, no subjectAltName.
-    fn cn_only(&self) -> (PathBuf, PathBuf) {
-        (
-            self.dir.path().join("cn-only.crt"),
-            self.dir.path().join("cn-only.key"),
-        )
-    }
-
-    fn generate() -> Certs {
-        let dir = tempfile::Builder::new()
-            .prefix("drover-tls-certs-")
-            .tempdir()
-            .unwrap();
-        let d = dir.path();
-        // Arguments contain no spaces, so a whitespace-split command line keeps this readable.
-        let openssl = |args: String| {
-            run(Command::new("openssl")
-                .current_dir(d)
-                .args(args.split_whitespace()))
-        };
-        for (name, cn) in [("ca", "drover-test-CA"), ("other-ca", "unrelated-CA")] {
-            openssl(format!(
-                "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-                 -keyout {name}.key -out {name}.crt -days 2 -subj /CN={cn} \
-                 -addext basicConstraints=critical,CA:TRUE \
-                 -addext keyUsage=critical,keyCertSign,cRLSign"
-            ));
-        }
-        for (name, subject, san, serial) in [
-            (
-                "localhost",
-                "/CN=localhost",
-                "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-                1001,
-            ),
-            ("cn-only", "/CN=db.example", "", 1002),
-        ] {
-            std::fs::write(
-                d.join(format!("{name}.ext")),
-                format!("{san}basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
-            )
-            .unwrap();
-            openssl(format!(
-                "req -new -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr \
-                 -subj {subject}"
-            ));
-            openssl(format!(
-                "x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -set_serial {serial} \
-                 -days 2 -extfile {name}.ext -out {name}.crt"
-            ));
-        }
-        Certs { dir }
-    }
-}
-
-fn certs() -> Arc<Certs> {
-    static SLOT: Mutex<Weak<Certs>> = Mutex::new(Weak::new());
-    shared(&SLOT, Certs::generate)
-}
-
-/// TLS-specific private cluster guard (not the shared `tests/support` harness): the server
-/// certificate and key have to be in the data directory before the first start. Dropping it
-/// stops the server with `pg_ctl stop -m immediate` and deletes the directory, also on panic.
-struct Cluster {
-    dir: tempfile::TempDir,
-    port: u16,
-    /// The CA that signed the served certificate; kept alive (not regenerated) while the
-    /// cluster runs.
-    certs: Arc<Certs>,
-}
-
-impl Cluster {
-    /// Starts a cluster with `ssl = on` serving `cert_key`, or `ssl = off` when `None`.
-    fn start(certs: Arc<Certs>, cert_key: Option<(&Path, &Path)>) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("drover-tls-pg-")
-            .tempdir()
-            .unwrap();
-        let port = TcpListener::bind((LOCALHOST, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        run(Command::new("chown")
-            .arg("postgres:postgres")
-            .arg(dir.path()));
-        // Built before initdb so that any later failure still stops and deletes everything.
-        let cluster = Cluster { dir, port, certs };
-        let data = cluster.data();
-        run(as_postgres("initdb").arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]));
-
-        let mut conf = format!(
-            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
-             fsync = off\nssl = {}\n",
-            cluster.dir.path().display(),
-            if cert_key.is_some() { "on" } else { "off" },
-        );
-        if let Some((cert, key)) = cert_key {
-            for (src, name) in [(cert, "server.crt"), (key, "server.key")] {
-                let dst = data.join(name);
-                std::fs::copy(src, &dst).unwrap();
-                run(Command::new("chown").arg("postgres:postgres").arg(&dst));
-                run(Command::new("chmod").arg("0600").arg(&dst));
-            }
-            conf.push_str("ssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
-        }
-        let conf_path = data.join("postgresql.conf");
-        let mut existing = std::fs::read_to_string(&conf_path).unwrap();
-        existing.push_str(&conf);
-        std::fs::write(&conf_path, existing).unwrap();
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\n\
-             hostssl all all 127.0.0.1/32 trust\n\
-             host all all 127.0.0.1/32 trust\n",
-        )
-        .unwrap();
-
-        let log = cluster.dir.path().join("server.log");
-        let started = as_postgres("pg_ctl")
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "60", "start"])
-            .output()
-            .unwrap();
-        assert!(
-            started.status.success(),
-            "pg_ctl start failed: {}\nserver log:\n{}",
-            String::from_utf8_lossy(&started.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        cluster
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Errors ignored: the server may never have started. The TempDir field is deleted
-        // after this runs.
-        let _ = as_postgres("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
-
-/// ssl = on, certificate for localhost / 127.0.0.1 signed by the test CA.
-fn ssl_cluster() -> Arc<Cluster> {
-    static SLOT: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
-    shared(&SLOT, || {
-        let certs = certs();
-        let (cert, key) = certs.localhost();
-        Cluster::start(certs, Some((&cert, &key)))
-    })
-}
-
-/// ssl = on, certificate with only CN=db.example signed by the test CA.
-fn cn_only_cluster() -> Arc<Cluster> {
-    static SLOT: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
-    shared(&SLOT, || {
-        let certs = certs();
-        let (cert, key) = certs.cn_only();
-        Cluster::start(certs, Some((&cert, &key)))
-    })
-}
+use drover::pg::tls::{connector, RootCert, SslMode, TlsOptions};
+use tls_support::*;
 
 /// Connects through `drover::pg::tls::connector` and returns `pg_stat_ssl.ssl` for the session,
 /// or the full error chain as text.
@@ -260,7 +24,24 @@ async fn connect(
     mode: SslMode,
     rootcert: Option<&Path>,
 ) -> Result<bool, String> {
-    let (tls, pg_mode) = connector(mode, rootcert).map_err(|e| e.to_string())?;
+    // An empty default directory, so files in the real ~/.postgresql never interfere.
+    let home = tempfile::tempdir().unwrap();
+    let opts = TlsOptions {
+        rootcert: rootcert.map(|p| RootCert::File(p.to_owned())),
+        default_dir: Some(home.path().to_owned()),
+        ..TlsOptions::new(mode)
+    };
+    connect_with(cluster, host, hostaddr, &opts).await
+}
+
+/// [`connect`] with every TLS option given.
+async fn connect_with(
+    cluster: &Cluster,
+    host: &str,
+    hostaddr: Option<IpAddr>,
+    opts: &TlsOptions,
+) -> Result<bool, String> {
+    let (tls, pg_mode) = connector(opts).map_err(|e| e.to_string())?;
     let mut config = tokio_postgres::Config::new();
     config
         .host(host)
@@ -402,12 +183,61 @@ async fn verify_ca_with_wrong_ca_fails() {
     assert!(err.contains("UnknownIssuer"), "{err}");
 }
 
+/// No compiled-in public CA list: without sslrootcert and ~/.postgresql/root.crt the verify
+/// modes are refused before connecting, as libpq refuses them.
 #[tokio::test]
-async fn verify_ca_without_rootcert_uses_public_roots_and_rejects_private_ca() {
+async fn verify_modes_without_any_root_are_refused() {
     let pg = ssl_cluster();
-    let err = connect(&pg, "localhost", None, SslMode::VerifyCa, None)
-        .await
-        .unwrap_err();
+    for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
+        let err = connect(&pg, "localhost", None, mode, None)
+            .await
+            .unwrap_err();
+        assert!(err.contains("needs a trusted root certificate"), "{err}");
+        assert!(err.contains("root.crt"), "{err}");
+    }
+}
+
+/// libpq's default root file `~/.postgresql/root.crt` is used when sslrootcert is not set,
+/// and, as in libpq, its presence makes `require` verify the chain.
+#[tokio::test]
+async fn default_root_crt_is_used_and_makes_require_verify() {
+    let pg = ssl_cluster();
+    let home = tempfile::tempdir().unwrap();
+    let opts = |mode| TlsOptions {
+        default_dir: Some(home.path().to_owned()),
+        ..TlsOptions::new(mode)
+    };
+    std::fs::copy(pg.certs.ca(), home.path().join("root.crt")).unwrap();
+    let ssl = connect_with(&pg, "localhost", None, &opts(SslMode::VerifyFull)).await;
+    assert_eq!(ssl, Ok(true));
+
+    std::fs::copy(pg.certs.other_ca(), home.path().join("root.crt")).unwrap();
+    for mode in [SslMode::Require, SslMode::VerifyCa] {
+        let err = connect_with(&pg, "localhost", None, &opts(mode))
+            .await
+            .unwrap_err();
+        assert!(err.contains("UnknownIssuer"), "{mode:?}: {err}");
+    }
+}
+
+/// `sslrootcert = system` trusts the operating system's store, located as OpenSSL does:
+/// here `SSL_CERT_FILE` points at a test CA. This is the only test in this file that sets it.
+#[tokio::test]
+async fn system_store_is_used_for_sslrootcert_system() {
+    let pg = ssl_cluster();
+    let home = tempfile::tempdir().unwrap();
+    let opts = TlsOptions {
+        rootcert: Some(RootCert::System),
+        default_dir: Some(home.path().to_owned()),
+        ..TlsOptions::new(SslMode::VerifyFull)
+    };
+    std::env::set_var("SSL_CERT_FILE", pg.certs.ca());
+    let trusted = connect_with(&pg, "localhost", None, &opts).await;
+    std::env::set_var("SSL_CERT_FILE", pg.certs.other_ca());
+    let untrusted = connect_with(&pg, "localhost", None, &opts).await;
+    std::env::remove_var("SSL_CERT_FILE");
+    assert_eq!(trusted, Ok(true));
+    let err = untrusted.unwrap_err();
     assert!(err.contains("UnknownIssuer"), "{err}");
 }
 

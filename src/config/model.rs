@@ -13,7 +13,7 @@ use super::choices::{
 };
 use super::ConfigError;
 use crate::pg::ident::TableName;
-use crate::pg::tls::SslMode;
+use crate::pg::tls::{ChannelBinding, RootCert, SslMode, TlsOptions};
 
 /// Default `databases.*.port`: PostgreSQL's (and libpq's) default port.
 pub const DEFAULT_PORT: u16 = 5432;
@@ -155,11 +155,23 @@ pub struct Database {
     /// `verify-full`, as in libpq. Default [`DEFAULT_SSLMODE`] (`prefer`).
     pub sslmode: SslMode,
     /// `sslrootcert`: PEM file of CA certificates to verify the server with
-    /// (e.g. the Amazon RDS bundle), for `verify-ca` / `verify-full`.
-    /// Optional; without it the system's trust roots are used. Not allowed
-    /// with `sslmode = "disable"`. Relative paths are relative to the
-    /// daemon's working directory.
-    pub sslrootcert: Option<PathBuf>,
+    /// (e.g. the Amazon RDS bundle), or `system` for the operating system's
+    /// store (only with `verify-full`, which it then defaults to). Optional;
+    /// without it `~/.postgresql/root.crt` is used when it exists, as libpq
+    /// does, and `verify-ca` / `verify-full` are refused when it does not.
+    /// Not allowed with `sslmode = "disable"`. Relative paths are relative to
+    /// the daemon's working directory.
+    pub sslrootcert: Option<RootCert>,
+    /// `sslcert`: PEM client certificate presented when the server asks for
+    /// one. Optional; default `~/.postgresql/postgresql.crt` if it exists.
+    pub sslcert: Option<PathBuf>,
+    /// `sslkey`: the client certificate's unencrypted PEM private key, which
+    /// must be 0600 or stricter (0640 if owned by root). Optional; default
+    /// `~/.postgresql/postgresql.key`.
+    pub sslkey: Option<PathBuf>,
+    /// `channel_binding`: `disable`, `prefer` or `require`, as in libpq.
+    /// Default `prefer`.
+    pub channel_binding: ChannelBinding,
     /// `replica_role`: how to set `session_replication_role = replica` when
     /// applying changes here: `auto`, `set`, `function:NAME` or `off` (see
     /// [`ReplicaRoleConfig`]). Default [`DEFAULT_REPLICA_ROLE`](super::DEFAULT_REPLICA_ROLE) (`auto`).
@@ -167,6 +179,16 @@ pub struct Database {
 }
 
 impl Database {
+    /// The TLS settings to connect with; unset files take libpq's defaults.
+    pub fn tls_options(&self) -> TlsOptions {
+        TlsOptions {
+            rootcert: self.sslrootcert.clone(),
+            cert: self.sslcert.clone(),
+            key: self.sslkey.clone(),
+            ..TlsOptions::new(self.sslmode)
+        }
+    }
+
     /// The password to connect with: `password` if set, else the value of the
     /// environment variable named by `password_env` (an error naming
     /// `databases.NAME.password_env` and the variable if it is unset, empty or
@@ -339,6 +361,9 @@ mod tests {
             password_env: None,
             sslmode: DEFAULT_SSLMODE,
             sslrootcert: None,
+            sslcert: None,
+            sslkey: None,
+            channel_binding: ChannelBinding::default(),
             replica_role: DEFAULT_REPLICA_ROLE,
         }
     }

@@ -46,6 +46,9 @@ pub(super) struct RawDatabase {
     pub password_env: Option<Str>,
     pub sslmode: Option<Str>,
     pub sslrootcert: Option<Str>,
+    pub sslcert: Option<Str>,
+    pub sslkey: Option<Str>,
+    pub channel_binding: Option<Str>,
     pub replica_role: Option<Str>,
 }
 

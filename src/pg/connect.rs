@@ -45,14 +45,15 @@ pub struct Endpoint {
 impl Endpoint {
     /// Builds the connection settings; resolves the password (config, env, ~/.pgpass).
     pub fn new(name: &str, db: &Database) -> Result<Endpoint, PgError> {
-        let (tls, ssl_mode) = tls::connector(db.sslmode, db.sslrootcert.as_deref())
-            .map_err(|e| PgError::setup(name, e.to_string()))?;
+        let (tls, ssl_mode) =
+            tls::connector(&db.tls_options()).map_err(|e| PgError::setup(name, e.to_string()))?;
         let mut pg = PgConfig::new();
         pg.host(&db.host)
             .port(db.port)
             .dbname(&db.dbname)
             .user(&db.user)
             .ssl_mode(ssl_mode)
+            .channel_binding(db.channel_binding.to_pg())
             .options(SESSION_OPTIONS)
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)

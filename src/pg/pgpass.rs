@@ -25,39 +25,7 @@ pub fn lookup(host: &str, port: u16, dbname: &str, user: &str) -> Option<String>
 
 /// [`lookup`] against an explicit password file.
 pub fn lookup_in(path: &Path, host: &str, port: u16, dbname: &str, user: &str) -> Option<String> {
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        // No password file is the normal case, not worth a warning.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "cannot read password file, ignoring it");
-            return None;
-        }
-    };
-    if !meta.is_file() {
-        tracing::warn!(file = %path.display(), "password file is not a plain file, ignoring it");
-        return None;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // libpq rejects any group/other bit (S_IRWXG | S_IRWXO), not only read.
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                file = %path.display(),
-                "password file has group or world access; permissions should be u=rw (0600) or less; ignoring it"
-            );
-            return None;
-        }
-    }
-    let contents = match std::fs::read(path) {
-        Ok(contents) => contents,
-        Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "cannot read password file, ignoring it");
-            return None;
-        }
-    };
-
+    let contents = read_private(path)?;
     let host = if host.is_empty() { "localhost" } else { host };
     let port = port.to_string();
     for (index, line) in contents.split(|&b| b == b'\n').enumerate() {
@@ -98,6 +66,54 @@ pub fn lookup_in(path: &Path, host: &str, port: u16, dbname: &str, user: &str) -
         };
     }
     None
+}
+
+/// Opens the file once and checks the permissions of that handle (fstat), so a file swapped
+/// in after the check cannot be read in place of the one checked.
+fn read_private(path: &Path) -> Option<Vec<u8>> {
+    let warn = |e: std::io::Error| {
+        tracing::warn!(file = %path.display(), error = %e, "cannot read password file, ignoring it");
+    };
+    let not_plain = || {
+        tracing::warn!(file = %path.display(), "password file is not a plain file, ignoring it");
+    };
+    // Only so that opening cannot block on a FIFO; the checks that count are on the handle.
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => {}
+        // No password file is the normal case, not worth a warning.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warn(e);
+            return None;
+        }
+        Ok(_) => {
+            not_plain();
+            return None;
+        }
+    }
+    let mut file = std::fs::File::open(path).map_err(warn).ok()?;
+    let meta = file.metadata().map_err(warn).ok()?;
+    if !meta.is_file() {
+        not_plain();
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // libpq rejects any group/other bit (S_IRWXG | S_IRWXO), not only read.
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                "password file has group or world access; permissions should be u=rw (0600) or less; ignoring it"
+            );
+            return None;
+        }
+    }
+    let mut contents = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut contents)
+        .map_err(warn)
+        .ok()?;
+    Some(contents)
 }
 
 fn default_path() -> Option<PathBuf> {
@@ -287,6 +303,52 @@ mod tests {
             lookup_in(&path, "h", 1, "d", "u").as_deref(),
             Some("secret")
         );
+    }
+
+    /// A private file and a world-readable one are swapped in at the path in a loop: the
+    /// password of the world-readable one must never be used (the check is on the handle read).
+    #[cfg(unix)]
+    #[test]
+    fn permissions_are_checked_on_the_file_read() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        let bad = dir.path().join("bad");
+        std::fs::write(&good, "*:*:*:*:private\n").unwrap();
+        std::fs::write(&bad, "*:*:*:*:exposed\n").unwrap();
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = dir.path().join("pgpass");
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let tmp = dir.path().join("swap");
+                for target in [&good, &bad].into_iter().cycle() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let _ = std::fs::remove_file(&tmp);
+                    std::os::unix::fs::symlink(target, &tmp).unwrap();
+                    std::fs::rename(&tmp, &path).unwrap();
+                }
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            let mut leaked = 0;
+            for _ in 0..20_000 {
+                if std::time::Instant::now() > deadline {
+                    break;
+                }
+                if lookup_in(&path, "h", 1, "d", "u").as_deref() == Some("exposed") {
+                    leaked += 1;
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            assert_eq!(
+                leaked, 0,
+                "world-readable file's password used {leaked} times"
+            );
+        });
     }
 
     #[test]

@@ -144,6 +144,9 @@ fn raw_structs_expose_their_fields() {
             "password_env",
             "sslmode",
             "sslrootcert",
+            "sslcert",
+            "sslkey",
+            "channel_binding",
             "replica_role"
         ]
     );

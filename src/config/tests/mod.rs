@@ -12,6 +12,7 @@ mod daemon_db;
 mod env;
 mod problems;
 mod relgroup_sync;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use serde::Deserialize;
 use super::raw::{self, split_list};
 use super::*;
 use crate::pg::ident::TableName;
-use crate::pg::tls::SslMode;
+use crate::pg::tls::{ChannelBinding, RootCert, SslMode};
 
 const FILE: &str = "conf/test.toml";
 
@@ -195,6 +196,9 @@ fn every_key_is_read() {
         password = "12345"
         sslmode = "verify-ca"
         sslrootcert = "/ca.pem"
+        sslcert = "/client.crt"
+        sslkey = "/client.key"
+        channel_binding = "require"
         replica_role = "set"
         [databases.b]
         host = "h"
@@ -225,7 +229,11 @@ fn every_key_is_read() {
     assert_eq!(a.port, 6543);
     assert_eq!(a.password.as_ref().unwrap().expose(), "12345");
     assert_eq!(a.sslmode, SslMode::VerifyCa);
-    assert_eq!(a.sslrootcert.as_deref(), Some(Path::new("/ca.pem")));
+    assert_eq!(a.sslrootcert, Some(RootCert::File("/ca.pem".into())));
+    assert_eq!(a.sslcert.as_deref(), Some(Path::new("/client.crt")));
+    assert_eq!(a.sslkey.as_deref(), Some(Path::new("/client.key")));
+    assert_eq!(a.channel_binding, ChannelBinding::Require);
+    assert_eq!(cfg.databases["b"].channel_binding, ChannelBinding::Prefer);
     assert_eq!(cfg.databases["b"].password_env.as_deref(), Some("B_PW"));
     assert_eq!(cfg.databases["b"].sslmode, SslMode::Disable);
     assert_eq!(

@@ -9,23 +9,19 @@
 mod chain;
 mod relgroup;
 mod sync;
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-
-use serde::Deserialize;
+use std::path::Path;
 
 use super::choices::{
     parse_choice, Choice, ReplicaRoleConfig, DEFAULT_LOG_FORMAT, DEFAULT_REPLICA_ROLE,
 };
-use super::model::{
-    Config, Daemon, Database, Secret, DEFAULT_LISTEN, DEFAULT_PORT, DEFAULT_SSLMODE,
-};
+use super::model::{Config, Daemon, Database, Secret, DEFAULT_LISTEN, DEFAULT_PORT};
 use super::raw::{Entry, RawConfig, RawDaemon, RawDatabase};
 use super::strict::Str;
 use super::{suggest, Problems};
-use crate::pg::tls::SslMode;
 
 /// Checks `raw` and builds the [`Config`]; `None` if anything is wrong (then
 /// `problems` says what), possibly along with problems found earlier.
@@ -272,34 +268,8 @@ fn database(
         }
     }
 
-    let sslmode = match &raw.sslmode {
-        None => Some(DEFAULT_SSLMODE),
-        Some(Str(s)) => match parse_sslmode(s) {
-            Ok(mode) => Some(mode),
-            Err(why) => {
-                problems.push(format!("{path}.sslmode"), why);
-                None
-            }
-        },
-    };
-    let sslrootcert = match &raw.sslrootcert {
-        None => None,
-        Some(Str(s)) if s.trim().is_empty() => {
-            problems.push(format!("{path}.sslrootcert"), "must not be empty");
-            ok = false;
-            None
-        }
-        Some(Str(s)) => {
-            if sslmode == Some(SslMode::Disable) {
-                problems.push(
-                    format!("{path}.sslrootcert"),
-                    "is set but sslmode is \"disable\", so no certificate would be checked: remove it or use sslmode \"verify-full\"",
-                );
-                ok = false;
-            }
-            Some(PathBuf::from(s))
-        }
-    };
+    let tls = tls::tls_keys(path, raw, problems);
+    ok &= tls.is_some();
 
     let replica_role = match &raw.replica_role {
         None => Some(DEFAULT_REPLICA_ROLE),
@@ -308,6 +278,7 @@ fn database(
             .ok(),
     };
 
+    let tls = tls?;
     if !ok {
         return None;
     }
@@ -318,22 +289,12 @@ fn database(
         user: user?,
         password,
         password_env,
-        sslmode: sslmode?,
-        sslrootcert,
+        sslmode: tls.sslmode,
+        sslrootcert: tls.sslrootcert,
+        sslcert: tls.sslcert,
+        sslkey: tls.sslkey,
+        channel_binding: tls.channel_binding,
         replica_role: replica_role?,
-    })
-}
-
-/// Parses an `sslmode` value with [`SslMode`]'s own serde names, so the list
-/// of accepted values is whatever the TLS module defines.
-fn parse_sslmode(s: &str) -> Result<SslMode, String> {
-    let de = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s);
-    SslMode::deserialize(de).map_err(|e| {
-        let e = e.to_string();
-        match e.split_once(", expected ") {
-            Some((_, expected)) => format!("invalid sslmode {s:?}, expected {expected}"),
-            None => format!("invalid sslmode {s:?}: {e}"),
-        }
     })
 }
 

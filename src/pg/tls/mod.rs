@@ -1,20 +1,25 @@
 //! TLS for PostgreSQL connections, following libpq's `sslmode` semantics.
 //!
-//! [`connector`] turns an [`SslMode`] and an optional `sslrootcert` file into a rustls-based
-//! connector for tokio-postgres / bb8-postgres plus the tokio-postgres `SslMode` to set on the
+//! [`connector`] turns a database's [`TlsOptions`] (`sslmode`, `sslrootcert`, `sslcert`,
+//! `sslkey`) into a rustls-based connector for tokio-postgres / bb8-postgres plus the tokio-postgres `SslMode` to set on the
 //! `Config`. Certificate checking is done by [`PgVerifier`], which reproduces what libpq does for
 //! each mode: no verification, chain only, or chain plus host name (including libpq's fallback to
 //! the subject Common Name when the certificate has no matching subjectAltName). The ring crypto
 //! provider is always used explicitly, so nothing depends on a process-wide default provider.
 //!
-//! Known differences from libpq: libpq's default root file `~/.postgresql/root.crt` is not
-//! consulted (pass it explicitly), and with `prefer` a failed TLS handshake is an error rather
-//! than a retry in plaintext (tokio-postgres does not retry).
+//! Files are looked up as libpq does (see [`files`]). Known differences from libpq: an
+//! explicitly configured `sslrootcert` or `sslcert` that does not exist is an error in every
+//! mode (libpq silently skips it with `prefer`/`require`), encrypted keys (`sslpassword`) are
+//! not supported, and with `prefer` a failed TLS handshake is an error rather than a retry in
+//! plaintext (tokio-postgres does not retry).
+
+mod der;
+mod error;
+mod files;
 
 use std::fmt;
-use std::io::BufReader;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -24,6 +29,8 @@ use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
 use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+pub use error::TlsError;
 
 /// libpq `sslmode`, as written in configuration files (`verify-full`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -56,132 +63,164 @@ impl SslMode {
     }
 }
 
-/// Errors building a TLS connector. None of them contain key material or passwords.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// The `sslrootcert` file could not be opened or read.
-    #[error("cannot read sslrootcert file {}: {source}; check the path and that drover may read it", path.display())]
-    RootCertRead {
-        /// File that was configured.
-        path: PathBuf,
-        /// Underlying I/O error.
-        source: std::io::Error,
-    },
-    /// The `sslrootcert` file is not valid PEM.
-    #[error("sslrootcert file {} is not valid PEM: {source}; it must hold one or more `-----BEGIN CERTIFICATE-----` blocks", path.display())]
-    RootCertPem {
-        /// File that was configured.
-        path: PathBuf,
-        /// Parse error.
-        source: std::io::Error,
-    },
-    /// The `sslrootcert` file holds no certificate at all.
-    #[error("sslrootcert file {} contains no PEM certificate; it must hold one or more `-----BEGIN CERTIFICATE-----` blocks (DER files must be converted with `openssl x509 -inform der`)", path.display())]
-    RootCertEmpty {
-        /// File that was configured.
-        path: PathBuf,
-    },
-    /// None of the certificates in `sslrootcert` is usable as a trust anchor.
-    #[error("none of the {count} certificates in sslrootcert file {} is a usable CA certificate; check that it is the CA bundle and not the server certificate or key", path.display())]
-    RootCertUnusable {
-        /// File that was configured.
-        path: PathBuf,
-        /// How many certificates were found.
-        count: usize,
-    },
-    /// rustls rejected the client configuration (should not happen with the ring provider).
-    #[error("cannot build the TLS client configuration: {0}")]
-    Config(#[from] rustls::Error),
+/// libpq `channel_binding`: whether SCRAM authentication must bind to the TLS channel
+/// (`SCRAM-SHA-256-PLUS`), which proves no one in the middle terminated TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelBinding {
+    /// Never use channel binding.
+    Disable,
+    /// Use it when the server offers it (libpq's default).
+    #[default]
+    Prefer,
+    /// Fail unless the server authenticated with channel binding (needs TLS and SCRAM).
+    Require,
+}
+
+impl ChannelBinding {
+    /// The libpq spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChannelBinding::Disable => "disable",
+            ChannelBinding::Prefer => "prefer",
+            ChannelBinding::Require => "require",
+        }
+    }
+
+    /// The tokio-postgres setting.
+    pub fn to_pg(self) -> tokio_postgres::config::ChannelBinding {
+        use tokio_postgres::config::ChannelBinding as Pg;
+        match self {
+            ChannelBinding::Disable => Pg::Disable,
+            ChannelBinding::Prefer => Pg::Prefer,
+            ChannelBinding::Require => Pg::Require,
+        }
+    }
+}
+
+/// libpq `sslrootcert`: where the trusted roots come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCert {
+    /// A PEM bundle file (may hold many certificates, e.g. the Amazon RDS global bundle).
+    File(PathBuf),
+    /// `system`: the operating system's trust store, found as OpenSSL finds it
+    /// (`SSL_CERT_FILE` / `SSL_CERT_DIR` are honoured). Only with `verify-full`.
+    System,
+}
+
+impl RootCert {
+    /// libpq's reading of an `sslrootcert` value: the word `system`, else a file name.
+    pub fn parse(value: &str) -> RootCert {
+        match value {
+            "system" => RootCert::System,
+            path => RootCert::File(PathBuf::from(path)),
+        }
+    }
+}
+
+impl fmt::Display for RootCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RootCert::File(path) => write!(f, "{}", path.display()),
+            RootCert::System => f.write_str("system"),
+        }
+    }
+}
+
+/// The TLS settings of one database (libpq `sslmode`, `sslrootcert`, `sslcert`, `sslkey`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// `sslmode`.
+    pub mode: SslMode,
+    /// `sslrootcert`; `None` means libpq's default file `<default_dir>/root.crt` if it exists.
+    pub rootcert: Option<RootCert>,
+    /// `sslcert`; `None` means `<default_dir>/postgresql.crt` if it exists.
+    pub cert: Option<PathBuf>,
+    /// `sslkey`; `None` means `<default_dir>/postgresql.key`.
+    pub key: Option<PathBuf>,
+    /// Where libpq's default files live: `$HOME/.postgresql`.
+    pub default_dir: Option<PathBuf>,
+}
+
+impl TlsOptions {
+    /// `mode` with every file at libpq's default.
+    pub fn new(mode: SslMode) -> TlsOptions {
+        TlsOptions {
+            mode,
+            rootcert: None,
+            cert: None,
+            key: None,
+            default_dir: files::default_dir(),
+        }
+    }
 }
 
 /// Returns the connector to hand to tokio-postgres / bb8-postgres and the
 /// `tokio_postgres::config::SslMode` to set on the `Config`.
 ///
-/// `rootcert` is libpq's `sslrootcert`: a PEM bundle (may hold many certificates, e.g. the
-/// Amazon RDS global bundle). It is ignored for `disable`; with `prefer` or `require` it turns on
-/// chain verification like libpq. For `verify-ca` and `verify-full` without `rootcert`, the
-/// Mozilla root set from `webpki-roots` is trusted instead (libpq would fail), which suits
-/// servers with publicly trusted certificates.
+/// Roots follow libpq: `sslrootcert`, else `~/.postgresql/root.crt` when it exists. With roots,
+/// every mode but `disable` verifies the chain (libpq's documented quirk: `prefer` and
+/// `require` then behave like `verify-ca`); without, `prefer` / `require` encrypt without
+/// verifying and `verify-ca` / `verify-full` are refused. No compiled-in CA list is trusted.
+/// The client certificate is presented when the server asks for one.
 ///
 /// A connector is returned even for `disable`, so a single pool type serves every mode.
-pub fn connector(
-    mode: SslMode,
-    rootcert: Option<&Path>,
-) -> Result<(MakeRustlsConnect, PgSslMode), TlsError> {
-    let roots = match (mode, rootcert) {
-        (SslMode::Disable, _) => None,
-        (_, Some(path)) => Some(load_roots(path)?),
-        (SslMode::VerifyCa | SslMode::VerifyFull, None) => Some(RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        }),
-        (SslMode::Prefer | SslMode::Require, None) => None,
-    };
-    let pg_mode = match mode {
+pub fn connector(opts: &TlsOptions) -> Result<(MakeRustlsConnect, PgSslMode), TlsError> {
+    let pg_mode = match opts.mode {
         SslMode::Disable => PgSslMode::Disable,
         SslMode::Prefer => PgSslMode::Prefer,
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = PgVerifier {
-        roots: roots.map(Arc::new),
-        check_name: mode == SslMode::VerifyFull,
+        roots: roots(opts)?.map(Arc::new),
+        check_name: opts.mode == SslMode::VerifyFull,
         algs: provider.signature_verification_algorithms,
     };
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let identity = match opts.mode {
+        SslMode::Disable => None,
+        _ => files::client_identity(
+            opts.cert.as_deref(),
+            opts.key.as_deref(),
+            opts.default_dir.as_deref(),
+        )?,
+    };
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => builder
+            .with_client_auth_cert(id.chain, id.key)
+            .map_err(|source| TlsError::ClientIdentity {
+                cert: id.cert_path,
+                key: id.key_path,
+                source,
+            })?,
+    };
     // What libpq 17 sends; required by PostgreSQL 17 direct TLS, ignored by older servers.
     config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok((MakeRustlsConnect::new(config), pg_mode))
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let file = std::fs::File::open(path).map_err(|source| TlsError::RootCertRead {
-        path: path.to_owned(),
-        source,
-    })?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| {
-            // A read error mid-file is an I/O problem, anything else is bad PEM.
-            if source.kind() == std::io::ErrorKind::InvalidData {
-                TlsError::RootCertPem {
-                    path: path.to_owned(),
-                    source,
-                }
-            } else {
-                TlsError::RootCertRead {
-                    path: path.to_owned(),
-                    source,
-                }
+/// The roots to verify the server against, or `None` for no verification.
+fn roots(opts: &TlsOptions) -> Result<Option<RootCertStore>, TlsError> {
+    let verify = matches!(opts.mode, SslMode::VerifyCa | SslMode::VerifyFull);
+    match (&opts.rootcert, opts.mode) {
+        (_, SslMode::Disable) => Ok(None),
+        (Some(RootCert::System), SslMode::VerifyFull) => files::system_roots().map(Some),
+        (Some(RootCert::System), mode) => Err(TlsError::SystemNeedsVerifyFull { mode }),
+        (Some(RootCert::File(path)), _) => files::load_roots(path).map(Some),
+        (None, mode) => {
+            let default = opts.default_dir.as_ref().map(|d| d.join("root.crt"));
+            match &default {
+                Some(path) if path.exists() => files::load_roots(path).map(Some),
+                _ if verify => Err(TlsError::RootCertMissing { mode, default }),
+                _ => Ok(None),
             }
-        })?;
-    let count = certs.len();
-    if count == 0 {
-        return Err(TlsError::RootCertEmpty {
-            path: path.to_owned(),
-        });
+        }
     }
-    let mut store = RootCertStore::empty();
-    // Lenient like OpenSSL: big vendor bundles may carry an entry webpki cannot parse.
-    let (added, ignored) = store.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(TlsError::RootCertUnusable {
-            path: path.to_owned(),
-            count,
-        });
-    }
-    if ignored > 0 {
-        tracing::warn!(
-            file = %path.display(),
-            ignored,
-            added,
-            "some certificates in sslrootcert could not be parsed and are not trusted"
-        );
-    }
-    Ok(store)
 }
 
 /// Server certificate check for all modes: `roots == None` accepts any certificate (libpq
@@ -303,97 +342,6 @@ fn libpq_name_matches(pattern: &[u8], host: &str) -> bool {
     host[split..].eq_ignore_ascii_case(&pattern[1..]) && !host[..split].contains(&b'.')
 }
 
-/// Just enough DER reading to get the subject CN and SAN entries of a certificate that
-/// webpki has already parsed and chain-verified (webpki does not expose them).
-mod der {
-    const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-    const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
-
-    #[derive(Default)]
-    pub(super) struct CertNames<'a> {
-        pub common_name: Option<&'a [u8]>,
-        pub dns: Vec<&'a [u8]>,
-        pub ips: Vec<&'a [u8]>,
-    }
-
-    /// Splits one TLV off the front: (tag, content, rest).
-    fn next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&len0, rest) = rest.split_first()?;
-        let (len, rest) = if len0 < 0x80 {
-            (usize::from(len0), rest)
-        } else {
-            let n = usize::from(len0 & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let len = rest[..n]
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-            (len, &rest[n..])
-        };
-        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-    }
-
-    /// Iterates over the TLVs of a constructed value's content.
-    fn items(mut input: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
-        std::iter::from_fn(move || {
-            let (tag, content, rest) = next(input)?;
-            input = rest;
-            Some((tag, content))
-        })
-    }
-
-    pub(super) fn cert_names(cert: &[u8]) -> Option<CertNames<'_>> {
-        let (_, cert, _) = next(cert)?;
-        let (_, mut tbs, _) = next(cert)?;
-        // Optional [0] version, then serial, signature, issuer, validity.
-        if tbs.first() == Some(&0xa0) {
-            tbs = next(tbs)?.2;
-        }
-        for _ in 0..4 {
-            tbs = next(tbs)?.2;
-        }
-        let (_, subject, rest) = next(tbs)?;
-        let rest = next(rest)?.2; // subjectPublicKeyInfo
-        let mut names = CertNames {
-            // OpenSSL's X509_NAME_get_index_by_NID(.., -1) picks the first CN.
-            common_name: items(subject)
-                .flat_map(|(_, rdn)| items(rdn))
-                .find_map(|(_, atv)| {
-                    let mut it = items(atv);
-                    let (_, oid) = it.next()?;
-                    let (_, value) = it.next()?;
-                    (oid == OID_COMMON_NAME).then_some(value)
-                }),
-            ..CertNames::default()
-        };
-        let Some((_, exts)) = items(rest).find(|&(tag, _)| tag == 0xa3) else {
-            return Some(names);
-        };
-        let (_, exts, _) = next(exts)?;
-        for (_, ext) in items(exts) {
-            let mut fields = items(ext);
-            if fields.next() != Some((0x06, OID_SUBJECT_ALT_NAME)) {
-                continue;
-            }
-            // Skip the optional `critical` BOOLEAN; the value is the OCTET STRING.
-            let Some((_, value)) = fields.find(|&(tag, _)| tag == 0x04) else {
-                continue;
-            };
-            let (_, general_names, _) = next(value)?;
-            for (tag, name) in items(general_names) {
-                match tag {
-                    0x82 => names.dns.push(name), // [2] dNSName
-                    0x87 => names.ips.push(name), // [7] iPAddress
-                    _ => {}
-                }
-            }
-        }
-        Some(names)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,40 +362,90 @@ mod tests {
         assert_eq!(SslMode::default(), SslMode::Prefer);
     }
 
+    /// Options whose default directory is an empty temporary one.
+    fn opts(mode: SslMode, dir: &tempfile::TempDir) -> TlsOptions {
+        TlsOptions {
+            default_dir: Some(dir.path().to_owned()),
+            ..TlsOptions::new(mode)
+        }
+    }
+
     #[test]
     fn pg_modes() {
-        let pg = |m| connector(m, None).unwrap().1;
+        let dir = tempfile::tempdir().unwrap();
+        let pg = |m| connector(&opts(m, &dir)).unwrap().1;
         assert_eq!(pg(SslMode::Disable), PgSslMode::Disable);
         assert_eq!(pg(SslMode::Prefer), PgSslMode::Prefer);
         assert_eq!(pg(SslMode::Require), PgSslMode::Require);
-        assert_eq!(pg(SslMode::VerifyCa), PgSslMode::Require);
-        assert_eq!(pg(SslMode::VerifyFull), PgSslMode::Require);
     }
 
-    fn connector_err(mode: SslMode, rootcert: &Path) -> TlsError {
-        match connector(mode, Some(rootcert)) {
-            Ok(_) => panic!("connector accepted {}", rootcert.display()),
+    fn connector_err(opts: &TlsOptions) -> TlsError {
+        match connector(opts) {
+            Ok(_) => panic!("connector accepted {opts:?}"),
             Err(e) => e,
         }
     }
 
     #[test]
+    fn verify_modes_without_any_root_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
+            let err = connector_err(&opts(mode, &dir));
+            assert!(matches!(err, TlsError::RootCertMissing { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("root.crt") && msg.contains("sslrootcert"),
+                "{msg}"
+            );
+        }
+        let mut no_home = opts(SslMode::VerifyCa, &dir);
+        no_home.default_dir = None;
+        assert!(matches!(
+            connector_err(&no_home),
+            TlsError::RootCertMissing { default: None, .. }
+        ));
+    }
+
+    #[test]
+    fn system_roots_need_verify_full() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [SslMode::Prefer, SslMode::Require, SslMode::VerifyCa] {
+            let mut o = opts(mode, &dir);
+            o.rootcert = Some(RootCert::System);
+            let err = connector_err(&o);
+            assert!(
+                matches!(err, TlsError::SystemNeedsVerifyFull { .. }),
+                "{err:?}"
+            );
+        }
+        assert_eq!(RootCert::parse("system"), RootCert::System);
+        assert_eq!(
+            RootCert::parse("/etc/ca.pem"),
+            RootCert::File("/etc/ca.pem".into())
+        );
+    }
+
+    #[test]
     fn rootcert_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
+        let with_root = |mode, path: &std::path::Path| TlsOptions {
+            rootcert: Some(RootCert::File(path.to_owned())),
+            ..opts(mode, &dir)
+        };
         let missing = dir.path().join("missing.crt");
-        let err = connector_err(SslMode::VerifyCa, &missing);
+        let err = connector_err(&with_root(SslMode::VerifyCa, &missing));
         assert!(matches!(err, TlsError::RootCertRead { .. }), "{err:?}");
         assert!(err.to_string().contains("missing.crt"), "{err}");
 
         let empty = dir.path().join("empty.crt");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let err = connector_err(SslMode::VerifyFull, &empty);
+        let err = connector_err(&with_root(SslMode::VerifyFull, &empty));
         assert!(matches!(err, TlsError::RootCertEmpty { .. }), "{err:?}");
         assert!(err.to_string().contains("empty.crt"), "{err}");
 
         let bad = dir.path().join("bad.crt");
         std::fs::write(&bad, "-----BEGIN CERTIFICATE-----\n!!!!\n").unwrap();
-        let err = connector_err(SslMode::Require, &bad);
+        let err = connector_err(&with_root(SslMode::Require, &bad));
         assert!(matches!(err, TlsError::RootCertPem { .. }), "{err:?}");
 
         let junk = dir.path().join("junk.crt");
@@ -456,14 +454,14 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
-        let err = connector_err(SslMode::VerifyCa, &junk);
+        let err = connector_err(&with_root(SslMode::VerifyCa, &junk));
         assert!(
             matches!(err, TlsError::RootCertUnusable { count: 1, .. }),
             "{err:?}"
         );
 
         // disable never reads the file, like libpq.
-        assert!(connector(SslMode::Disable, Some(&missing)).is_ok());
+        assert!(connector(&with_root(SslMode::Disable, &missing)).is_ok());
     }
 
     #[test]
