@@ -35,23 +35,28 @@ fn logged_failures_equal_counted_errors_under_cuts_and_a_blackhole() {
     wait_for_daemon(&config);
     let url = format!("http://127.0.0.1:{listen}/metrics");
 
-    // The first cut lands while the daemon prepares; the others while rounds run.
-    let cut_after_next_session = |i: usize| {
-        let seen = proxy.forwarded();
+    // The first cut lands while the daemon starts (preparing, or idle); the others while
+    // rounds run.
+    let cut_when_connected = |i: usize| {
+        // After a cut, every open session is one the daemon opened since.
         eventually(
             Duration::from_secs(30),
-            "a new session through the proxy",
-            || proxy.forwarded() > seen && proxy.connections() > 0,
+            "a session through the proxy",
+            || proxy.connections() > 0,
         );
         proxy.cut();
         eprintln!("cut #{i}");
     };
-    cut_after_next_session(0);
-    drover_wait(&config, SYNC, 120);
+    cut_when_connected(0);
+    eventually(
+        Duration::from_secs(90),
+        "a good round after the first cut",
+        || sync_status(&config, SYNC)["state"] == "good",
+    );
     let writer = pgbench_in_background(&src, "repdb", &["-n", "-c", "1", "-T", "15", "-R", "40"]);
     for i in 1..=CUTS {
         // Each cut hits sessions the daemon opened since the last one, mostly mid-round.
-        cut_after_next_session(i);
+        cut_when_connected(i);
     }
     // Blackhole: open sessions stall and end (as a TCP timeout would end them), new ones
     // are accepted but never answered, until the connect timeout makes the daemon give up.
@@ -105,6 +110,13 @@ fn logged_failures_equal_counted_errors_under_cuts_and_a_blackhole() {
             "a series without a stage label: {series}"
         );
     }
+    // Rounds were running when the blackhole began: their new sessions timed out.
+    assert!(
+        error_series(&text)
+            .iter()
+            .any(|s| s.contains("stage=\"round\"")),
+        "no round failure counted"
+    );
 }
 
 /// The daemon's WARN and ERROR lines: every one of them marks a failed attempt.
