@@ -51,6 +51,7 @@ const PANEL_CHECKS: &[(&str, Check)] = &[
     ("Pending rows", Check::NonEmpty),          // set by every round, may be 0
     ("Round duration", Check::Positive),        // p50/p90/p99 of real rounds
     ("Errors / s", Check::Evaluates),           // nothing fails in a healthy run
+    ("Errors / s by stage", Check::Evaluates),  // the same failures, by stage
     ("Resident memory", Check::Positive),       // process metrics of the daemon
     ("CPU", Check::Positive),                   // it did work during pgbench
     ("Open file descriptors", Check::Positive), // sockets and files

@@ -10,6 +10,7 @@ use tokio_postgres::AsyncMessage;
 
 use crate::actors::doorbell::{self, Action, Bell, Doorbell};
 use crate::capture::sql::NOTIFY_CHANNEL;
+use crate::metrics::failures::{self, Stage};
 use crate::pg::connect::checkout;
 use crate::pg::error::PgError;
 use crate::pg::facts::{self, ServerFacts};
@@ -215,7 +216,8 @@ impl DatabaseActor {
                         }
                         Ok(_) => {}
                         Err(e) => {
-                            tracing::warn!(database = %name, error = %e, "LISTEN session lost");
+                            let e = PgError::query(&name, "LISTEN session lost", e);
+                            failures::failed(Stage::Listen, "", &e, "LISTEN session lost");
                             break;
                         }
                     }
@@ -244,7 +246,8 @@ impl DatabaseActor {
             Err(e) => {
                 act.listen_failures += 1;
                 let wait = backoff(act.listen_failures);
-                tracing::warn!(database = %act.endpoint.name, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot LISTEN");
+                let what = format!("cannot LISTEN, retrying in {} ms", wait.as_millis());
+                failures::failed(Stage::Listen, "", &e, &what);
                 ctx.run_later(wait, |act, ctx| act.listen(ctx));
             }
         }));

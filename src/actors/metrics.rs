@@ -1,4 +1,5 @@
-//! MetricsActor: turns round reports into Prometheus updates; the one writer of the recorder.
+//! MetricsActor: turns round reports into Prometheus updates. Failures are counted where they
+//! are logged (`metrics::failures`), not here.
 
 use actix::prelude::*;
 
@@ -18,8 +19,6 @@ pub struct RoundMetrics {
     pub pending: Vec<(String, u64)>,
     /// (target, lag seconds)
     pub lag: Vec<(String, f64)>,
-    /// (database, kind)
-    pub errors: Vec<(String, &'static str)>,
     /// (table, strategy, winner) per conflict
     pub conflicts: Vec<(String, String, String)>,
     pub last_good_unix: Option<f64>,
@@ -51,10 +50,6 @@ impl Handler<RoundMetrics> for MetricsActor {
         }
         for (table, strategy, winner) in m.conflicts {
             metrics::counter!(CONFLICTS, "sync" => sync.clone(), "table" => table, "strategy" => strategy, "winner" => winner)
-                .increment(1);
-        }
-        for (database, kind) in m.errors {
-            metrics::counter!(ERRORS, "sync" => sync.clone(), "database" => database, "kind" => kind)
                 .increment(1);
         }
         let result = if m.good { "good" } else { "bad" };

@@ -13,6 +13,7 @@ use chrono::Utc;
 use crate::actors::database::{DatabaseActor, DbHandle, GetHandle, Kick, Subscribe, Waiting};
 use crate::actors::metrics::{MetricsActor, RoundMetrics};
 use crate::actors::table::{Applied, Prepare, TableActor};
+use crate::metrics::failures::{self, Stage};
 use crate::pg::error::{ErrorKind, PgError};
 use crate::pg::Endpoint;
 use crate::round::apply::{SourceSide, TargetSide};
@@ -184,7 +185,7 @@ impl SyncActor {
                 ctx.run_later(LEASE_RETRY, |act, ctx| act.acquire_lease(ctx));
             }
             Err(e) => {
-                act.record_error(&e);
+                act.record_error(Stage::Lease, &e);
                 ctx.run_later(LEASE_RETRY, |act, ctx| act.acquire_lease(ctx));
             }
         }));
@@ -280,7 +281,7 @@ impl SyncActor {
                     act.start_copy(ctx);
                 }
                 Err(e) => {
-                    act.record_error(&e);
+                    act.record_error(Stage::Prepare, &e);
                     let wait = act.schedule.failed();
                     ctx.run_later(wait, |act, ctx| act.prepare(ctx));
                 }
@@ -343,7 +344,8 @@ impl SyncActor {
                     ctx.notify(Kick);
                 }
                 Err(e) => {
-                    act.record_error(&e);
+                    // `initial_copy` logged and counted it.
+                    act.mark_bad(&e);
                     // A forced copy is retried like the configured one until it succeeds.
                     if forced.is_some() && act.forced_copy.is_none() {
                         act.forced_copy = forced;
@@ -478,9 +480,8 @@ impl SyncActor {
             if inserted + deleted > 0 {
                 tracing::info!(sync = %self.plan.name, inserted, deleted, elapsed_ms = report.duration.as_millis() as u64, "round applied changes");
             }
-        } else if let Some(e) = report.first_error() {
-            m.errors.push((e.database().to_string(), e.kind().as_str()));
-            self.record_error(e);
+        } else {
+            self.round_failed(&report);
         }
         let reprepare = report
             .first_error()
@@ -530,9 +531,39 @@ impl SyncActor {
         }
     }
 
-    fn record_error(&mut self, e: &PgError) {
-        let msg = e.for_log();
-        tracing::warn!(sync = %self.plan.name, database = e.database(), kind = e.kind().as_str(), error = %msg, "round failed");
+    /// Logs and counts a failed attempt (once), and shows it in status.
+    fn record_error(&mut self, stage: Stage, e: &PgError) {
+        let what = match stage {
+            Stage::Lease => "cannot take the sync lease",
+            Stage::Prepare => "preparing tables failed",
+            Stage::Copy => "initial copy failed",
+            _ => "round failed",
+        };
+        failures::failed(stage, &self.plan.name, e, what);
+        self.mark_bad(e);
+    }
+
+    /// A failed round: each database that failed is one failure; status shows the first.
+    fn round_failed(&mut self, report: &RoundReport) {
+        let errors = report
+            .source_error
+            .iter()
+            .chain((report.targets.iter()).filter_map(|t| t.result.as_ref().err()));
+        for e in errors {
+            failures::failed(
+                Stage::Round,
+                &self.plan.name,
+                e,
+                "round failed, rolled back",
+            );
+        }
+        if let Some(e) = report.first_error() {
+            self.mark_bad(e);
+        }
+    }
+
+    fn mark_bad(&mut self, e: &PgError) {
+        let msg = e.redacted();
         self.status.state = "bad".into();
         self.status.last_bad = Some(Utc::now());
         self.status.last_error = Some(msg);

@@ -1,6 +1,8 @@
 //! Metric names (one constant each, with type and labels) and the Prometheus recorder setup.
-//! Only the MetricsActor updates these; the Grafana dashboard and alert rules use these names.
+//! The MetricsActor updates these, except `drover_errors_total`, which `failures::failed`
+//! counts where the failure is logged; the Grafana dashboard and alert rules use these names.
 
+pub mod failures;
 pub mod process;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -15,7 +17,8 @@ pub const ROWS_DELETED: &str = "drover_rows_deleted_total";
 pub const CONFLICTS: &str = "drover_conflicts_total";
 /// Counter {sync, result="good"|"bad"}: rounds run.
 pub const ROUNDS: &str = "drover_rounds_total";
-/// Counter {sync, database, kind}: failed operations.
+/// Counter {sync, database, kind, stage}: failed attempts, each also logged once (see
+/// `failures`).
 pub const ERRORS: &str = "drover_errors_total";
 /// Gauge {sync, source, target}: age in seconds of the oldest change not yet applied.
 pub const LAG: &str = "drover_lag_seconds";
@@ -49,7 +52,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
     describe_counter!(
         ERRORS,
         Unit::Count,
-        "Failed operations, by database and kind"
+        "Failed attempts, by database, kind and stage"
     );
     describe_gauge!(
         LAG,

@@ -26,6 +26,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Idle time before TCP keepalives start, so a dead peer (and a lost lease) is noticed.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Between unanswered keepalive probes, and how many end the session: an idle session to a
+/// vanished peer ends about a minute after its last traffic.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// Data sent but not acknowledged by the peer's TCP stack for this long ends the session
+/// (Linux TCP_USER_TIMEOUT): a round whose packets are dropped by the network fails and is
+/// retried instead of waiting forever. A slow but reachable server still acknowledges.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub type Pool = bb8::Pool<bb8_postgres::PostgresConnectionManager<MakeRustlsConnect>>;
 pub type PooledClient<'a> =
@@ -58,6 +66,9 @@ impl Endpoint {
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
             .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES)
+            .tcp_user_timeout(TCP_USER_TIMEOUT)
             .application_name("drover");
         let password = db
             .resolve_password(name)

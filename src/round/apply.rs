@@ -240,7 +240,8 @@ async fn round_inner(
                     advanced.push((target.name.clone(), upto));
                 }
                 Err(e) => {
-                    tracing::warn!(sync = input.sync, target = %target.name, error = %e.for_log(), "apply failed, rolled back");
+                    // The sync logs and counts it once with the round's other failures.
+                    tracing::debug!(sync = input.sync, target = %target.name, error = %e, "apply failed, rolled back");
                     input.progress.invalidate(src_name, &target.name);
                 }
             }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, IsolationLevel};
 
 use crate::capture::sql::NOTHING_APPLIED;
+use crate::metrics::failures::{self, Stage};
 use crate::pg::connect::checkout;
 use crate::pg::copy::forward;
 use crate::pg::error::PgError;
@@ -59,6 +60,7 @@ struct Job<'a> {
 }
 
 /// Copies every (target, table) that needs it under `mode`; returns how many were copied.
+/// Every failure is logged and counted here, once (a table's in `copy_one`).
 pub async fn initial_copy(
     sync: &str,
     source: &SourceSide,
@@ -66,6 +68,35 @@ pub async fn initial_copy(
     tables: &[Arc<TablePlan>],
     mode: CopyMode,
     board: &CopyBoard,
+) -> Result<usize, PgError> {
+    let mut table_failed = false;
+    let result = copy_all(
+        sync,
+        source,
+        targets,
+        tables,
+        mode,
+        board,
+        &mut table_failed,
+    )
+    .await;
+    if let Err(e) = &result {
+        if !table_failed {
+            failures::failed(Stage::Copy, sync, e, "initial copy failed");
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_all(
+    sync: &str,
+    source: &SourceSide,
+    targets: &[TargetSide],
+    tables: &[Arc<TablePlan>],
+    mode: CopyMode,
+    board: &CopyBoard,
+    table_failed: &mut bool,
 ) -> Result<usize, PgError> {
     if mode == CopyMode::Never {
         return Ok(0);
@@ -125,8 +156,13 @@ pub async fn initial_copy(
     etx.commit().await.ok();
     let mut copied = 0;
     for r in results {
-        if r? {
-            copied += 1;
+        match r {
+            Ok(true) => copied += 1,
+            Ok(false) => {}
+            Err(e) => {
+                *table_failed = true;
+                return Err(e);
+            }
         }
     }
     Ok(copied)
@@ -195,11 +231,7 @@ struct CopyRun<'a> {
 /// Copies one table to one target; Ok(false) when skipped (if-empty and not empty).
 async fn copy_one(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     let (sync, board) = (run.sync, run.board);
-    let (src, dst, t) = (
-        run.source.name.as_str(),
-        job.target.name.as_str(),
-        job.table,
-    );
+    let (dst, t) = (job.target.name.as_str(), job.table);
     let result = copy_inner(run, job).await;
     let state = match &result {
         Ok(true) => "done",
@@ -208,7 +240,11 @@ async fn copy_one(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     };
     set_board(board, dst, &t.display, |c| c.state = state.into());
     if let Err(e) = &result {
-        tracing::warn!(sync, source = src, target = dst, table = %t.display, error = %e.for_log(), "initial copy failed, rolled back");
+        let what = format!(
+            "initial copy of {} from {} failed, rolled back",
+            t.display, run.source.name
+        );
+        failures::failed(Stage::Copy, sync, e, &what);
     }
     result
 }

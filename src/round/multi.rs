@@ -319,7 +319,8 @@ async fn read_and_apply(
                     committed.push(d.name.clone());
                 }
                 Err(e) => {
-                    tracing::warn!(sync = input.sync, database = %d.name, error = %e.for_log(), "apply failed, rolled back");
+                    // The sync logs and counts it once with the round's other failures.
+                    tracing::debug!(sync = input.sync, database = %d.name, error = %e, "apply failed, rolled back");
                     for s in input.sources {
                         input.progress.invalidate(&s.name, &d.name);
                     }

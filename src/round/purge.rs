@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::metrics::failures::{self, Stage};
 use crate::pg::connect::checkout;
 use crate::pg::error::PgError;
 use crate::pg::ident::quote_literal;
@@ -95,7 +96,8 @@ impl PurgeDue {
             }
             .await;
             if let Err(e) = result {
-                tracing::warn!(sync = %bg.sync, database = e.database(), error = %e.for_log(), "purge failed; the next one retries");
+                let what = "purge failed; the next one retries";
+                failures::failed(Stage::Purge, &bg.sync, &e, what);
             }
             running.store(false, Ordering::Release);
         });

@@ -96,5 +96,6 @@ fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+pub mod proxy;
 pub mod scenario;
 pub mod versions;
