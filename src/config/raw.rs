@@ -31,6 +31,7 @@ pub(super) struct RawDaemon {
     pub api_token: Option<SecretStr>,
     pub api_token_env: Option<Str>,
     pub log_format: Option<Str>,
+    pub lease_timeout: Option<Str>,
 }
 
 /// `[databases.NAME]`. Not `Debug`: it holds the password.

@@ -1022,6 +1022,7 @@ pub(crate) async fn commit_apply(
             .await
             .map_err(|e| PgError::query(db, "reset session_replication_role", e))?;
     }
+    super::fence::check(&ttx, db).await?;
     ttx.commit()
         .await
         .map_err(|e| PgError::query(db, "commit apply", e))
