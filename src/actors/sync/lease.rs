@@ -138,20 +138,28 @@ pub async fn try_take(
 async fn heartbeat(client: Client, sync: String, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        let res = client
-            .execute(
+        // A heartbeat that takes longer than its interval (a black-holed network) counts as
+        // failed: the server ends the session at the timeout anyway.
+        let res = tokio::time::timeout(
+            every,
+            client.execute(
                 "UPDATE drover.leases SET heartbeat_at = now() \
                  WHERE sync = $1 AND backend_pid = pg_backend_pid()",
                 &[&sync],
-            )
-            .await;
+            ),
+        )
+        .await;
         match res {
-            Ok(1) => {}
-            Ok(_) => {
+            Ok(Ok(1)) => {}
+            Err(_) => {
+                tracing::warn!(sync = %sync, "lease heartbeat got no answer in time: giving the lease up");
+                return;
+            }
+            Ok(Ok(_)) => {
                 tracing::warn!(sync = %sync, "lease row taken over by another daemon: giving the lease up");
                 return;
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(sync = %sync, error = %e, "lease heartbeat failed: giving the lease up");
                 return;
             }

@@ -125,7 +125,13 @@ fn list_splitting_respects_quotes() {
 fn raw_structs_expose_their_fields() {
     assert_eq!(
         raw::struct_fields::<raw::RawDaemon>(),
-        ["listen", "api_token", "api_token_env", "log_format"]
+        [
+            "listen",
+            "api_token",
+            "api_token_env",
+            "log_format",
+            "lease_timeout"
+        ]
     );
     assert_eq!(
         raw::struct_fields::<raw::RawDatabase>(),
