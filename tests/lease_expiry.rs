@@ -96,7 +96,17 @@ fn insert(c: &Cluster, from: i32, to: i32) {
 
 #[test]
 fn frozen_holder_loses_the_lease_and_applies_nothing_after() {
-    let c = Cluster::start();
+    frozen_holder(Cluster::start());
+}
+
+/// Before PostgreSQL 14 (no idle_session_timeout) the standby ends the silent holder's lease
+/// session once its heartbeat row is older than lease_timeout.
+#[test]
+fn frozen_holder_on_postgres_10_is_ended_by_the_standby() {
+    frozen_holder(support::versions::cluster(10));
+}
+
+fn frozen_holder(c: Cluster) {
     for db in ["src", "dst"] {
         c.create_db(db);
         c.psql(
