@@ -210,3 +210,70 @@ fn copy_in_progress_when_the_lease_is_lost_does_not_commit() {
     a.stop();
     b.stop();
 }
+
+#[test]
+fn round_in_flight_when_the_lease_is_lost_does_not_commit() {
+    let c = Cluster::start();
+    for db in ["src", "dst"] {
+        c.create_db(db);
+        c.psql(
+            db,
+            "CREATE TABLE items (id int PRIMARY KEY, note text); CREATE TABLE log (n int, note text)",
+        );
+    }
+    // Slows the apply on the target so the holder can be frozen in the middle of a round.
+    c.psql(
+        "dst",
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+         $$BEGIN PERFORM pg_sleep(0.0005); RETURN NEW; END$$; \
+         CREATE TRIGGER slow BEFORE INSERT ON log FOR EACH ROW EXECUTE FUNCTION slow(); \
+         ALTER TABLE log ENABLE ALWAYS TRIGGER slow",
+    );
+    let setup = one_way((&c, "src"), (&c, "dst"), &["items", "log"]);
+    drover_ok(&setup.config, &["install"]);
+    let (port_a, port_b) = (setup.listen, free_port());
+    let mut a = start(&setup.config, port_a);
+    wait_lease(&setup.config, port_a, "held", Duration::from_secs(30));
+    c.psql(
+        "src",
+        "INSERT INTO log SELECT g, 'l' || g FROM generate_series(1, 10000) g",
+    );
+    eventually(
+        Duration::from_secs(30),
+        "A's round to run on the target",
+        || {
+            c.psql(
+                "dst",
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'dst' AND state = 'active' \
+             AND application_name LIKE 'drover%' AND query ILIKE '%log%'",
+            ) != "0"
+        },
+    );
+    signal(&a, "-STOP");
+    let mut b = start(&setup.config, port_b);
+    wait_lease(&setup.config, port_b, "held", Duration::from_secs(30));
+    // B's round waits for A's open transaction (it holds the progress rows); A resumes and
+    // must roll back rather than commit.
+    signal(&a, "-CONT");
+    eventually(Duration::from_secs(90), "B's round to land", || {
+        table_md5(&c, "src", "log", "n, note") == table_md5(&c, "dst", "log", "n, note")
+    });
+    insert(&c, 0, 10);
+    wait_on(&setup.config, port_b);
+    same(&c);
+    eventually(Duration::from_secs(30), "A to report standby", || {
+        status_on(&setup.config, port_a).is_some_and(|s| s["state"] == "standby")
+    });
+    let sa = status_on(&setup.config, port_a).unwrap();
+    assert_eq!(
+        sa["rows_inserted"], 0,
+        "A committed after it lost the lease: {sa}"
+    );
+    let log_a = a.log();
+    assert!(
+        log_a.contains("no longer holds the lease"),
+        "A was not fenced:\n{log_a}"
+    );
+    a.stop();
+    b.stop();
+}

@@ -209,7 +209,8 @@ impl SyncActor {
 
     /// Reads server facts and table plans; on success subscribes to kicks and runs a round.
     fn prepare(&mut self, ctx: &mut Context<Self>) {
-        if self.preparing {
+        // Without the lease, preparing would bump the fencing epoch the holder relies on.
+        if self.preparing || self.lease.is_none() {
             return;
         }
         self.preparing = true;
@@ -314,6 +315,9 @@ impl SyncActor {
         let Some(prepared) = self.prepared.clone() else {
             return;
         };
+        if self.lease.is_none() {
+            return;
+        }
         // A forced copy (`drover copy` against this daemon) replaces the configured mode.
         let forced = self.forced_copy.take();
         let mode = if forced.is_some() {

@@ -105,9 +105,11 @@ impl RoundReport {
         }
     }
 
+    /// Rows committed: a target whose apply rolled back counts none.
     pub fn rows(&self) -> (u64, u64) {
         self.targets
             .iter()
+            .filter(|t| t.result.is_ok())
             .flat_map(|t| t.tables.values())
             .fold((0, 0), |(i, d), c| (i + c.inserted, d + c.deleted))
     }
