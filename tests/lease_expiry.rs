@@ -116,6 +116,16 @@ fn frozen_holder(c: Cluster) {
     }
     let setup = one_way((&c, "src"), (&c, "dst"), &["items", "log"]);
     drover_ok(&setup.config, &["install"]);
+    let method = if c.version_num() >= 140_000 {
+        "expires by idle_session_timeout"
+    } else {
+        "expires by heartbeat row"
+    };
+    let check = String::from_utf8_lossy(&drover(&setup.config, &["check"]).stdout).to_string();
+    assert!(
+        check.contains(&format!("lease: on legacy, {method}")),
+        "{check}"
+    );
     let (port_a, port_b) = (setup.listen, free_port());
     let mut a = start(&setup.config, port_a);
     wait_lease(&setup.config, port_a, "held", Duration::from_secs(30));
