@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncStatus {
     pub name: String,
-    /// "good" | "bad" | "starting"
+    /// "good" | "bad" | "starting" | "standby" (another daemon holds the lease: not a fault)
     pub state: String,
     pub last_good: Option<DateTime<Utc>>,
     pub last_bad: Option<DateTime<Utc>>,
@@ -50,6 +50,17 @@ pub struct SyncStatus {
     /// Copy runs finished (or failed) since the daemon started.
     #[serde(default)]
     pub copy_runs: u64,
+    /// Who holds the lease, when this daemon waits and the holder's heartbeat row is readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_holder: Option<LeaseHolder>,
+}
+
+/// The daemon holding a sync's lease, from its heartbeat row in `drover.leases`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseHolder {
+    pub host: String,
+    pub pid: i32,
+    pub since: DateTime<Utc>,
 }
 
 impl SyncStatus {

@@ -40,6 +40,7 @@ enum Check {
 /// missing here, so a new panel needs a decision.
 const PANEL_CHECKS: &[(&str, Check)] = &[
     ("Sync state", Check::Positive),            // 1 = good
+    ("Lease held", Check::Positive),            // the one daemon holds the lease
     ("Since last good round", Check::NonEmpty), // 0 right after a round
     ("Daemon up", Check::Positive),             // up = 1
     ("Version", Check::Positive),               // drover_build_info = 1
@@ -67,6 +68,7 @@ const ALERT_LEFT_SIDES: &[(&str, &str)] = &[
         "time() - drover_last_good_round_timestamp_seconds",
     ),
     ("DroverDown", "up{job=\"drover\"}"),
+    ("DroverNoLeaseHolder", "max by (sync) (drover_lease_held)"),
 ];
 
 /// The value each dashboard variable must offer in the test's run.

@@ -61,6 +61,7 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
         let addr = SyncActor::new(SyncDeps {
             plan,
             lease_endpoint,
+            lease_timeout: config.daemon.lease_timeout,
             databases: databases.clone(),
             tables,
             metrics: metrics.clone(),

@@ -26,6 +26,22 @@ pub struct RoundMetrics {
 
 pub struct MetricsActor;
 
+/// This daemon took (true) or lost / could not take (false) a sync's lease.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct LeaseMetrics {
+    pub sync: String,
+    pub held: bool,
+}
+
+impl Handler<LeaseMetrics> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, m: LeaseMetrics, _: &mut Context<Self>) {
+        metrics::gauge!(LEASE_HELD, "sync" => m.sync).set(if m.held { 1.0 } else { 0.0 });
+    }
+}
+
 impl Actor for MetricsActor {
     type Context = Context<Self>;
 }

@@ -11,13 +11,14 @@ use actix::prelude::*;
 use chrono::Utc;
 
 use crate::actors::database::{DatabaseActor, DbHandle, GetHandle, Kick, Subscribe, Waiting};
-use crate::actors::metrics::{MetricsActor, RoundMetrics};
+use crate::actors::metrics::{LeaseMetrics, MetricsActor, RoundMetrics};
 use crate::actors::table::{Applied, Prepare, TableActor};
 use crate::metrics::failures::{self, Stage};
 use crate::pg::error::{ErrorKind, PgError};
 use crate::pg::Endpoint;
 use crate::round::apply::{SourceSide, TargetSide};
 use crate::round::copy::{initial_copy, CopyBoard, CopyMode};
+use crate::round::fence;
 use crate::round::multi::{run_multi_round, MultiInput};
 use crate::round::plan::fk_order;
 use crate::round::sequences as seq;
@@ -26,7 +27,9 @@ use crate::round::{run_round, RoundInput, RoundReport, TablePlan};
 use crate::status::SyncStatus;
 use crate::topology::SyncPlan;
 
+pub mod lease;
 mod schedule;
+use lease::{Attempt, Lease};
 pub use schedule::{Next, Schedule};
 
 /// Safety-net poll: catches changes whose notification was missed (LISTEN reconnecting).
@@ -78,7 +81,8 @@ pub struct SyncActor {
     progress: ProgressCache,
     schedule: Schedule,
     status: SyncStatus,
-    lease_client: Option<tokio_postgres::Client>,
+    lease: Option<Lease>,
+    lease_timeout: Duration,
     lease_generation: u64,
     preparing: bool,
     /// An initial copy is running: no rounds until it ends.
@@ -94,6 +98,8 @@ pub struct SyncActor {
 pub struct SyncDeps {
     pub plan: SyncPlan,
     pub lease_endpoint: Endpoint,
+    /// `daemon.lease_timeout`.
+    pub lease_timeout: Duration,
     pub databases: HashMap<String, Addr<DatabaseActor>>,
     pub tables: Vec<Addr<TableActor>>,
     pub metrics: Addr<MetricsActor>,
@@ -123,6 +129,7 @@ impl SyncActor {
             paused: false,
             copy: Vec::new(),
             copy_runs: 0,
+            lease_holder: None,
         };
         SyncActor {
             plan: d.plan,
@@ -134,7 +141,8 @@ impl SyncActor {
             progress: ProgressCache::default(),
             schedule: Schedule::default(),
             status,
-            lease_client: None,
+            lease: None,
+            lease_timeout: d.lease_timeout,
             lease_generation: 0,
             preparing: false,
             copying: false,
@@ -149,51 +157,62 @@ impl SyncActor {
         &self.plan.name
     }
 
-    /// Tries to take the sync's advisory lock on a dedicated session.
+    /// Tries to take the sync's lease (see `lease`); retries while another daemon holds it.
     fn acquire_lease(&mut self, ctx: &mut Context<Self>) {
         if self.schedule.stopping {
             return;
         }
         self.lease_generation += 1;
         let generation = self.lease_generation;
-        let endpoint = self.lease_endpoint.clone();
-        let key = lease_key(&self.plan.name);
-        let purpose = format!("{}:lease", self.plan.name);
-        let me = ctx.address();
-        let fut = async move {
-            let (client, conn) = endpoint.connect_raw(&purpose).await?;
-            actix_rt::spawn(async move {
-                let _ = conn.await;
-                me.do_send(LeaseLost(generation));
-            });
-            let held: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-                .await
-                .map_err(|e| PgError::query(&endpoint.name, "take the sync lease", e))?
-                .get(0);
-            Ok::<_, PgError>((client, held))
+        let req = lease::Request {
+            endpoint: self.lease_endpoint.clone(),
+            sync: self.plan.name.clone(),
+            key: lease_key(&self.plan.name),
+            timeout: self.lease_timeout,
         };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Ok((client, true)) if generation == act.lease_generation => {
-                tracing::info!(sync = %act.name(), "lease taken: running this sync");
-                act.lease_client = Some(client);
-                act.status.lease = "held".into();
-                act.prepare(ctx);
+        let me = ctx.address();
+        let fut = lease::try_take(req, move || me.do_send(LeaseLost(generation)));
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(Attempt::Taken(l)) if generation == act.lease_generation => {
+                    tracing::info!(sync = %act.name(), expiry = ?l.expiry, "lease taken: running this sync");
+                    act.lease = Some(l);
+                    act.status.lease = "held".into();
+                    act.status.lease_holder = None;
+                    act.lease_metrics(true);
+                    act.prepare(ctx);
+                    return;
+                }
+                Ok(Attempt::Taken(_)) => {}
+                Ok(Attempt::Busy(holder)) => {
+                    tracing::debug!(sync = %act.name(), "lease held by another daemon");
+                    act.standby(holder);
+                }
+                Err(e) => act.record_error(Stage::Lease, &e),
             }
-            Ok(_) => {
-                tracing::debug!(sync = %act.name(), "lease held by another daemon");
-                ctx.run_later(LEASE_RETRY, |act, ctx| act.acquire_lease(ctx));
-            }
-            Err(e) => {
-                act.record_error(Stage::Lease, &e);
-                ctx.run_later(LEASE_RETRY, |act, ctx| act.acquire_lease(ctx));
-            }
+            ctx.run_later(LEASE_RETRY, |act, ctx| act.acquire_lease(ctx));
         }));
+    }
+
+    /// Another daemon runs this sync: a state, not a fault.
+    fn standby(&mut self, holder: Option<crate::status::LeaseHolder>) {
+        self.status.state = "standby".into();
+        self.status.lease = "waiting".into();
+        self.status.lease_holder = holder;
+        self.lease_metrics(false);
+    }
+
+    fn lease_metrics(&self, held: bool) {
+        self.metrics.do_send(LeaseMetrics {
+            sync: self.plan.name.clone(),
+            held,
+        });
     }
 
     /// Reads server facts and table plans; on success subscribes to kicks and runs a round.
     fn prepare(&mut self, ctx: &mut Context<Self>) {
-        if self.preparing {
+        // Without the lease, preparing would bump the fencing epoch the holder relies on.
+        if self.preparing || self.lease.is_none() {
             return;
         }
         self.preparing = true;
@@ -237,12 +256,13 @@ impl SyncActor {
             }))
             .await?;
             let ordered = fk_order(plans).into_iter().map(Arc::new).collect();
+            let sync = plan.name.clone();
             let receivers: Vec<&str> = if multi {
                 plan.databases().collect()
             } else {
                 plan.receivers_of(first).collect()
             };
-            Ok::<_, PgError>(Prepared {
+            let prepared = Prepared {
                 sources: source_handles
                     .iter()
                     .map(|h| SourceSide {
@@ -259,7 +279,10 @@ impl SyncActor {
                     })
                     .collect(),
                 tables: ordered,
-            })
+            };
+            // Before the first commit under this lease: a former holder's commits now fail.
+            fence::take_over(&sync, &prepared.receivers).await?;
+            Ok::<_, PgError>(prepared)
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.preparing = false;
@@ -294,6 +317,9 @@ impl SyncActor {
         let Some(prepared) = self.prepared.clone() else {
             return;
         };
+        if self.lease.is_none() {
+            return;
+        }
         // A forced copy (`drover copy` against this daemon) replaces the configured mode.
         let forced = self.forced_copy.take();
         let mode = if forced.is_some() {
@@ -564,7 +590,10 @@ impl SyncActor {
 
     fn mark_bad(&mut self, e: &PgError) {
         let msg = e.redacted();
-        self.status.state = "bad".into();
+        // Without the lease, failures (a fenced commit, a lease attempt) do not make it bad.
+        if self.lease.is_some() {
+            self.status.state = "bad".into();
+        }
         self.status.last_bad = Some(Utc::now());
         self.status.last_error = Some(msg);
         self.status.last_error_full = Some(e.to_string());
@@ -596,7 +625,7 @@ impl Handler<Kick> for SyncActor {
         // No round while plans are read again (after a schema error): it would use the old ones.
         if self.prepared.is_none()
             || self.preparing
-            || self.lease_client.is_none()
+            || self.lease.is_none()
             || self.status.paused
             || self.copying
         {
@@ -637,12 +666,13 @@ impl Handler<LeaseLost> for SyncActor {
     type Result = ();
 
     fn handle(&mut self, msg: LeaseLost, ctx: &mut Context<Self>) {
-        if msg.0 != self.lease_generation || self.lease_client.is_none() {
+        if msg.0 != self.lease_generation || self.lease.is_none() {
             return;
         }
-        tracing::warn!(sync = %self.plan.name, "lease session lost: pausing this sync until the lease is back");
-        self.lease_client = None;
-        self.status.lease = "waiting".into();
+        tracing::warn!(sync = %self.plan.name, "lease session lost: standing by until the lease is back");
+        fence::lost(&self.plan.name);
+        self.lease = None;
+        self.standby(None);
         ctx.run_later(LEASE_RETRY, |act, ctx| act.acquire_lease(ctx));
     }
 }

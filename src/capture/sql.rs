@@ -118,6 +118,17 @@ CREATE TABLE IF NOT EXISTS drover.conflicts (
     strategy text NOT NULL,
     versions jsonb NOT NULL,
     resolved_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS drover.leases (
+    sync text PRIMARY KEY,
+    host text NOT NULL,
+    pid int NOT NULL,
+    backend_pid int NOT NULL,
+    since timestamptz NOT NULL,
+    heartbeat_at timestamptz NOT NULL);
+CREATE TABLE IF NOT EXISTS drover.lease_epoch (
+    sync text PRIMARY KEY,
+    epoch bigint NOT NULL,
+    taken_at timestamptz NOT NULL);
 ",
         v = quote_literal(SCHEMA_VERSION),
         nothing = quote_literal(NOTHING_APPLIED),

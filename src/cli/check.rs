@@ -108,6 +108,14 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
             sync.sources.join(", "),
             sync.targets.join(", ")
         );
+        if let Some(f) = server.get(&sync.sources[0]) {
+            let expiry = crate::actors::sync::lease::Expiry::for_version(f.version_num);
+            println!(
+                "  lease: on {}, expires by {}",
+                sync.sources[0],
+                expiry.describe()
+            );
+        }
         for table in &sync.tables {
             let mut reference: Option<(String, TableMeta)> = None;
             let mut table_ok = true;

@@ -38,8 +38,8 @@ pub use choices::{
     DEFAULT_INITIAL_COPY, DEFAULT_LOG_FORMAT, DEFAULT_REPLICA_ROLE,
 };
 pub use model::{
-    Config, Daemon, Database, Relgroup, Secret, SyncConfig, DEFAULT_LISTEN, DEFAULT_PORT,
-    DEFAULT_SSLMODE,
+    Config, Daemon, Database, Relgroup, Secret, SyncConfig, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_PORT, DEFAULT_SSLMODE,
 };
 
 /// Config file used when neither `--config` nor `$DROVER_CONFIG` is given:

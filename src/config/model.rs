@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::choices::{
     ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, DEFAULT_LOG_FORMAT,
@@ -70,7 +71,18 @@ pub struct Daemon {
     /// `log_format`: how log lines on stderr are written, `text` or `json`.
     /// Default [`DEFAULT_LOG_FORMAT`] (`text`).
     pub log_format: LogFormat,
+    /// `lease_timeout`: how long a sync's lease outlives a holder that stops
+    /// proving it is alive (frozen, paused, cut off); a standby takes over
+    /// after it. A duration such as "10s" or "1500ms". Default
+    /// [`DEFAULT_LEASE_TIMEOUT`].
+    pub lease_timeout: Duration,
 }
+
+/// Default `daemon.lease_timeout`: long enough that a busy server or a short
+/// network hiccup does not move the lease (the holder heartbeats every third
+/// of it), short enough that a frozen holder stops replication for seconds,
+/// not minutes.
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for Daemon {
     fn default() -> Self {
@@ -80,6 +92,7 @@ impl Default for Daemon {
             api_token_env: None,
             api_token_for_reads: false,
             log_format: DEFAULT_LOG_FORMAT,
+            lease_timeout: DEFAULT_LEASE_TIMEOUT,
         }
     }
 }

@@ -32,6 +32,7 @@ pub(super) struct RawDaemon {
     pub api_token_env: Option<Str>,
     pub api_token_for_reads: Option<Bool>,
     pub log_format: Option<Str>,
+    pub lease_timeout: Option<Str>,
 }
 
 /// `[databases.NAME]`. Not `Debug`: it holds the password.

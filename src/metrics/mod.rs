@@ -26,6 +26,8 @@ pub const LAG: &str = "drover_lag_seconds";
 pub const PENDING: &str = "drover_pending_rows";
 /// Gauge {sync}: 1 good, 0 bad.
 pub const SYNC_STATE: &str = "drover_sync_state";
+/// Gauge {sync}: 1 on the daemon holding the sync's lease (it runs the sync), 0 on a standby.
+pub const LEASE_HELD: &str = "drover_lease_held";
 /// Gauge {sync}: unix time of the last good round.
 pub const LAST_GOOD: &str = "drover_last_good_round_timestamp_seconds";
 /// Histogram {sync}: round duration in seconds.
@@ -65,6 +67,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "Delta rows pending when the last round started"
     );
     describe_gauge!(SYNC_STATE, "Sync state: 1 good, 0 bad");
+    describe_gauge!(
+        LEASE_HELD,
+        "1 on the daemon holding the sync's lease, 0 on a standby"
+    );
     describe_gauge!(LAST_GOOD, Unit::Seconds, "Unix time of the last good round");
     describe_histogram!(ROUND_DURATION, Unit::Seconds, "Round duration");
     describe_gauge!(BUILD_INFO, "Build information");

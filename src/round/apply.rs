@@ -105,9 +105,11 @@ impl RoundReport {
         }
     }
 
+    /// Rows committed: a target whose apply rolled back counts none.
     pub fn rows(&self) -> (u64, u64) {
         self.targets
             .iter()
+            .filter(|t| t.result.is_ok())
             .flat_map(|t| t.tables.values())
             .fold((0, 0), |(i, d), c| (i + c.inserted, d + c.deleted))
     }
@@ -1023,6 +1025,7 @@ pub(crate) async fn commit_apply(
             .await
             .map_err(|e| PgError::query(db, "reset session_replication_role", e))?;
     }
+    super::fence::check(&ttx, db).await?;
     ttx.commit()
         .await
         .map_err(|e| PgError::query(db, "commit apply", e))

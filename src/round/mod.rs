@@ -16,6 +16,7 @@ pub mod apply;
 pub mod backlog;
 pub mod copy;
 pub mod copy_method;
+pub mod fence;
 pub mod gather;
 pub mod in_place;
 pub mod indexes;

@@ -285,3 +285,35 @@ fn api_token_for_reads_is_a_boolean_that_needs_a_token() {
         .to_string();
     assert_problem(&msg, "daemon.api_token_for_reads", "expected a boolean");
 }
+
+#[test]
+fn lease_timeout_default_parse_and_errors() {
+    assert_eq!(
+        load_text_only(&daemon("")).unwrap().daemon.lease_timeout,
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(
+        load_text_only(&daemon("lease_timeout = \"1500ms\""))
+            .unwrap()
+            .daemon
+            .lease_timeout,
+        std::time::Duration::from_millis(1500)
+    );
+    assert_eq!(
+        load_text_only(&daemon("lease_timeout = \"1m\""))
+            .unwrap()
+            .daemon
+            .lease_timeout,
+        std::time::Duration::from_secs(60)
+    );
+    let msg = errors(&daemon("lease_timeout = \"ten\""));
+    assert!(
+        msg.contains("daemon.lease_timeout: \"ten\" is not a duration"),
+        "{msg}"
+    );
+    let msg = errors(&daemon("lease_timeout = \"200ms\""));
+    assert!(
+        msg.contains("daemon.lease_timeout: \"200ms\" is too short"),
+        "{msg}"
+    );
+}

@@ -130,7 +130,8 @@ fn raw_structs_expose_their_fields() {
             "api_token",
             "api_token_env",
             "api_token_for_reads",
-            "log_format"
+            "log_format",
+            "lease_timeout"
         ]
     );
     assert_eq!(

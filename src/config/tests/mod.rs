@@ -188,6 +188,7 @@ fn every_key_is_read() {
         listen = "[::1]:9999"
         api_token = "tok-67890"
         log_format = "json"
+        lease_timeout = "4s"
         [databases.a]
         host = "h"
         port = 6543
@@ -242,6 +243,7 @@ fn every_key_is_read() {
     );
     assert_eq!(cfg.daemon.api_token.as_ref().unwrap().expose(), "tok-67890");
     assert_eq!(cfg.daemon.log_format, LogFormat::Json);
+    assert_eq!(cfg.daemon.lease_timeout, std::time::Duration::from_secs(4));
     assert_eq!(a.replica_role, ReplicaRoleConfig::Set);
     assert_eq!(
         cfg.databases["b"].replica_role,
