@@ -210,7 +210,34 @@ fn fill_entry(path: &str, entry: &mut Entry<RawDatabase>, problems: &mut Problem
             None => {}
         }
     }
+    drop_unused_certs(path, &mut entry.raw, &mut sources, problems);
     entry.raw.sources = sources;
+}
+
+/// With `sslmode = disable` libpq ignores certificate files; drover refuses them when set
+/// as keys, but one from `PGSSLROOTCERT` or a service is dropped, as libpq would.
+fn drop_unused_certs(
+    path: &str,
+    raw: &mut RawDatabase,
+    sources: &mut ConnectionSources,
+    problems: &mut Problems,
+) {
+    if raw.sslmode.as_ref().map(|s| s.0.as_str()) != Some("disable") {
+        return;
+    }
+    sources.settings.retain(|(key, source)| {
+        let filled = !matches!(source, Source::Key(_) | Source::DroverEnv(_));
+        let cert = matches!(*key, "sslrootcert" | "sslcert" | "sslkey");
+        if filled && cert {
+            match *key {
+                "sslrootcert" => raw.sslrootcert = None,
+                "sslcert" => raw.sslcert = None,
+                _ => raw.sslkey = None,
+            }
+            problems.origins.remove(&format!("{path}.{key}"));
+        }
+        !(filled && cert)
+    });
 }
 
 /// The source of `key` when the entry sets it itself (or a broken value was reported).

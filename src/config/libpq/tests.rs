@@ -360,3 +360,29 @@ fn problems_name_the_key_and_the_source() {
         "{msg}"
     );
 }
+
+#[test]
+fn certificates_from_lower_layers_are_ignored_with_sslmode_disable() {
+    let text = format!(
+        "[databases.a]\nhost = \"h\"\ndbname = \"d\"\nuser = \"u\"\nsslmode = \"disable\"\n\
+         [databases.b]\nhost = \"h\"\ndbname = \"d\"\nuser = \"u\"\n{TAIL}"
+    );
+    let cfg = load(&text, &[], &[("PGSSLROOTCERT", "/ca.pem")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.databases["a"].sslrootcert, None);
+    assert!(cfg.databases["b"].sslrootcert.is_some());
+    // As a key it is still refused.
+    let msg = load(
+        &text.replace(
+            "sslmode = \"disable\"",
+            "sslmode = \"disable\"\nsslrootcert = \"/ca.pem\"",
+        ),
+        &[],
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("databases.a.sslrootcert: is set but sslmode is \"disable\""),
+        "{msg}"
+    );
+}
