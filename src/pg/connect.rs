@@ -169,3 +169,22 @@ fn application_name(purpose: &str, database: &str, app: Option<&str>) -> String 
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::application_name;
+
+    #[test]
+    fn application_name_keeps_drover_first_and_fits_63_bytes() {
+        assert_eq!(application_name("apply", "new", None), "drover:apply:new");
+        assert_eq!(
+            application_name("apply", "new", Some("billing")),
+            "drover:apply:new (billing)"
+        );
+        let long = application_name("apply", "new", Some(&"é".repeat(40)));
+        assert!(
+            long.starts_with("drover:apply:new (") && long.len() <= 63,
+            "{long}"
+        );
+    }
+}
