@@ -12,6 +12,8 @@
 //!   case-insensitive; values are taken verbatim (a password `007` stays the
 //!   string `007`). The `[relgroups.NAME.keys]` sub-table is the one thing
 //!   only the file can set.
+//! * libpq's conventions ([`libpq`]): `url`, `conninfo`, `service` and the `PGHOST`-style
+//!   variables fill the connection keys a database leaves unset.
 //!
 //! Loading never stops at the first mistake: it reports every problem, one
 //! per line, as `FILE: dotted.key: message`, e.g.
