@@ -12,7 +12,7 @@
 //!   case-insensitive; values are taken verbatim (a password `007` stays the
 //!   string `007`). The `[relgroups.NAME.keys]` sub-table is the one thing
 //!   only the file can set.
-//! * libpq's conventions ([`libpq`]): `url`, `conninfo`, `service` and the `PGHOST`-style
+//! * libpq's conventions (module `libpq`): `url`, `conninfo`, `service` and the `PGHOST`-style
 //!   variables fill the connection keys a database leaves unset.
 //!
 //! Loading never stops at the first mistake: it reports every problem, one
