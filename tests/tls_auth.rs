@@ -29,6 +29,8 @@ fn database(c: &Cluster, user: &str) -> Database {
         sslkey: None,
         channel_binding: ChannelBinding::Prefer,
         replica_role: ReplicaRoleConfig::Auto,
+        application_name: None,
+        sources: Default::default(),
     }
 }
 

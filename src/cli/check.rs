@@ -37,6 +37,14 @@ async fn uncaptured_partitions(
     }
 }
 
+/// Where each connection setting came from (never the password itself).
+fn print_sources(db: &crate::config::Database) {
+    println!("  connection settings from:");
+    for line in db.sources.lines() {
+        println!("    {line}");
+    }
+}
+
 pub async fn run(config: &Config) -> anyhow::Result<i32> {
     let syncs = topology::syncs(config);
     let mut problems: Vec<String> = Vec::new();
@@ -74,6 +82,7 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                     }
                 );
                 println!("  apply method: {}", f.replica_role.describe());
+                print_sources(db);
                 println!(
                     "  drover schema: {}",
                     if f.installed {
@@ -96,6 +105,7 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                     _ => "PROBLEM",
                 };
                 println!("database {name}: {what}");
+                print_sources(db);
                 problems.push(e.to_string());
             }
         }

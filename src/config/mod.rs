@@ -12,6 +12,8 @@
 //!   case-insensitive; values are taken verbatim (a password `007` stays the
 //!   string `007`). The `[relgroups.NAME.keys]` sub-table is the one thing
 //!   only the file can set.
+//! * libpq's conventions (module `libpq`): `url`, `conninfo`, `service` and the `PGHOST`-style
+//!   variables fill the connection keys a database leaves unset.
 //!
 //! Loading never stops at the first mistake: it reports every problem, one
 //! per line, as `FILE: dotted.key: message`, e.g.
@@ -22,6 +24,7 @@
 //! are re-exported here with the fixed-choice value enums of `choices`.
 
 mod choices;
+mod libpq;
 mod model;
 mod raw;
 mod strict;
@@ -37,6 +40,7 @@ pub use choices::{
     ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, DEFAULT_CONFLICT_STRATEGY,
     DEFAULT_INITIAL_COPY, DEFAULT_LOG_FORMAT, DEFAULT_REPLICA_ROLE,
 };
+pub use libpq::{ConnectionSources, Source as ConnectionSource};
 pub use model::{
     Config, Daemon, Database, Relgroup, Secret, SyncConfig, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_PORT, DEFAULT_SSLMODE,
@@ -141,6 +145,8 @@ struct Problems {
     list: Vec<Problem>,
     /// Dotted keys whose value came from a `DROVER__...` variable.
     env_keys: BTreeSet<String>,
+    /// Dotted keys filled from `url`, a service or `PG...` variables, and from which.
+    origins: std::collections::BTreeMap<String, String>,
 }
 
 impl Problems {
@@ -153,6 +159,8 @@ impl Problems {
                 " (set by environment variable {})",
                 env_var_for(base)
             ));
+        } else if let Some(source) = self.origins.get(base) {
+            message.push_str(&format!(" (taken from {source})"));
         }
         self.list.push(Problem { key, message });
     }
@@ -196,14 +204,14 @@ pub fn load(cli_path: Option<&Path>) -> Result<Config, ConfigError> {
         how,
         source,
     })?;
-    load_text(&text, &path, Some(environment()))
+    load_text(&text, &path, Some(environment()), &libpq::process_env)
 }
 
 /// Loads a configuration from TOML text, without environment overrides (for
 /// tests and tools). `path_for_messages` is only used in messages and as
 /// [`Config::path`].
 pub fn load_from_str(text: &str, path_for_messages: &Path) -> Result<Config, ConfigError> {
-    load_text(text, path_for_messages, None)
+    load_text(text, path_for_messages, None, &|_| None)
 }
 
 fn environment() -> config::Environment {
@@ -214,6 +222,7 @@ fn load_text(
     text: &str,
     path: &Path,
     env: Option<config::Environment>,
+    libpq_env: libpq::Lookup,
 ) -> Result<Config, ConfigError> {
     let mut builder = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml));
@@ -233,7 +242,8 @@ fn load_text(
     })?;
     let tree = merged.collect().map_err(|e| whole_file(e.to_string()))?;
     let mut problems = Problems::default();
-    let raw = raw::collect(tree, &mut problems);
+    let mut raw = raw::collect(tree, &mut problems);
+    libpq::fill(&mut raw, &mut problems, libpq_env);
     match validate::validate(raw, path, &mut problems) {
         Some(config) if problems.is_empty() => Ok(config),
         _ => {

@@ -189,6 +189,12 @@ pub struct Database {
     /// applying changes here: `auto`, `set`, `function:NAME` or `off` (see
     /// [`ReplicaRoleConfig`]). Default [`DEFAULT_REPLICA_ROLE`](super::DEFAULT_REPLICA_ROLE) (`auto`).
     pub replica_role: ReplicaRoleConfig,
+    /// `application_name` (or `PGAPPNAME`): added to the name drover gives its sessions.
+    /// Optional.
+    pub application_name: Option<String>,
+    /// Where each connection setting came from (key, `DROVER__...`, `url`, service,
+    /// `PGHOST`, default), for `drover check`; never the values.
+    pub sources: super::ConnectionSources,
 }
 
 impl Database {
@@ -378,6 +384,8 @@ mod tests {
             sslkey: None,
             channel_binding: ChannelBinding::default(),
             replica_role: DEFAULT_REPLICA_ROLE,
+            application_name: None,
+            sources: Default::default(),
         }
     }
 

@@ -51,6 +51,13 @@ pub(super) struct RawDatabase {
     pub sslkey: Option<Str>,
     pub channel_binding: Option<Str>,
     pub replica_role: Option<Str>,
+    pub application_name: Option<Str>,
+    pub url: Option<Str>,
+    pub conninfo: Option<Str>,
+    pub service: Option<Str>,
+    /// Filled by [`super::libpq::fill`], not read from the file.
+    #[serde(skip)]
+    pub sources: super::libpq::ConnectionSources,
 }
 
 /// `[relgroups.NAME]`.

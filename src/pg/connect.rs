@@ -48,6 +48,8 @@ pub struct Endpoint {
     pub replica_role: crate::config::ReplicaRoleConfig,
     pg: PgConfig,
     tls: MakeRustlsConnect,
+    /// `application_name` / `PGAPPNAME`, appended to drover's own session names.
+    app: Option<String>,
 }
 
 impl Endpoint {
@@ -88,6 +90,7 @@ impl Endpoint {
             replica_role: db.replica_role.clone(),
             pg,
             tls,
+            app: db.application_name.clone(),
         })
     }
 
@@ -121,7 +124,7 @@ impl Endpoint {
         PgError,
     > {
         let mut cfg = self.pg.clone();
-        cfg.application_name(application_name(purpose, &self.name));
+        cfg.application_name(application_name(purpose, &self.name, self.app.as_deref()));
         cfg.connect(self.tls.clone())
             .await
             .map_err(|source| PgError::Connect {
@@ -134,7 +137,7 @@ impl Endpoint {
     /// database is down and reconnects when it is back.
     pub fn pool(&self, purpose: &str, max_size: u32) -> Pool {
         let mut cfg = self.pg.clone();
-        cfg.application_name(application_name(purpose, &self.name));
+        cfg.application_name(application_name(purpose, &self.name, self.app.as_deref()));
         let manager = bb8_postgres::PostgresConnectionManager::new(cfg, self.tls.clone());
         bb8::Pool::builder()
             .max_size(max_size)
@@ -161,9 +164,13 @@ pub async fn checkout<'a>(pool: &'a Pool, database: &str) -> Result<PooledClient
     })
 }
 
-fn application_name(purpose: &str, database: &str) -> String {
-    // application_name is limited to 63 bytes; keep the tail readable.
+fn application_name(purpose: &str, database: &str, app: Option<&str>) -> String {
+    // application_name is limited to 63 bytes; keep the tail readable. A configured name is
+    // appended so that `drover:%` still finds drover's sessions.
     let mut s = format!("drover:{purpose}:{database}");
+    if let Some(app) = app {
+        s.push_str(&format!(" ({app})"));
+    }
     if s.len() > 63 {
         let mut cut = 63;
         while !s.is_char_boundary(cut) {
@@ -172,4 +179,23 @@ fn application_name(purpose: &str, database: &str) -> String {
         s.truncate(cut);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::application_name;
+
+    #[test]
+    fn application_name_keeps_drover_first_and_fits_63_bytes() {
+        assert_eq!(application_name("apply", "new", None), "drover:apply:new");
+        assert_eq!(
+            application_name("apply", "new", Some("billing")),
+            "drover:apply:new (billing)"
+        );
+        let long = application_name("apply", "new", Some(&"é".repeat(40)));
+        assert!(
+            long.starts_with("drover:apply:new (") && long.len() <= 63,
+            "{long}"
+        );
+    }
 }

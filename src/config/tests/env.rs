@@ -148,7 +148,11 @@ fn raw_structs_expose_their_fields() {
             "sslcert",
             "sslkey",
             "channel_binding",
-            "replica_role"
+            "replica_role",
+            "application_name",
+            "url",
+            "conninfo",
+            "service"
         ]
     );
     assert_eq!(

@@ -57,7 +57,12 @@ fn with_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    load_text(text, Path::new(FILE), Some(environment().source(Some(map))))
+    load_text(
+        text,
+        Path::new(FILE),
+        Some(environment().source(Some(map))),
+        &|_| None,
+    )
 }
 
 fn errors(text: &str) -> String {

@@ -278,12 +278,9 @@ fn database(
     problems: &mut Problems,
 ) -> Option<Database> {
     let raw = &entry.raw;
-    let host = required(path, entry, "host", raw.host.as_ref(), problems);
-    let host = non_empty(path, "host", host, problems);
-    let dbname = required(path, entry, "dbname", raw.dbname.as_ref(), problems);
-    let dbname = non_empty(path, "dbname", dbname, problems);
-    let user = required(path, entry, "user", raw.user.as_ref(), problems);
-    let user = non_empty(path, "user", user, problems);
+    let host = connection_key(path, entry, "host", raw.host.as_ref(), problems);
+    let dbname = connection_key(path, entry, "dbname", raw.dbname.as_ref(), problems);
+    let user = connection_key(path, entry, "user", raw.user.as_ref(), problems);
     let mut ok = true;
 
     let port = match raw.port {
@@ -340,7 +337,30 @@ fn database(
         sslkey: tls.sslkey,
         channel_binding: tls.channel_binding,
         replica_role: replica_role?,
+        application_name: raw.application_name.as_ref().map(|s| s.0.clone()),
+        sources: raw.sources.clone(),
     })
+}
+
+/// `host`, `dbname`, `user`: required after every libpq source was tried; the message
+/// lists where drover looked.
+fn connection_key(
+    path: &str,
+    entry: &Entry<RawDatabase>,
+    key: &str,
+    value: Option<&Str>,
+    problems: &mut Problems,
+) -> Option<String> {
+    if value.is_none() && !entry.broken.contains(key) {
+        let mut msg = entry.raw.sources.missing(path, key);
+        if entry.env_only {
+            msg.push_str(&format!(
+                " ({path} is set only by environment variables: is its name misspelt?)"
+            ));
+        }
+        problems.push(format!("{path}.{key}"), msg);
+    }
+    non_empty(path, key, value, problems)
 }
 
 fn not_found(what: &str, name: &str, known: &BTreeSet<&str>) -> String {
