@@ -63,16 +63,16 @@ pub fn lost(sync: &str) {
 
 /// In an apply or copy transaction on `db`, right before COMMIT: fails unless this process
 /// still holds the sync's lease as far as `db` knows. The sync is the session's
-/// `drover.origin`, which every apply and copy session sets.
+/// `drover.sync`, which every apply and copy session sets.
 pub async fn check(ttx: &Transaction<'_>, db: &str) -> Result<(), PgError> {
     if fences().is_empty() {
         return Ok(());
     }
     let row = ttx
         .query_one(
-            "SELECT current_setting('drover.origin', true), \
+            "SELECT current_setting('drover.sync', true), \
              (SELECT epoch FROM drover.lease_epoch \
-              WHERE sync = current_setting('drover.origin', true) FOR SHARE)",
+              WHERE sync = current_setting('drover.sync', true) FOR SHARE)",
             &[],
         )
         .await
