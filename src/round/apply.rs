@@ -26,7 +26,7 @@ use crate::pg::connect::checkout;
 use crate::pg::copy::{pipe, CopyEnd};
 use crate::pg::error::PgError;
 use crate::pg::facts::ReplicaRole;
-use crate::pg::ident::{quote_literal, TableName};
+use crate::pg::ident::quote_literal;
 use crate::pg::simple;
 use crate::pg::txn::ReadTx;
 use crate::pg::Pool;
@@ -328,12 +328,7 @@ async fn read_source(
     // in the snapshot's batch.
     let snapshot_sql = signature::snapshot_sql(ReadTx::BEGIN_RR, src, input.tables, id_sql);
     let horizons_sql = rewind::horizons_sql(input.sync);
-    let partitioned: Vec<(&str, &TableName)> = input
-        .tables
-        .iter()
-        .filter(|t| t.partitioned)
-        .map(|t| (t.display.as_str(), &t.name))
-        .collect();
+    let partitioned = crate::round::plan::partitioned(input.tables);
     let (snap, horizons, counts, reads, ()) = tokio::try_join!(
         async {
             stx.simple_query(&snapshot_sql)

@@ -253,7 +253,6 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     let CopyRun {
         sync,
         source,
-        cur,
         exported,
         mode,
         board,
@@ -329,16 +328,7 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
         && in_place::referenced(&ttx, dst, t).await?
     {
         let rows = copy_in_place(stx.client(), src, &ttx, dst, t, board).await?;
-        record(
-            &ttx,
-            sync,
-            src,
-            dst,
-            &t.display,
-            Some((cur, run.identity)),
-            "done",
-        )
-        .await?;
+        record_done(&ttx, run, dst, &t.display).await?;
         commit_apply(ttx, &job.target.replica_role, dst).await?;
         tracing::info!(sync, target = dst, table = %t.display, rows, "initial copy done in place (foreign keys reference the table)");
         return Ok(true);
@@ -396,16 +386,7 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     let rows = stream_rows(stx.client(), src, ttx.client(), dst, t, &into, board).await?;
     let loaded = started.elapsed();
     indexes::rebuild(&ttx, dst, t, &rebuild).await?;
-    record(
-        &ttx,
-        sync,
-        src,
-        dst,
-        &t.display,
-        Some((cur, run.identity)),
-        "done",
-    )
-    .await?;
+    record_done(&ttx, run, dst, &t.display).await?;
     commit_apply(ttx, &job.target.replica_role, dst).await?;
     tracing::info!(
         sync,
@@ -467,6 +448,17 @@ async fn stream_rows(
     .map_err(|e| e.into_pg(src, dst, &purpose))?;
     set_board(board, dst, &t.display, |c| c.rows_copied = stored);
     Ok(stored)
+}
+
+/// Records a finished copy: progress moves to the run's snapshot and source identity.
+async fn record_done(
+    ttx: &tokio_postgres::Transaction<'_>,
+    run: &CopyRun<'_>,
+    dst: &str,
+    table: &str,
+) -> Result<(), PgError> {
+    let copied = Some((run.cur, run.identity));
+    record(ttx, run.sync, &run.source.name, dst, table, copied, "done").await
 }
 
 /// Records the copy decision; with a snapshot, progress moves to it, together with the

@@ -18,7 +18,6 @@ use crate::capture::partitions;
 use crate::pg::connect::{checkout, PooledClient};
 use crate::pg::copy::copy_in_bytes;
 use crate::pg::error::PgError;
-use crate::pg::ident::TableName;
 use crate::round::apply::{
     apply_session, commit_apply, empty_table, RoundReport, SourceSide, TableCounts, TargetReport,
     TargetSide,
@@ -147,12 +146,7 @@ async fn read_and_apply(
             .await
             .map_err(|e| PgError::query(&s.name, "read the source snapshot", e))?;
         let (cur, _) = signature::snapshot(&s.name, input.tables, answer)?;
-        let partitioned: Vec<(&str, &TableName)> = input
-            .tables
-            .iter()
-            .filter(|t| t.partitioned)
-            .map(|t| (t.display.as_str(), &t.name))
-            .collect();
+        let partitioned = crate::round::plan::partitioned(input.tables);
         partitions::check_captured(tx.client(), &s.name, &partitioned).await?;
         let receivers: Vec<&str> = input.databases.iter().map(|d| d.name.as_str()).collect();
         let on = rewind::OnSource {

@@ -437,6 +437,15 @@ fn images_match(db: &str, meta: &TableMeta, recorded: &[String]) -> Result<(), P
     ))
 }
 
+/// The partitioned ones among `tables`, as `capture::partitions::check_captured` takes them.
+pub fn partitioned(tables: &[std::sync::Arc<TablePlan>]) -> Vec<(&str, &TableName)> {
+    tables
+        .iter()
+        .filter(|t| t.partitioned)
+        .map(|t| (t.display.as_str(), &t.name))
+        .collect()
+}
+
 /// Orders tables so that parents come before the tables that reference them (inserts in this
 /// order, deletes in reverse). Cycles keep their config order.
 pub fn fk_order(tables: Vec<TablePlan>) -> Vec<TablePlan> {
