@@ -27,64 +27,75 @@ pub struct Former {
 }
 
 /// Ends the former holder's open transactions on every receiver. Best effort: a refusal
-/// (another role without `pg_signal_backend`) is logged with its fix, and the new holder then
-/// waits for those transactions as before.
+/// (another role without `pg_signal_backend`, or sessions it cannot see without
+/// `pg_read_all_stats`) is logged with its fix, and the new holder then waits for those
+/// transactions as before.
 pub async fn end_former_sessions(sync: &str, former: &Former, receivers: &[TargetSide]) {
     for r in receivers {
+        let (db, instance) = (&r.name, &former.instance);
         match end_on(former, r).await {
-            Ok((0, _)) => {}
-            Ok((ended, None)) => tracing::warn!(
-                sync, database = %r.name, instance = %former.instance, ended,
-                "ended the former holder's sessions left inside transactions"
-            ),
-            Ok((ended, Some(refused))) => tracing::warn!(
-                sync, database = %r.name, instance = %former.instance, ended, error = %refused,
-                "could not end all the former holder's sessions left inside transactions: \
-                 rounds wait for them; grant pg_signal_backend to the drover role or use one \
-                 role for every daemon"
-            ),
-            Err(e) => tracing::warn!(
-                sync, database = %r.name, error = %e,
-                "could not look for the former holder's sessions: rounds may wait for them"
-            ),
+            Ok(o) => {
+                if o.ended > 0 {
+                    tracing::warn!(sync, database = %db, instance = %instance, ended = o.ended,
+                        "ended the former holder's sessions left inside transactions");
+                }
+                if o.hidden > 0 || o.refused.is_some() {
+                    let error = o.refused.unwrap_or_default();
+                    tracing::warn!(sync, database = %db, instance = %instance, hidden = o.hidden,
+                        error = %error,
+                        "could not end every session the former holder left (another role): \
+                         rounds may wait for them; run every daemon as one role, or grant \
+                         pg_signal_backend and pg_read_all_stats to the drover role");
+                }
+            }
+            Err(e) => tracing::warn!(sync, database = %db, error = %e,
+                "could not look for the former holder's sessions: rounds may wait for them"),
         }
     }
 }
 
-/// On one receiver: how many sessions were ended, and the first refusal if any.
-async fn end_on(
-    former: &Former,
-    r: &TargetSide,
-) -> Result<(usize, Option<tokio_postgres::Error>), crate::pg::PgError> {
+/// What happened on one receiver.
+#[derive(Default)]
+struct Outcome {
+    ended: usize,
+    /// Sessions of the former holder whose state this role may not read (another role).
+    hidden: usize,
+    /// The first refusal to end one.
+    refused: Option<String>,
+}
+
+async fn end_on(former: &Former, r: &TargetSide) -> Result<Outcome, crate::pg::PgError> {
     let client = checkout(&r.pool, &r.name).await?;
     let older_than = former.lease_timeout.as_secs_f64() / 2.0;
-    let pids: Vec<i32> = client
+    let rows = client
         .query(
             &format!(
-                "SELECT pid FROM pg_stat_activity \
+                "SELECT pid, state IS NULL FROM pg_stat_activity \
                  WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                 AND state <> 'idle' AND xact_start < now() - make_interval(secs => $2) \
-                 AND {SESSION_OF_SQL}"
+                 AND {SESSION_OF_SQL} AND (state IS NULL \
+                   OR (state <> 'idle' AND xact_start < now() - make_interval(secs => $2)))"
             ),
             &[&former.instance, &older_than],
         )
         .await
-        .map_err(|e| crate::pg::PgError::query(&r.name, "find the former holder's sessions", e))?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let (mut ended, mut refused) = (0, None);
-    for pid in pids {
+        .map_err(|e| crate::pg::PgError::query(&r.name, "find the former holder's sessions", e))?;
+    let mut out = Outcome::default();
+    for row in rows {
+        if row.get::<_, bool>(1) {
+            out.hidden += 1;
+            continue;
+        }
+        let pid: i32 = row.get(0);
         match client
             .query_one("SELECT pg_terminate_backend($1)", &[&pid])
             .await
         {
-            Ok(row) if row.get::<_, bool>(0) => ended += 1,
+            Ok(row) if row.get::<_, bool>(0) => out.ended += 1,
             Ok(_) => {}
             Err(e) => {
-                refused.get_or_insert(e);
+                out.refused.get_or_insert_with(|| e.to_string());
             }
         }
     }
-    Ok((ended, refused))
+    Ok(out)
 }
