@@ -94,6 +94,26 @@ fn insert(c: &Cluster, from: i32, to: i32) {
     }
 }
 
+/// Slows each insert into `table` on the target until `fast_inserts`, so A's transaction can
+/// be caught running and B's, once A is frozen, runs at full speed.
+fn slow_inserts(c: &Cluster, table: &str) {
+    c.psql(
+        "dst",
+        &format!(
+            "CREATE TABLE slow_on (slow bool NOT NULL); INSERT INTO slow_on VALUES (true); \
+             CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+             $$BEGIN IF (SELECT slow FROM public.slow_on) THEN PERFORM pg_sleep(0.0005); END IF; \
+             RETURN NEW; END$$; \
+             CREATE TRIGGER slow BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION slow(); \
+             ALTER TABLE {table} ENABLE ALWAYS TRIGGER slow"
+        ),
+    );
+}
+
+fn fast_inserts(c: &Cluster) {
+    c.psql("dst", "UPDATE slow_on SET slow = false");
+}
+
 #[test]
 fn frozen_holder_loses_the_lease_and_applies_nothing_after() {
     frozen_holder(Cluster::start());
@@ -184,13 +204,7 @@ fn copy_in_progress_when_the_lease_is_lost_does_not_commit() {
         "INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 20000) g",
     );
     // Slows the copy on the target (even as a replica session) so it can be caught running.
-    c.psql(
-        "dst",
-        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
-         $$BEGIN PERFORM pg_sleep(0.0005); RETURN NEW; END$$; \
-         CREATE TRIGGER slow BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION slow(); \
-         ALTER TABLE items ENABLE ALWAYS TRIGGER slow",
-    );
+    slow_inserts(&c, "items");
     let setup = one_way((&c, "src"), (&c, "dst"), &["items", "log"]);
     drover_ok(&setup.config, &["install"]);
     let (port_a, port_b) = (setup.listen, free_port());
@@ -202,28 +216,38 @@ fn copy_in_progress_when_the_lease_is_lost_does_not_commit() {
         ) == "1"
     });
     signal(&a, "-STOP");
+    fast_inserts(&c);
     let mut b = start(&setup.config, port_b);
     wait_lease(&setup.config, port_b, "held", Duration::from_secs(30));
-    // B's copy waits for A's (frozen, holding the progress row); A resumes and must roll back.
-    signal(&a, "-CONT");
-    eventually(Duration::from_secs(90), "B's copy to land", || {
+    // A's frozen copy holds the progress row and the table; B ends A's sessions on the
+    // target after the takeover, so its own copy lands while A is still frozen.
+    eventually(TAKEOVER_BOUND, "B's copy to land while A is frozen", || {
         table_md5(&c, "src", "items", "id") == table_md5(&c, "dst", "items", "id")
     });
     wait_on(&setup.config, port_b);
     same(&c);
+    // A resumes: its copy was rolled back by the server; it commits nothing.
+    signal(&a, "-CONT");
     eventually(Duration::from_secs(30), "A to report standby", || {
         status_on(&setup.config, port_a).is_some_and(|s| s["state"] == "standby")
     });
+    insert(&c, 30_000, 30_010);
+    wait_on(&setup.config, port_b);
+    same(&c);
     let (log_a, log_b) = (a.log(), b.log());
     assert!(
         !log_a.contains("initial copy finished"),
         "A's copy committed after it lost the lease:\n{log_a}"
     );
     assert!(
-        log_a.contains("no longer holds the lease"),
-        "A was not fenced:\n{log_a}"
+        log_a.contains("lease session lost"),
+        "A did not notice the loss:\n{log_a}"
     );
     assert!(log_b.contains("initial copy finished"), "{log_b}");
+    assert!(
+        log_b.contains("ended the former holder's sessions"),
+        "{log_b}"
+    );
     a.stop();
     b.stop();
 }
@@ -239,13 +263,7 @@ fn round_in_flight_when_the_lease_is_lost_does_not_commit() {
         );
     }
     // Slows the apply on the target so the holder can be frozen in the middle of a round.
-    c.psql(
-        "dst",
-        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
-         $$BEGIN PERFORM pg_sleep(0.0005); RETURN NEW; END$$; \
-         CREATE TRIGGER slow BEFORE INSERT ON log FOR EACH ROW EXECUTE FUNCTION slow(); \
-         ALTER TABLE log ENABLE ALWAYS TRIGGER slow",
-    );
+    slow_inserts(&c, "log");
     let setup = one_way((&c, "src"), (&c, "dst"), &["items", "log"]);
     drover_ok(&setup.config, &["install"]);
     let (port_a, port_b) = (setup.listen, free_port());
@@ -267,15 +285,22 @@ fn round_in_flight_when_the_lease_is_lost_does_not_commit() {
         },
     );
     signal(&a, "-STOP");
+    fast_inserts(&c);
     let mut b = start(&setup.config, port_b);
     wait_lease(&setup.config, port_b, "held", Duration::from_secs(30));
-    // B's round waits for A's open transaction (it holds the progress rows); A resumes and
-    // must roll back rather than commit.
-    signal(&a, "-CONT");
-    eventually(Duration::from_secs(90), "B's round to land", || {
-        table_md5(&c, "src", "log", "n, note") == table_md5(&c, "dst", "log", "n, note")
-    });
+    // A's frozen transaction holds the progress rows; B ends A's sessions on the target
+    // after the takeover, so replication goes on while A is still frozen.
+    eventually(
+        TAKEOVER_BOUND,
+        "B's round to land while A is frozen",
+        || table_md5(&c, "src", "log", "n, note") == table_md5(&c, "dst", "log", "n, note"),
+    );
     insert(&c, 0, 10);
+    wait_on(&setup.config, port_b);
+    same(&c);
+    // A resumes: its round was rolled back by the server; it commits nothing.
+    signal(&a, "-CONT");
+    insert(&c, 10, 20);
     wait_on(&setup.config, port_b);
     same(&c);
     eventually(Duration::from_secs(30), "A to report standby", || {
@@ -286,10 +311,14 @@ fn round_in_flight_when_the_lease_is_lost_does_not_commit() {
         sa["rows_inserted"], 0,
         "A committed after it lost the lease: {sa}"
     );
-    let log_a = a.log();
+    let (log_a, log_b) = (a.log(), b.log());
     assert!(
-        log_a.contains("no longer holds the lease"),
-        "A was not fenced:\n{log_a}"
+        log_a.contains("lease session lost"),
+        "A did not notice the loss:\n{log_a}"
+    );
+    assert!(
+        log_b.contains("ended the former holder's sessions"),
+        "{log_b}"
     );
     a.stop();
     b.stop();

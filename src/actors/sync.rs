@@ -18,11 +18,11 @@ use crate::pg::error::{ErrorKind, PgError};
 use crate::pg::Endpoint;
 use crate::round::apply::{SourceSide, TargetSide};
 use crate::round::copy::{initial_copy, CopyBoard, CopyMode};
-use crate::round::fence;
 use crate::round::multi::{run_multi_round, MultiInput};
 use crate::round::plan::fk_order;
 use crate::round::sequences as seq;
 use crate::round::snapshot::ProgressCache;
+use crate::round::{evict, fence};
 use crate::round::{run_round, RoundInput, RoundReport, TablePlan};
 use crate::status::SyncStatus;
 use crate::topology::SyncPlan;
@@ -219,6 +219,11 @@ impl SyncActor {
         let plan = self.plan.clone();
         let dbs = self.databases.clone();
         let tables = self.tables.clone();
+        let former = self.lease.as_ref().and_then(|l| l.former.clone());
+        let former = former.map(|instance| evict::Former {
+            instance,
+            lease_timeout: self.lease_timeout,
+        });
         let fut = async move {
             // Databases, then tables, are read concurrently: a daemon starts its first round
             // sooner (catch-up after a stop is timed from the start).
@@ -280,6 +285,10 @@ impl SyncActor {
                     .collect(),
                 tables: ordered,
             };
+            // A former holder frozen mid-transaction would hold the locks our rounds need.
+            if let Some(f) = &former {
+                evict::end_former_sessions(&sync, f, &prepared.receivers).await;
+            }
             // Before the first commit under this lease: a former holder's commits now fail.
             fence::take_over(&sync, &prepared.receivers).await?;
             Ok::<_, PgError>(prepared)

@@ -125,6 +125,7 @@ CREATE TABLE IF NOT EXISTS drover.leases (
     backend_pid int NOT NULL,
     since timestamptz NOT NULL,
     heartbeat_at timestamptz NOT NULL);
+ALTER TABLE drover.leases ADD COLUMN IF NOT EXISTS instance text;
 CREATE TABLE IF NOT EXISTS drover.lease_epoch (
     sync text PRIMARY KEY,
     epoch bigint NOT NULL,

@@ -95,7 +95,7 @@ impl Endpoint {
     }
 
     /// A dedicated session (not pooled), its connection driven by a spawned task.
-    /// `purpose` ends up in `application_name`: `drover:<purpose>:<database>`.
+    /// `purpose` ends up in `application_name`: `drover:<purpose>:<database> #<instance>`.
     pub async fn connect(&self, purpose: &str) -> Result<Client, PgError> {
         let (client, connection) = self.connect_raw(purpose).await?;
         let name = self.name.clone();
@@ -165,37 +165,49 @@ pub async fn checkout<'a>(pool: &'a Pool, database: &str) -> Result<PooledClient
 }
 
 fn application_name(purpose: &str, database: &str, app: Option<&str>) -> String {
-    // application_name is limited to 63 bytes; keep the tail readable. A configured name is
-    // appended so that `drover:%` still finds drover's sessions.
+    named(purpose, database, app, &super::instance::tag())
+}
+
+/// `drover:<purpose>:<database> (<app>)<tag>` in at most 63 bytes (application_name's
+/// limit): the head keeps `drover:` first so that `drover:%` finds drover's sessions, and is
+/// cut where it must be; the instance tag always survives whole.
+fn named(purpose: &str, database: &str, app: Option<&str>, tag: &str) -> String {
     let mut s = format!("drover:{purpose}:{database}");
     if let Some(app) = app {
         s.push_str(&format!(" ({app})"));
     }
-    if s.len() > 63 {
-        let mut cut = 63;
+    let room = 63 - tag.len();
+    if s.len() > room {
+        let mut cut = room;
         while !s.is_char_boundary(cut) {
             cut -= 1;
         }
         s.truncate(cut);
     }
-    s
+    s + tag
 }
 
 #[cfg(test)]
 mod tests {
-    use super::application_name;
+    use super::{application_name, named};
 
     #[test]
     fn application_name_keeps_drover_first_and_fits_63_bytes() {
-        assert_eq!(application_name("apply", "new", None), "drover:apply:new");
+        let tag = " #0123abcd";
         assert_eq!(
-            application_name("apply", "new", Some("billing")),
-            "drover:apply:new (billing)"
+            named("apply", "new", None, tag),
+            "drover:apply:new #0123abcd"
         );
-        let long = application_name("apply", "new", Some(&"é".repeat(40)));
+        assert_eq!(
+            named("apply", "new", Some("billing"), tag),
+            "drover:apply:new (billing) #0123abcd"
+        );
+        let long = named("apply", "new", Some(&"é".repeat(40)), tag);
         assert!(
-            long.starts_with("drover:apply:new (") && long.len() <= 63,
+            long.starts_with("drover:apply:new (") && long.ends_with(tag) && long.len() <= 63,
             "{long}"
         );
+        let own = application_name("apply", "new", None);
+        assert!(own.ends_with(&crate::pg::instance::tag()), "{own}");
     }
 }

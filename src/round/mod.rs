@@ -10,12 +10,14 @@
 //! updates in place where foreign keys are live, `purge` trims delta tables, `timing` profiles
 //! a round's steps, `backlog` keeps bounded rounds from wedging, `signature` notices column
 //! changes on a source between rounds, `rewind` stops rounds when a source or target moved
-//! backwards.
+//! backwards. `fence` refuses commits after a takeover; `evict` ends the transactions a
+//! frozen former holder left open.
 
 pub mod apply;
 pub mod backlog;
 pub mod copy;
 pub mod copy_method;
+pub mod evict;
 pub mod fence;
 pub mod gather;
 pub mod in_place;

@@ -6,7 +6,8 @@
 //! - older servers: the heartbeat lands in `drover.leases`; a standby that finds it older than
 //!   `lease_timeout` ends the holder's lease backend with `pg_terminate_backend`.
 //!
-//! The row in `drover.leases` also names the holder (host, pid, since) for a standby's status.
+//! The row in `drover.leases` also names the holder (host, pid, since) for a standby's status,
+//! and its instance id, so the next holder can end the sessions it left open (`round::evict`).
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::pg::error::PgError;
+use crate::pg::instance;
 use crate::pg::Endpoint;
 use crate::status::LeaseHolder as Holder;
 
@@ -56,6 +58,8 @@ impl Expiry {
 pub struct Lease {
     task: actix_rt::task::JoinHandle<()>,
     pub expiry: Expiry,
+    /// The instance id of the daemon that held the lease before, when another process.
+    pub former: Option<String>,
 }
 
 impl Drop for Lease {
@@ -119,18 +123,42 @@ pub async fn try_take(
         let holder = read_holder(&client, &req, expiry).await;
         return Ok(Attempt::Busy(holder));
     }
-    client
-        .execute(
-            "INSERT INTO drover.leases (sync, host, pid, backend_pid, since, heartbeat_at) \
-             VALUES ($1, $2, $3, pg_backend_pid(), now(), now()) \
-             ON CONFLICT (sync) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, \
-             backend_pid = EXCLUDED.backend_pid, since = now(), heartbeat_at = now()",
-            &[&req.sync, &host_name(), &(std::process::id() as i32)],
-        )
+    let former = record_holder(&client, &req.sync)
         .await
         .map_err(|e| missing_catalog(&db, e))?;
     let task = actix_rt::spawn(heartbeat(client, req.sync, req.timeout / 3));
-    Ok(Attempt::Taken(Lease { task, expiry }))
+    Ok(Attempt::Taken(Lease {
+        task,
+        expiry,
+        former,
+    }))
+}
+
+/// Writes this process into the lease row; returns the former holder's instance id when it
+/// was another process (the statement's snapshot still shows the row it replaces).
+async fn record_holder(
+    client: &Client,
+    sync: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let former: Option<String> = client
+        .query_one(
+            "WITH former AS (SELECT instance FROM drover.leases WHERE sync = $1) \
+             INSERT INTO drover.leases (sync, host, pid, backend_pid, since, heartbeat_at, instance) \
+             VALUES ($1, $2, $3, pg_backend_pid(), now(), now(), $4) \
+             ON CONFLICT (sync) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, \
+             backend_pid = EXCLUDED.backend_pid, since = now(), heartbeat_at = now(), \
+             instance = EXCLUDED.instance \
+             RETURNING (SELECT instance FROM former)",
+            &[
+                &sync,
+                &host_name(),
+                &(std::process::id() as i32),
+                &instance::id(),
+            ],
+        )
+        .await?
+        .get(0);
+    Ok(former.filter(|f| f != instance::id()))
 }
 
 /// Proves the holder alive every `every` until a heartbeat fails or finds its row taken
@@ -215,6 +243,13 @@ fn missing_catalog(db: &str, e: tokio_postgres::Error) -> PgError {
         return PgError::setup(
             db,
             "table drover.leases is missing: run `drover install` to add it",
+        );
+    }
+    if e.code() == Some(&SqlState::UNDEFINED_COLUMN) {
+        return PgError::setup(
+            db,
+            "table drover.leases lacks the column instance (an older install): \
+             run `drover install` to add it",
         );
     }
     PgError::query(db, "record the lease holder", e)
