@@ -62,18 +62,8 @@ fn setup(major: u32, dir: &Path, no_default: bool) -> (support::Cluster, PathBuf
         c.create_db(db);
         c.psql(db, sql);
     }
-    let toml = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}{}[relgroups.g]\ntables = [\"events\"]\n{keys}\
-         [syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\ntargets = [\"same\", \"plain\"]\n",
-        free_port(),
-        c.database_toml("src", "src"),
-        c.database_toml("same", "same"),
-        c.database_toml("plain", "plain"),
-    );
-    let cfg = write_config(dir, &toml);
-    drover_ok(&cfg, &["install"]);
-    let daemon = Daemon::start(&cfg);
-    wait_for_daemon(&cfg);
+    let toml = sync_toml(&c, &["events"], keys, &["src"], &["same", "plain"]);
+    let (cfg, daemon) = install_and_run(dir, &toml);
     c.psql(
         "src",
         "INSERT INTO events SELECT g, (ARRAY['eu','us','apac'])[g % 3 + 1], 'p' || g \
@@ -95,11 +85,7 @@ fn assert_replicated(c: &support::Cluster, cfg: &Path, when: &str) {
 }
 
 fn state(cfg: &Path) -> (String, String) {
-    let s = sync_status(cfg, "s");
-    (
-        s["state"].as_str().unwrap_or_default().to_string(),
-        s["last_error"].as_str().unwrap_or_default().to_string(),
-    )
+    state_and_error(cfg, "s")
 }
 
 const NAMED: &str =
@@ -252,17 +238,8 @@ fn key_less_detach_system() {
         c.psql(db, sql);
     }
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"logs\"]\n\
-         [syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\ntargets = [\"plain\"]\n",
-        free_port(),
-        c.database_toml("src", "src"),
-        c.database_toml("plain", "plain"),
-    );
-    let cfg = write_config(dir.path(), &toml);
-    drover_ok(&cfg, &["install"]);
-    let mut daemon = Daemon::start(&cfg);
-    wait_for_daemon(&cfg);
+    let toml = sync_toml(&c, &["logs"], "", &["src"], &["plain"]);
+    let (cfg, mut daemon) = install_and_run(dir.path(), &toml);
     let same = |when: &str| {
         drover_wait(&cfg, "s", 120);
         assert_eq!(
@@ -310,17 +287,8 @@ fn two_masters_detach() {
         c.psql(db, &part);
     }
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"events\"]\n\
-         [syncs.s]\nrelgroup = \"g\"\nsources = [\"m1\", \"m2\"]\n",
-        free_port(),
-        c.database_toml("m1", "m1"),
-        c.database_toml("m2", "m2"),
-    );
-    let cfg = write_config(dir.path(), &toml);
-    drover_ok(&cfg, &["install"]);
-    let mut daemon = Daemon::start(&cfg);
-    wait_for_daemon(&cfg);
+    let toml = sync_toml(&c, &["events"], "", &["m1", "m2"], &[]);
+    let (cfg, mut daemon) = install_and_run(dir.path(), &toml);
     let same = |when: &str| {
         drover_wait(&cfg, "s", 120);
         assert_eq!(
@@ -403,17 +371,8 @@ fn moved_to_another_captured_table() {
     c.create_db("plain");
     c.psql("plain", &format!("{plain}\n{archive_plain}"));
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"events\", \"archive\"]\n\
-         [syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\ntargets = [\"plain\"]\n",
-        free_port(),
-        c.database_toml("src", "src"),
-        c.database_toml("plain", "plain"),
-    );
-    let cfg = write_config(dir.path(), &toml);
-    drover_ok(&cfg, &["install"]);
-    let mut daemon = Daemon::start(&cfg);
-    wait_for_daemon(&cfg);
+    let toml = sync_toml(&c, &["events", "archive"], "", &["src"], &["plain"]);
+    let (cfg, mut daemon) = install_and_run(dir.path(), &toml);
     let same = |when: &str| {
         drover_wait(&cfg, "s", 120);
         for t in ["events", "archive"] {

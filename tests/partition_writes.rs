@@ -86,15 +86,12 @@ fn setup(major: u32, dir: &Path) -> (Cluster, PathBuf, Daemon, Layout) {
         c.create_db(db);
         c.psql(db, ddl);
     }
-    let toml = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}{}{}[relgroups.g]\ntables = [\"events\"]\n{}\
-         [syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\ntargets = [\"same\", \"diff\", \"plain\"]\n",
-        free_port(),
-        c.database_toml("src", "src"),
-        c.database_toml("same", "same"),
-        c.database_toml("diff", "diff"),
-        c.database_toml("plain", "plain"),
+    let toml = sync_toml(
+        &c,
+        &["events"],
         l.keys,
+        &["src"],
+        &["same", "diff", "plain"],
     );
     let cfg = write_config(dir, &toml);
     let check = drover_ok(&cfg, &["check"]);
@@ -183,11 +180,7 @@ fn writes_by_name_under_load(major: u32) {
 
 /// The sync's status: its state and last error.
 fn state(cfg: &Path) -> (String, String) {
-    let s = sync_status(cfg, "s");
-    (
-        s["state"].as_str().unwrap_or_default().to_string(),
-        s["last_error"].as_str().unwrap_or_default().to_string(),
-    )
+    state_and_error(cfg, "s")
 }
 
 /// A sub-partitioned partition (its leaf has its own key on 10).
@@ -355,18 +348,8 @@ fn key_less_partitions(major: u32) {
         "CREATE TABLE logs (id int, region text NOT NULL, msg text);",
     );
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}{}[relgroups.g]\ntables = [\"logs\"]\n\
-         [syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\ntargets = [\"same\", \"plain\"]\n",
-        free_port(),
-        c.database_toml("src", "src"),
-        c.database_toml("same", "same"),
-        c.database_toml("plain", "plain"),
-    );
-    let cfg = write_config(dir.path(), &toml);
-    drover_ok(&cfg, &["install"]);
-    let mut daemon = Daemon::start(&cfg);
-    wait_for_daemon(&cfg);
+    let toml = sync_toml(&c, &["logs"], "", &["src"], &["same", "plain"]);
+    let (cfg, mut daemon) = install_and_run(dir.path(), &toml);
     let same = |when: &str| {
         drover_wait(&cfg, "s", 120);
         let want = table_md5(&c, "src", "logs", "id, region, msg");
@@ -421,17 +404,8 @@ fn two_masters_write_partitions_by_name() {
         c.psql(db, &l.source);
     }
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"events\"]\n\
-         [syncs.s]\nrelgroup = \"g\"\nsources = [\"m1\", \"m2\"]\n",
-        free_port(),
-        c.database_toml("m1", "m1"),
-        c.database_toml("m2", "m2"),
-    );
-    let cfg = write_config(dir.path(), &toml);
-    drover_ok(&cfg, &["install"]);
-    let mut daemon = Daemon::start(&cfg);
-    wait_for_daemon(&cfg);
+    let toml = sync_toml(&c, &["events"], "", &["m1", "m2"], &[]);
+    let (cfg, mut daemon) = install_and_run(dir.path(), &toml);
     let same = |when: &str| {
         drover_wait(&cfg, "s", 120);
         assert_eq!(

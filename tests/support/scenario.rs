@@ -172,3 +172,56 @@ pub fn pgbench_in_background(c: &Cluster, db: &str, args: &[&str]) -> std::threa
         );
     })
 }
+
+/// A config for one sync `s` of relgroup `g` (its `tables`, plus `relgroup_extra` lines such as
+/// a `[relgroups.g.keys]` table) from `sources` to `targets`, each database named after its
+/// dbname on `c`.
+pub fn sync_toml(
+    c: &Cluster,
+    tables: &[&str],
+    relgroup_extra: &str,
+    sources: &[&str],
+    targets: &[&str],
+) -> String {
+    let list = |v: &[&str]| {
+        v.iter()
+            .map(|x| format!("\"{x}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let databases: String = sources
+        .iter()
+        .chain(targets)
+        .map(|db| c.database_toml(db, db))
+        .collect();
+    let targets_line = if targets.is_empty() {
+        String::new()
+    } else {
+        format!("targets = [{}]\n", list(targets))
+    };
+    format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{databases}[relgroups.g]\ntables = [{}]\n{relgroup_extra}\
+         [syncs.s]\nrelgroup = \"g\"\nsources = [{}]\n{targets_line}",
+        free_port(),
+        list(tables),
+        list(sources),
+    )
+}
+
+/// Writes `toml` into `dir`, runs `drover install`, starts the daemon and waits until it answers.
+pub fn install_and_run(dir: &std::path::Path, toml: &str) -> (PathBuf, super::Daemon) {
+    let cfg = write_config(dir, toml);
+    drover_ok(&cfg, &["install"]);
+    let daemon = super::Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    (cfg, daemon)
+}
+
+/// A sync's state and last error, as status reports them.
+pub fn state_and_error(config: &std::path::Path, sync: &str) -> (String, String) {
+    let s = sync_status(config, sync);
+    (
+        s["state"].as_str().unwrap_or_default().to_string(),
+        s["last_error"].as_str().unwrap_or_default().to_string(),
+    )
+}
