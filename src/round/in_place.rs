@@ -258,27 +258,12 @@ pub fn upsert_sql(t: &TablePlan, rows: &[TextRow]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pg::ident::TableName;
     use std::collections::HashMap;
 
     fn plan() -> TablePlan {
-        TablePlan {
-            name: TableName::new("s", "t"),
-            display: "s.t".into(),
-            quoted: r#""s"."t""#.into(),
-            columns: r#""a", "v""#.into(),
-            key: vec![r#""a""#.into()],
-            key_types: vec!["integer".into()],
-            cols: vec![r#""a""#.into(), r#""v""#.into()],
-            column_types: vec!["integer".into(), "text".into()],
-            partitioned: false,
-            signatures: HashMap::new(),
-            set_cols: vec![r#""v""#.into()],
-            deltas: HashMap::new(),
-            target_oids: HashMap::from([("dst".to_string(), 7)]),
-            fk_parents: Vec::new(),
-            whole_row: false,
-        }
+        let mut p = crate::round::plan::test_plan("s", "t", &[("a", "integer"), ("v", "text")], 1);
+        p.target_oids = HashMap::from([("dst".to_string(), 7)]);
+        p
     }
 
     #[test]

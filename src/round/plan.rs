@@ -464,32 +464,54 @@ pub fn fk_order(tables: Vec<TablePlan>) -> Vec<TablePlan> {
     done
 }
 
+/// A plan for unit tests: table `schema.name` with `columns` (name, type), keyed by the
+/// leading `key_len` of them, nothing else set.
+#[cfg(test)]
+pub(crate) fn test_plan(
+    schema: &str,
+    name: &str,
+    columns: &[(&str, &str)],
+    key_len: usize,
+) -> TablePlan {
+    let table = TableName::new(schema, name);
+    let cols: Vec<String> = columns.iter().map(|(c, _)| quote_ident(c)).collect();
+    TablePlan {
+        display: table.to_string(),
+        quoted: table.quoted(),
+        name: table,
+        columns: cols.join(", "),
+        column_types: columns.iter().map(|(_, t)| t.to_string()).collect(),
+        key: cols[..key_len].to_vec(),
+        key_types: columns[..key_len]
+            .iter()
+            .map(|(_, t)| t.to_string())
+            .collect(),
+        set_cols: cols[key_len..].to_vec(),
+        cols,
+        deltas: HashMap::new(),
+        target_oids: HashMap::new(),
+        fk_parents: Vec::new(),
+        whole_row: false,
+        partitioned: false,
+        signatures: HashMap::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn plan(name: &str, parents: &[&str]) -> TablePlan {
-        let t = |n: &str| TableName {
-            schema: "public".into(),
-            name: n.into(),
-        };
-        TablePlan {
-            name: t(name),
-            display: name.into(),
-            quoted: t(name).quoted(),
-            columns: "\"id\"".into(),
-            column_types: vec!["integer".into()],
-            key: vec!["\"id\"".into()],
-            key_types: vec!["integer".into()],
-            cols: vec!["\"id\"".into()],
-            set_cols: Vec::new(),
-            deltas: HashMap::from([("src".to_string(), "drover.\"delta_1\"".to_string())]),
-            target_oids: HashMap::from([("dst".to_string(), 42)]),
-            fk_parents: parents.iter().map(|p| t(p)).collect(),
-            whole_row: false,
-            partitioned: false,
-            signatures: HashMap::new(),
-        }
+        let mut p = test_plan("public", name, &[("id", "integer")], 1);
+        p.display = name.into();
+        p.set_cols = Vec::new();
+        p.deltas = HashMap::from([("src".to_string(), "drover.\"delta_1\"".to_string())]);
+        p.target_oids = HashMap::from([("dst".to_string(), 42)]);
+        p.fk_parents = parents
+            .iter()
+            .map(|n| TableName::new("public", *n))
+            .collect();
+        p
     }
 
     #[test]

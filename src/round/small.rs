@@ -253,27 +253,10 @@ pub fn affected(messages: &[SimpleQueryMessage]) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pg::ident::TableName;
-    use std::collections::HashMap;
 
     fn plan() -> TablePlan {
-        TablePlan {
-            name: TableName::new("s", "t"),
-            display: "s.t".into(),
-            quoted: r#""s"."t""#.into(),
-            columns: r#""a", "b", "v""#.into(),
-            column_types: vec!["integer".into(), "text".into(), "text".into()],
-            key: vec![r#""a""#.into(), r#""b""#.into()],
-            key_types: vec!["integer".into(), "text".into()],
-            cols: vec![r#""a""#.into(), r#""b""#.into(), r#""v""#.into()],
-            set_cols: vec![r#""v""#.into()],
-            deltas: HashMap::new(),
-            target_oids: HashMap::new(),
-            fk_parents: Vec::new(),
-            whole_row: false,
-            partitioned: false,
-            signatures: HashMap::new(),
-        }
+        let columns = [("a", "integer"), ("b", "text"), ("v", "text")];
+        crate::round::plan::test_plan("s", "t", &columns, 2)
     }
 
     #[test]
