@@ -43,7 +43,8 @@ pub use choices::{
 pub use libpq::{ConnectionSources, Source as ConnectionSource};
 pub use model::{
     Config, Daemon, Database, Relgroup, Secret, SyncConfig, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN,
-    DEFAULT_PORT, DEFAULT_SSLMODE,
+    DEFAULT_LOCK_TIMEOUT, DEFAULT_PORT, DEFAULT_ROUND_DEADLINE, DEFAULT_SSLMODE,
+    DEFAULT_STATEMENT_TIMEOUT,
 };
 
 /// Config file used when neither `--config` nor `$DROVER_CONFIG` is given:

@@ -76,6 +76,17 @@ pub struct Daemon {
     /// after it. A duration such as "10s" or "1500ms". Default
     /// [`DEFAULT_LEASE_TIMEOUT`].
     pub lease_timeout: Duration,
+    /// `lock_timeout`: how long an apply waits for a lock on a target before the
+    /// round fails (and is retried); the other targets go on. Default
+    /// [`DEFAULT_LOCK_TIMEOUT`].
+    pub lock_timeout: Duration,
+    /// `statement_timeout`: longest statement of an apply on a target; "0" turns
+    /// it off. Default [`DEFAULT_STATEMENT_TIMEOUT`].
+    pub statement_timeout: Duration,
+    /// `round_deadline`: a target's round still running after this is abandoned
+    /// (its source and target transactions rolled back), so a stuck target never
+    /// holds the source's snapshot longer. Default [`DEFAULT_ROUND_DEADLINE`].
+    pub round_deadline: Duration,
 }
 
 /// Default `daemon.lease_timeout`: long enough that a busy server or a short
@@ -83,6 +94,17 @@ pub struct Daemon {
 /// of it), short enough that a frozen holder stops replication for seconds,
 /// not minutes.
 pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `daemon.lock_timeout`: a round's locks are row locks held for
+/// milliseconds; waiting longer means someone holds the table (a DDL, a LOCK).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `daemon.statement_timeout`: far above any bounded round's statement.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Default `daemon.round_deadline`: longer than the statement timeout, so a slow
+/// but progressing round ends by its own error first.
+pub const DEFAULT_ROUND_DEADLINE: Duration = Duration::from_secs(900);
 
 impl Default for Daemon {
     fn default() -> Self {
@@ -93,6 +115,9 @@ impl Default for Daemon {
             api_token_for_reads: false,
             log_format: DEFAULT_LOG_FORMAT,
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            round_deadline: DEFAULT_ROUND_DEADLINE,
         }
     }
 }

@@ -218,6 +218,7 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
         problems,
     );
     let lease_timeout = lease_timeout(raw.lease_timeout.as_ref(), problems);
+    let timeouts = round_timeouts(raw, problems);
     if !ok {
         return None;
     }
@@ -228,7 +229,57 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
         api_token_for_reads,
         log_format: log_format?,
         lease_timeout: lease_timeout?,
+        lock_timeout: timeouts.0?,
+        statement_timeout: timeouts.1?,
+        round_deadline: timeouts.2?,
     })
+}
+
+type Timeouts = (Option<Duration>, Option<Duration>, Option<Duration>);
+
+/// `daemon.lock_timeout`, `daemon.statement_timeout` ("0" = off) and `daemon.round_deadline`.
+fn round_timeouts(raw: &RawDaemon, problems: &mut Problems) -> Timeouts {
+    use crate::config::{DEFAULT_LOCK_TIMEOUT, DEFAULT_ROUND_DEADLINE, DEFAULT_STATEMENT_TIMEOUT};
+    let mut key = |name: &str, v: Option<&Str>, default: Duration, zero_ok: bool| {
+        let Some(Str(s)) = v else {
+            return Some(default);
+        };
+        let path = format!("daemon.{name}");
+        match parse_duration(s.trim()) {
+            Some(d) if !d.is_zero() || zero_ok => Some(d),
+            Some(_) => {
+                problems.push(&path, format!("{s:?} must be more than 0"));
+                None
+            }
+            None => {
+                let e = format!(
+                    "{s:?} is not a duration: expected e.g. \"10s\", \"1500ms\" or \"10m\""
+                );
+                problems.push(&path, e);
+                None
+            }
+        }
+    };
+    (
+        key(
+            "lock_timeout",
+            raw.lock_timeout.as_ref(),
+            DEFAULT_LOCK_TIMEOUT,
+            false,
+        ),
+        key(
+            "statement_timeout",
+            raw.statement_timeout.as_ref(),
+            DEFAULT_STATEMENT_TIMEOUT,
+            true,
+        ),
+        key(
+            "round_deadline",
+            raw.round_deadline.as_ref(),
+            DEFAULT_ROUND_DEADLINE,
+            false,
+        ),
+    )
 }
 
 /// Shortest `daemon.lease_timeout`: the holder heartbeats every third of it, and
@@ -260,13 +311,17 @@ fn lease_timeout(raw: Option<&Str>, problems: &mut Problems) -> Option<Duration>
 
 /// "250ms", "10s", "2m" into a duration.
 fn parse_duration(s: &str) -> Option<Duration> {
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().ok()?;
     match unit.trim() {
         "ms" => Some(Duration::from_millis(n)),
         "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "m" | "min" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
         _ => None,
     }
 }
