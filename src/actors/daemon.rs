@@ -65,6 +65,7 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
             databases: databases.clone(),
             tables,
             metrics: metrics.clone(),
+            limits: crate::round::limits::Limits::from_config(&config.daemon),
         })
         .start();
         sync_addrs.push((name, addr));

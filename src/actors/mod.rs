@@ -16,3 +16,4 @@ pub mod doorbell;
 pub mod metrics;
 pub mod sync;
 pub mod table;
+pub mod target;

@@ -31,19 +31,21 @@ use crate::pg::simple;
 use crate::pg::txn::ReadTx;
 use crate::pg::Pool;
 use crate::round::in_place;
+pub use crate::round::limits::Limits;
 use crate::round::plan::{TablePlan, Window};
-use crate::round::purge;
 use crate::round::rewind;
 use crate::round::signature;
 use crate::round::small;
 use crate::round::snapshot::{ProgressCache, Snapshot};
 use crate::round::timing::Phases;
 
+#[derive(Clone)]
 pub struct SourceSide {
     pub name: String,
     pub pool: Pool,
 }
 
+#[derive(Clone)]
 pub struct TargetSide {
     pub name: String,
     pub pool: Pool,
@@ -58,6 +60,7 @@ pub struct RoundInput<'a> {
     /// Parents before children.
     pub tables: &'a [Arc<TablePlan>],
     pub progress: &'a mut ProgressCache,
+    pub limits: &'a Limits,
 }
 
 /// Per-table counts of one target's apply.
@@ -90,6 +93,10 @@ pub struct RoundReport {
     pub source_error: Option<PgError>,
     /// Conflicts resolved (multi-master rounds).
     pub conflicts: Vec<crate::round::multi::ConflictRecord>,
+    /// Targets whose progress this round moved, and to where: the purge's input.
+    pub advanced: Vec<(String, Snapshot)>,
+    /// A target moved backwards: horizons collected for the purge must be dropped.
+    pub rewound: bool,
 }
 
 impl RoundReport {
@@ -102,6 +109,8 @@ impl RoundReport {
             duration: Duration::ZERO,
             source_error: None,
             conflicts: Vec::new(),
+            advanced: Vec::new(),
+            rewound: false,
         }
     }
 
@@ -116,6 +125,11 @@ impl RoundReport {
 
     pub fn ok(&self) -> bool {
         self.source_error.is_none() && self.targets.iter().all(|t| t.result.is_ok())
+    }
+
+    /// Nothing was pending for any table when the round read the source.
+    pub fn idle(&self) -> bool {
+        self.pending.values().all(|p| *p == 0)
     }
 
     pub fn first_error(&self) -> Option<&PgError> {
@@ -253,26 +267,9 @@ async fn round_inner(
     // Read only: dropping rolls back without waiting for the answer.
     drop(guard);
     drop(src);
-    let idle = report.pending.values().all(|p| *p == 0);
-    if rewound {
-        input.progress.purge.clear();
-    }
-    if let Some(due) = input.progress.purge.take_due(advanced, idle) {
-        input.progress.purge.start(
-            due,
-            purge::Background {
-                source: input.source.pool.clone(),
-                source_name: src_name.to_string(),
-                sync: input.sync.to_string(),
-                targets: input
-                    .targets
-                    .iter()
-                    .map(|t| (t.name.clone(), t.pool.clone()))
-                    .collect(),
-                tables: input.tables.to_vec(),
-            },
-        );
-    }
+    // The sync purges what every receiver applied (`purge`).
+    report.advanced = advanced;
+    report.rewound = rewound;
     Ok(())
 }
 
@@ -730,7 +727,11 @@ fn progress_sql(input: &RoundInput<'_>, target: &TargetSide, cur: &Snapshot) -> 
         session: session_settings(
             input.sync,
             &target.replica_role,
-            &[("synchronous_commit", "off")],
+            &[
+                input.limits.settings(),
+                vec![("synchronous_commit", "off".to_string())],
+            ]
+            .concat(),
         ),
         lock: format!(
             "SELECT table_name, snapshot FROM drover.progress WHERE sync = {sync} AND source = {source} FOR UPDATE"
@@ -941,25 +942,30 @@ pub(crate) fn apply_session(sync: &str, role: &ReplicaRole) -> String {
     session_settings(sync, role, &[])
 }
 
+/// `apply_session` under a round's time limits (multi-master applies).
+pub(crate) fn limited_session(sync: &str, role: &ReplicaRole, limits: &Limits) -> String {
+    session_settings(sync, role, &limits.settings())
+}
+
 /// `apply_session` with `extra` transaction-local settings: one statement (each statement of a
 /// round costs the server a parse and a plan), plus the replica-role helper when one is named.
-fn session_settings(sync: &str, role: &ReplicaRole, extra: &[(&str, &str)]) -> String {
+fn session_settings(sync: &str, role: &ReplicaRole, extra: &[(&str, String)]) -> String {
     // No planner switches: the COPY path ANALYZEs its temp tables once loaded and the small
     // path's VALUES lists carry exact counts, so a delete by key is a nested loop over the key
     // index when few keys changed, and a hash join where there is no index or many keys.
     // The loop guard's value is the database's secret, read on the server: it never
     // travels, nor shows in statement text (see `capture::secret`).
     let mut calls = vec![crate::capture::secret::SET_ORIGIN.to_string()];
-    let mut settings = vec![("drover.sync", sync)];
+    let mut settings = vec![("drover.sync", sync.to_string())];
     if *role == ReplicaRole::Set {
-        settings.push(("session_replication_role", "replica"));
+        settings.push(("session_replication_role", "replica".to_string()));
     }
     settings.extend_from_slice(extra);
     calls.extend(settings.iter().map(|(k, v)| {
         format!(
             "set_config({}, {}, true)",
             quote_literal(k),
-            quote_literal(v)
+            quote_literal(v.as_str())
         )
     }));
     let helper = match role {

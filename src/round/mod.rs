@@ -11,7 +11,8 @@
 //! a round's steps, `backlog` keeps bounded rounds from wedging, `signature` notices column
 //! changes on a source between rounds, `rewind` stops rounds when a source or target moved
 //! backwards. `fence` refuses commits after a takeover; `evict` ends the transactions a
-//! frozen former holder left open.
+//! frozen former holder left open. `target` runs one target's round of a one-source sync (its
+//! own snapshot and transaction, within `limits`: lock and statement timeouts, a deadline).
 
 pub mod apply;
 pub mod backlog;
@@ -23,6 +24,7 @@ pub mod gather;
 pub mod in_place;
 pub mod indexes;
 pub mod keys;
+pub mod limits;
 pub mod multi;
 pub mod plan;
 pub mod purge;
@@ -32,6 +34,7 @@ pub mod sequences;
 pub mod signature;
 pub mod small;
 pub mod snapshot;
+pub mod target;
 pub mod timing;
 pub mod winners;
 

@@ -19,7 +19,7 @@ use crate::pg::connect::{checkout, PooledClient};
 use crate::pg::copy::copy_in_bytes;
 use crate::pg::error::PgError;
 use crate::round::apply::{
-    apply_session, commit_apply, empty_table, RoundReport, SourceSide, TableCounts, TargetReport,
+    commit_apply, empty_table, limited_session, RoundReport, SourceSide, TableCounts, TargetReport,
     TargetSide,
 };
 use crate::round::gather::{self, Pending, SourceTable};
@@ -46,6 +46,7 @@ pub struct MultiInput<'a> {
     pub tables: &'a [Arc<TablePlan>],
     pub progress: &'a mut ProgressCache,
     pub strategy: &'a Strategy,
+    pub limits: &'a crate::round::limits::Limits,
 }
 
 /// A resolved conflict, for the log and the counters.
@@ -404,7 +405,7 @@ async fn apply_db(
         .map_err(|e| PgError::query(dst, "begin apply", e))?;
     // FKs live here: update in place (see `in_place`).
     let in_place = !ctx.db.replica_role.is_replica();
-    let mut setup = apply_session(input.sync, &ctx.db.replica_role);
+    let mut setup = limited_session(input.sync, &ctx.db.replica_role, input.limits);
     for t in input.tables {
         setup.push_str(&format!("{};", t.create_temp_keys(dst)));
         if in_place {

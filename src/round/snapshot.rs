@@ -68,8 +68,6 @@ pub struct ProgressCache {
     loaded: HashMap<(String, String), bool>,
     /// Sequence values last sent to each target.
     pub sequences: crate::round::sequences::SentValues,
-    /// Applied horizons not yet purged on the source.
-    pub purge: crate::round::purge::PurgeDue,
     /// Tables whose changes the next round reads in its first flight.
     pub busy: crate::round::small::Busy,
     /// Targets whose next round applies the whole backlog (see `backlog`).
