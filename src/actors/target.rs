@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::round::limits::Limits;
-use crate::round::snapshot::ProgressCache;
+use crate::round::progress::ProgressCache;
 use crate::round::target::{run_target_round, Lane};
 use crate::round::RoundReport;
 

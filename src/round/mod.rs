@@ -15,6 +15,7 @@
 //! own snapshot and transaction, within `limits`: lock and statement timeouts, a deadline).
 
 pub mod apply;
+pub mod apply_steps;
 pub mod backlog;
 pub mod copy;
 pub mod copy_method;
@@ -26,17 +27,25 @@ pub mod indexes;
 pub mod keys;
 pub mod limits;
 pub mod multi;
+pub mod multi_rewind;
+pub mod pending;
 pub mod plan;
+pub mod progress;
 pub mod purge;
+pub mod report;
 pub mod resolve;
 pub mod rewind;
 pub mod sequences;
+pub mod session;
+pub mod side;
 pub mod signature;
 pub mod small;
 pub mod snapshot;
+pub mod source_snapshot;
 pub mod target;
 pub mod timing;
 pub mod winners;
 
-pub use apply::{run_round, RoundInput, RoundReport, TargetReport};
+pub use apply::{run_round, RoundInput};
 pub use plan::TablePlan;
+pub use report::{RoundReport, TargetReport};

@@ -18,19 +18,19 @@ use crate::capture::partitions;
 use crate::pg::connect::{checkout, PooledClient};
 use crate::pg::copy::copy_in_bytes;
 use crate::pg::error::PgError;
-use crate::round::apply::{
-    commit_apply, empty_table, limited_session, RoundReport, SourceSide, TableCounts, TargetReport,
-    TargetSide,
-};
 use crate::round::gather::{self, Pending, SourceTable};
 use crate::round::in_place;
 use crate::round::keys::{copy_text, Key};
+use crate::round::multi_rewind;
 use crate::round::plan::TablePlan;
+use crate::round::progress::{load_progress, ProgressCache};
 use crate::round::purge;
+use crate::round::report::{ConflictRecord, RoundReport, TableCounts, TargetReport};
 use crate::round::resolve::{decide, Strategy};
-use crate::round::rewind;
-use crate::round::signature;
-use crate::round::snapshot::{ProgressCache, Snapshot};
+use crate::round::session::{commit_apply, empty_table, limited_session};
+use crate::round::side::{SourceSide, TargetSide};
+use crate::round::snapshot::Snapshot;
+use crate::round::source_snapshot;
 use crate::round::winners::{drop_newer_local, winner_rows, Winner};
 
 /// How many conflicting keys an `abort` error lists.
@@ -47,16 +47,6 @@ pub struct MultiInput<'a> {
     pub progress: &'a mut ProgressCache,
     pub strategy: &'a Strategy,
     pub limits: &'a crate::round::limits::Limits,
-}
-
-/// A resolved conflict, for the log and the counters.
-#[derive(Debug, Clone)]
-pub struct ConflictRecord {
-    pub table: String,
-    pub key: serde_json::Value,
-    pub winner: Option<String>,
-    pub involved: Vec<String>,
-    pub versions: serde_json::Value,
 }
 
 /// One table's decisions for this round.
@@ -86,7 +76,7 @@ async fn multi_inner(mut input: MultiInput<'_>, report: &mut RoundReport) -> Res
     for s in input.sources {
         for d in input.databases.iter().filter(|d| d.name != s.name) {
             if !input.progress.is_loaded(&s.name, &d.name) {
-                crate::round::apply::load_progress(input.sync, &s.name, d, input.progress).await?;
+                load_progress(input.sync, &s.name, d, input.progress).await?;
             }
         }
     }
@@ -143,19 +133,24 @@ async fn read_and_apply(
             .map_err(|e| PgError::query(&s.name, "begin the source snapshot", e))?;
         // With the tables' column signatures (`signature`).
         let answer = tx
-            .simple_query(&signature::snapshot_sql("", &s.name, input.tables, ""))
+            .simple_query(&source_snapshot::snapshot_sql(
+                "",
+                &s.name,
+                input.tables,
+                "",
+            ))
             .await
             .map_err(|e| PgError::query(&s.name, "read the source snapshot", e))?;
-        let (cur, _) = signature::snapshot(&s.name, input.tables, answer)?;
+        let (cur, _) = source_snapshot::snapshot(&s.name, input.tables, answer)?;
         let partitioned = crate::round::plan::partitioned(input.tables);
         partitions::check_captured(tx.client(), &s.name, &partitioned).await?;
         let receivers: Vec<&str> = input.databases.iter().map(|d| d.name.as_str()).collect();
-        let on = rewind::OnSource {
+        let on = multi_rewind::OnSource {
             sync: input.sync,
             source: &s.name,
             cur: &cur,
         };
-        rewind::check_receivers(&tx, &on, &receivers, input.tables, input.progress).await?;
+        multi_rewind::check_receivers(&tx, &on, &receivers, input.tables, input.progress).await?;
         curs.insert(s.name.clone(), cur);
         txs.txs.push(tx);
     }

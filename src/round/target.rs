@@ -9,13 +9,13 @@ use std::time::Instant;
 
 use crate::pg::error::PgError;
 use crate::pg::ident::TableName;
-use crate::round::apply::{
-    run_round, RoundInput, RoundReport, SourceSide, TargetReport, TargetSide,
-};
+use crate::round::apply::{run_round, RoundInput};
 use crate::round::limits::Limits;
 use crate::round::plan::TablePlan;
+use crate::round::progress::ProgressCache;
+use crate::round::report::{RoundReport, TargetReport};
 use crate::round::sequences as seq;
-use crate::round::snapshot::ProgressCache;
+use crate::round::side::{SourceSide, TargetSide};
 
 /// What one target's rounds read and write: the sync's source, this target, the tables
 /// (parents first) and the sequences to move along.

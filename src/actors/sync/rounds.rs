@@ -15,8 +15,8 @@ use crate::actors::table::Applied;
 use crate::actors::target::RunRound;
 use crate::metrics::failures::{self, Stage};
 use crate::round::multi::{run_multi_round, MultiInput};
+use crate::round::progress::ProgressCache;
 use crate::round::purge;
-use crate::round::snapshot::ProgressCache;
 use crate::round::RoundReport;
 
 impl SyncActor {
