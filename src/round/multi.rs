@@ -26,15 +26,12 @@ use crate::round::plan::TablePlan;
 use crate::round::progress::{load_progress, ProgressCache};
 use crate::round::purge;
 use crate::round::report::{ConflictRecord, RoundReport, TableCounts, TargetReport};
-use crate::round::resolve::{decide, Strategy};
+use crate::round::resolve::{self, decide, Strategy};
 use crate::round::session::{commit_apply, empty_table, limited_session};
 use crate::round::side::{SourceSide, TargetSide};
 use crate::round::snapshot::Snapshot;
 use crate::round::source_snapshot;
 use crate::round::winners::{drop_newer_local, winner_rows, Winner};
-
-/// How many conflicting keys an `abort` error lists.
-const ABORT_KEYS_SHOWN: usize = 20;
 
 pub struct MultiInput<'a> {
     pub sync: &'a str,
@@ -118,11 +115,43 @@ async fn read_and_apply(
     report: &mut RoundReport,
     clients: &mut [PooledClient<'_>],
 ) -> Result<(Vec<String>, HashMap<String, Snapshot>), PgError> {
+    let (txs, curs) = open_sources(input, clients).await?;
+    // Gather and decide, table by table.
+    let mut rounds: Vec<TableRound> = Vec::new();
+    let mut conflicts: Vec<ConflictRecord> = Vec::new();
+    for t in input.tables {
+        rounds.push(decide_table(input, t, &txs, report, &mut conflicts).await?);
+    }
+    if *input.strategy == Strategy::Abort && !conflicts.is_empty() {
+        return Err(resolve::abort_error(&conflicts));
+    }
+    report.conflicts = conflicts.clone();
+    let ctx = Decided {
+        rounds: &rounds,
+        conflicts: &conflicts,
+        curs: &curs,
+        txs: &txs,
+    };
+    let committed = apply_all(input, report, &ctx).await;
+    for tx in txs.txs {
+        tx.commit().await.ok();
+    }
+    Ok((committed, curs))
+}
+
+/// Opens each source's REPEATABLE READ snapshot, checks its column signatures, partitions and
+/// that no database moved backwards (`multi_rewind`).
+async fn open_sources<'c>(
+    input: &mut MultiInput<'_>,
+    clients: &'c mut [PooledClient<'_>],
+) -> Result<(SourceTxs<'c>, HashMap<String, Snapshot>), PgError> {
     let mut txs = SourceTxs {
         names: input.sources.iter().map(|s| s.name.clone()).collect(),
         txs: Vec::new(),
     };
     let mut curs: HashMap<String, Snapshot> = HashMap::new();
+    let receivers: Vec<&str> = input.databases.iter().map(|d| d.name.as_str()).collect();
+    let partitioned = crate::round::plan::partitioned(input.tables);
     for (s, c) in input.sources.iter().zip(clients.iter_mut()) {
         let tx = c
             .build_transaction()
@@ -132,19 +161,11 @@ async fn read_and_apply(
             .await
             .map_err(|e| PgError::query(&s.name, "begin the source snapshot", e))?;
         // With the tables' column signatures (`signature`).
-        let answer = tx
-            .simple_query(&source_snapshot::snapshot_sql(
-                "",
-                &s.name,
-                input.tables,
-                "",
-            ))
-            .await
+        let sql = source_snapshot::snapshot_sql("", &s.name, input.tables, "");
+        let answer = (tx.simple_query(&sql).await)
             .map_err(|e| PgError::query(&s.name, "read the source snapshot", e))?;
         let (cur, _) = source_snapshot::snapshot(&s.name, input.tables, answer)?;
-        let partitioned = crate::round::plan::partitioned(input.tables);
         partitions::check_captured(tx.client(), &s.name, &partitioned).await?;
-        let receivers: Vec<&str> = input.databases.iter().map(|d| d.name.as_str()).collect();
         let on = multi_rewind::OnSource {
             sync: input.sync,
             source: &s.name,
@@ -154,115 +175,82 @@ async fn read_and_apply(
         curs.insert(s.name.clone(), cur);
         txs.txs.push(tx);
     }
+    Ok((txs, curs))
+}
 
-    // Gather and decide, table by table.
+/// Gathers one table's pending keys on every source and decides each key's winner.
+async fn decide_table(
+    input: &MultiInput<'_>,
+    t: &Arc<TablePlan>,
+    txs: &SourceTxs<'_>,
+    report: &mut RoundReport,
+    conflicts: &mut Vec<ConflictRecord>,
+) -> Result<TableRound, PgError> {
     let sources: Vec<String> = input.sources.iter().map(|s| s.name.clone()).collect();
-    let mut rounds: Vec<TableRound> = Vec::new();
-    let mut conflicts: Vec<ConflictRecord> = Vec::new();
-    for t in input.tables {
-        let mut pending = Pending::new();
-        let mut tr = TableRound::default();
-        for s in input.sources {
-            let receivers: Vec<(String, Snapshot)> = input
-                .databases
-                .iter()
-                .filter(|d| d.name != s.name)
-                .map(|d| {
-                    (
-                        d.name.clone(),
-                        input.progress.get(&s.name, &d.name, &t.display),
-                    )
-                })
-                .collect();
-            let SourceTable {
-                truncate_to,
-                retained,
-            } = gather::pending_keys(
-                txs.get(&s.name).client(),
-                &s.name,
-                t,
-                &receivers,
-                &mut pending,
-            )
-            .await?;
-            if !truncate_to.is_empty() && tr.reload_from.is_none() {
-                tr.reload_from = Some(s.name.clone());
-            }
-            tr.retained.insert(s.name.clone(), retained);
-            let to = tr.pending_to.entry(s.name.clone()).or_default();
-            to.extend(truncate_to);
+    let mut pending = Pending::new();
+    let mut tr = TableRound::default();
+    for s in input.sources {
+        let receivers: Vec<(String, Snapshot)> = (input.databases.iter())
+            .filter(|d| d.name != s.name)
+            .map(|d| {
+                let prev = input.progress.get(&s.name, &d.name, &t.display);
+                (d.name.clone(), prev)
+            })
+            .collect();
+        let tx = txs.get(&s.name).client();
+        let SourceTable {
+            truncate_to,
+            retained,
+        } = gather::pending_keys(tx, &s.name, t, &receivers, &mut pending).await?;
+        if !truncate_to.is_empty() && tr.reload_from.is_none() {
+            tr.reload_from = Some(s.name.clone());
         }
-        let mut oldest = None;
-        let mut table_conflicts: BTreeMap<Vec<String>, Vec<(Key, Option<String>)>> =
-            BTreeMap::new();
-        for (key, changes) in &pending {
-            for (src, ch) in changes {
-                tr.pending_to
-                    .entry(src.clone())
-                    .or_default()
-                    .extend(ch.pending_to.iter().cloned());
-                oldest = Some(
-                    oldest.map_or(ch.changed_at, |o: chrono::DateTime<chrono::Utc>| {
-                        o.min(ch.changed_at)
-                    }),
-                );
-            }
-            let d = decide(changes, input.strategy, &sources);
-            if let Some(w) = &d.winner {
-                tr.won.entry(w.clone()).or_default().push(key.clone());
-            }
-            if let Some(involved) = d.conflict {
-                table_conflicts
-                    .entry(involved)
-                    .or_default()
-                    .push((key.clone(), d.winner));
-            }
-        }
-        report
-            .pending
-            .insert(t.display.clone(), pending.len() as u64);
-        if let Some(o) = oldest {
-            report.oldest_pending = Some(
-                report
-                    .oldest_pending
-                    .map_or(o, |x: chrono::DateTime<chrono::Utc>| x.min(o)),
+        tr.retained.insert(s.name.clone(), retained);
+        let to = tr.pending_to.entry(s.name.clone()).or_default();
+        to.extend(truncate_to);
+    }
+    let mut oldest = None;
+    let mut table_conflicts: BTreeMap<Vec<String>, Vec<(Key, Option<String>)>> = BTreeMap::new();
+    for (key, changes) in &pending {
+        for (src, ch) in changes {
+            let to = tr.pending_to.entry(src.clone()).or_default();
+            to.extend(ch.pending_to.iter().cloned());
+            oldest = Some(
+                oldest.map_or(ch.changed_at, |o: chrono::DateTime<chrono::Utc>| {
+                    o.min(ch.changed_at)
+                }),
             );
         }
-        for (involved, keys) in table_conflicts {
-            conflicts.extend(conflict_records(t, &involved, &keys, &pending, &txs).await?);
+        let d = decide(changes, input.strategy, &sources);
+        if let Some(w) = &d.winner {
+            tr.won.entry(w.clone()).or_default().push(key.clone());
         }
-        rounds.push(tr);
+        if let Some(involved) = d.conflict {
+            let keys = table_conflicts.entry(involved).or_default();
+            keys.push((key.clone(), d.winner));
+        }
     }
-    if *input.strategy == Strategy::Abort && !conflicts.is_empty() {
-        let mut shown: Vec<String> = conflicts
-            .iter()
-            .map(|c| format!("{} {}", c.table, c.key))
-            .collect();
-        shown.sort();
-        shown.truncate(ABORT_KEYS_SHOWN);
-        let mut involved: Vec<String> = conflicts.iter().flat_map(|c| c.involved.clone()).collect();
-        involved.sort();
-        involved.dedup();
-        return Err(PgError::Conflict {
-            databases: involved.join(", "),
-            message: format!(
-                "{} conflicting key(s) and conflict_strategy = \"abort\": nothing applied",
-                conflicts.len(),
-            ),
-            keys: format!(
-                "; {}{}",
-                shown.join("; "),
-                if conflicts.len() > ABORT_KEYS_SHOWN {
-                    "; ..."
-                } else {
-                    ""
-                }
-            ),
-        });
+    report.note(&t.display, pending.len() as u64, oldest);
+    for (involved, keys) in table_conflicts {
+        conflicts.extend(conflict_records(t, &involved, &keys, &pending, txs).await?);
     }
-    report.conflicts = conflicts.clone();
+    Ok(tr)
+}
 
-    // Apply to every database.
+/// What the round decided, for the applies.
+struct Decided<'a, 'c> {
+    rounds: &'a [TableRound],
+    conflicts: &'a [ConflictRecord],
+    curs: &'a HashMap<String, Snapshot>,
+    txs: &'a SourceTxs<'c>,
+}
+
+/// Applies to every database that needs it; returns those that committed.
+async fn apply_all(
+    input: &mut MultiInput<'_>,
+    report: &mut RoundReport,
+    dec: &Decided<'_, '_>,
+) -> Vec<String> {
     let mut committed: Vec<String> = Vec::new();
     for d in input.databases {
         let mut tr = TargetReport {
@@ -270,59 +258,65 @@ async fn read_and_apply(
             result: Ok(false),
             tables: HashMap::new(),
         };
-        let needed = rounds.iter().any(|r| {
-            r.won.keys().any(|w| *w != d.name)
-                || r.reload_from.as_ref().is_some_and(|s| *s != d.name)
-                || input.sources.iter().any(|s| {
-                    s.name != d.name
-                        && (r
-                            .pending_to
-                            .get(&s.name)
-                            .is_some_and(|p| p.contains(&d.name))
-                            || r.retained.get(&s.name).copied().unwrap_or(0) > 0)
-                })
-        }) || conflicts.iter().any(|c| c.involved.contains(&d.name));
-        if needed {
+        if needs_apply(input, d, dec) {
             let ctx = ApplyCtx {
                 input,
                 db: d,
-                rounds: &rounds,
-                conflicts: &conflicts,
-                curs: &curs,
-                txs: &txs,
+                rounds: dec.rounds,
+                conflicts: dec.conflicts,
+                curs: dec.curs,
+                txs: dec.txs,
             };
             tr.result = apply_db(&ctx, &mut tr.tables).await;
-            match &tr.result {
-                Ok(_) => {
-                    for s in input.sources.iter().filter(|s| s.name != d.name) {
-                        for t in input.tables {
-                            input
-                                .progress
-                                .set(&s.name, &d.name, &t.display, curs[&s.name].clone());
-                            let id = input.progress.identity.current(&s.name).map(str::to_string);
-                            input
-                                .progress
-                                .identity
-                                .record(&s.name, &d.name, &t.display, id);
-                        }
-                    }
-                    committed.push(d.name.clone());
-                }
-                Err(e) => {
-                    // The sync logs and counts it once with the round's other failures.
-                    tracing::debug!(sync = input.sync, database = %d.name, error = %e, "apply failed, rolled back");
-                    for s in input.sources {
-                        input.progress.invalidate(&s.name, &d.name);
-                    }
-                }
+            if record(input, d, dec.curs, &tr.result) {
+                committed.push(d.name.clone());
             }
         }
         report.targets.push(tr);
     }
-    for tx in txs.txs {
-        tx.commit().await.ok();
+    committed
+}
+
+/// Whether `d` has anything to receive this round.
+fn needs_apply(input: &MultiInput<'_>, d: &TargetSide, dec: &Decided<'_, '_>) -> bool {
+    dec.rounds.iter().any(|r| {
+        r.won.keys().any(|w| *w != d.name)
+            || r.reload_from.as_ref().is_some_and(|s| *s != d.name)
+            || input.sources.iter().any(|s| {
+                s.name != d.name
+                    && (r
+                        .pending_to
+                        .get(&s.name)
+                        .is_some_and(|p| p.contains(&d.name))
+                        || r.retained.get(&s.name).copied().unwrap_or(0) > 0)
+            })
+    }) || dec.conflicts.iter().any(|c| c.involved.contains(&d.name))
+}
+
+/// Records an apply's result in the cache; true when it committed.
+fn record(
+    input: &mut MultiInput<'_>,
+    d: &TargetSide,
+    curs: &HashMap<String, Snapshot>,
+    result: &Result<bool, PgError>,
+) -> bool {
+    if let Err(e) = result {
+        // The sync logs and counts it once with the round's other failures.
+        tracing::debug!(sync = input.sync, database = %d.name, error = %e, "apply failed, rolled back");
+        for s in input.sources {
+            input.progress.invalidate(&s.name, &d.name);
+        }
+        return false;
     }
-    Ok((committed, curs))
+    for s in input.sources.iter().filter(|s| s.name != d.name) {
+        let id = input.progress.identity.current(&s.name).map(str::to_string);
+        for t in input.tables {
+            let p = &mut *input.progress;
+            p.set(&s.name, &d.name, &t.display, curs[&s.name].clone());
+            p.identity.record(&s.name, &d.name, &t.display, id.clone());
+        }
+    }
+    true
 }
 
 /// Builds the conflict records of one table for one set of involved sources.
