@@ -29,12 +29,14 @@ use crate::topology::SyncPlan;
 
 pub mod lanes;
 pub mod lease;
+mod phase;
 mod prepare;
 mod report;
 mod rounds;
 mod schedule;
 use lanes::{Lanes, MULTI};
 use lease::{Attempt, Lease};
+pub use phase::Phase;
 use prepare::Prepared;
 pub use schedule::{Next, Schedule};
 
@@ -87,15 +89,13 @@ pub struct SyncActor {
     purge_due: PurgeDue,
     /// Backoff of failed lease-time steps (prepare, copy).
     setup: Schedule,
-    stopping: bool,
     limits: Limits,
+    /// The sync's lifecycle on this daemon.
+    phase: Phase,
     status: SyncStatus,
     lease: Option<Lease>,
     lease_timeout: Duration,
     lease_generation: u64,
-    preparing: bool,
-    /// An initial copy is running: no rounds until it ends.
-    copying: bool,
     /// A copy requested through the API, to run when no round is: Some(tables), empty = all.
     forced_copy: Option<Vec<String>>,
     copy_board: CopyBoard,
@@ -161,14 +161,12 @@ impl SyncActor {
             multi_progress: ProgressCache::default(),
             purge_due: PurgeDue::default(),
             setup: Schedule::default(),
-            stopping: false,
             limits: d.limits,
             status,
             lease: None,
             lease_timeout: d.lease_timeout,
             lease_generation: 0,
-            preparing: false,
-            copying: false,
+            phase: Phase::Starting,
             forced_copy: None,
             copy_board: CopyBoard::default(),
             waiting_reported: Some(true),
@@ -182,7 +180,7 @@ impl SyncActor {
 
     /// Tries to take the sync's lease (see `lease`); retries while another daemon holds it.
     fn acquire_lease(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping {
+        if self.phase == Phase::Stopping {
             return;
         }
         self.lease_generation += 1;
@@ -219,6 +217,7 @@ impl SyncActor {
 
     /// Another daemon runs this sync: a state, not a fault.
     fn standby(&mut self, holder: Option<crate::status::LeaseHolder>) {
+        self.phase = self.phase.standby();
         self.status.state = "standby".into();
         self.status.lease = "waiting".into();
         self.status.lease_holder = holder;
@@ -235,10 +234,11 @@ impl SyncActor {
     /// Reads server facts and table plans; on success subscribes to kicks and runs a round.
     fn prepare(&mut self, ctx: &mut Context<Self>) {
         // Without the lease, preparing would bump the fencing epoch the holder relies on.
-        if self.preparing || self.lease.is_none() {
+        let skip = matches!(self.phase, Phase::Preparing | Phase::Stopping);
+        if skip || self.lease.is_none() {
             return;
         }
-        self.preparing = true;
+        self.phase = Phase::Preparing;
         let former = self.lease.as_ref().and_then(|l| l.former.clone());
         let fut = prepare::prepare(prepare::Inputs {
             plan: self.plan.clone(),
@@ -249,31 +249,30 @@ impl SyncActor {
                 lease_timeout: self.lease_timeout,
             }),
         });
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
-            act.preparing = false;
-            match res {
-                Ok(p) => {
-                    act.setup.backoff_over();
-                    let first = act.prepared.is_none();
-                    act.prepared = Some(Arc::new(p));
-                    act.forget_progress();
-                    if first {
-                        act.start_targets();
-                        for s in &act.plan.sources {
-                            act.databases[s].do_send(Subscribe {
-                                sync: act.plan.name.clone(),
-                                kicks: ctx.address().recipient(),
-                            });
-                        }
-                        ctx.run_interval(POLL_INTERVAL, |_, ctx| ctx.notify(Kick));
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok(p) => {
+                act.setup.backoff_over();
+                let first = act.prepared.is_none();
+                act.prepared = Some(Arc::new(p));
+                act.phase = act.phase.step_done(true);
+                act.forget_progress();
+                if first {
+                    act.start_targets();
+                    for s in &act.plan.sources {
+                        act.databases[s].do_send(Subscribe {
+                            sync: act.plan.name.clone(),
+                            kicks: ctx.address().recipient(),
+                        });
                     }
-                    act.start_copy(ctx);
+                    ctx.run_interval(POLL_INTERVAL, |_, ctx| ctx.notify(Kick));
                 }
-                Err(e) => {
-                    act.record_error(Stage::Prepare, &e);
-                    let wait = act.setup.failed();
-                    ctx.run_later(wait, |act, ctx| act.prepare(ctx));
-                }
+                act.start_copy(ctx);
+            }
+            Err(e) => {
+                act.record_error(Stage::Prepare, &e);
+                act.phase = act.phase.step_done(act.prepared.is_some());
+                let wait = act.setup.failed();
+                ctx.run_later(wait, |act, ctx| act.prepare(ctx));
             }
         }));
     }
@@ -283,7 +282,7 @@ impl SyncActor {
         let Some(prepared) = self.prepared.clone() else {
             return;
         };
-        if self.lease.is_none() {
+        if self.lease.is_none() || self.phase != Phase::Running {
             return;
         }
         // A forced copy (`drover copy` against this daemon) replaces the configured mode.
@@ -306,16 +305,8 @@ impl SyncActor {
             ctx.notify(Kick);
             return;
         }
-        let tables: Vec<Arc<TablePlan>> = match &forced {
-            Some(only) if !only.is_empty() => prepared
-                .tables
-                .iter()
-                .filter(|t| only.contains(&t.display))
-                .cloned()
-                .collect(),
-            _ => prepared.tables.clone(),
-        };
-        self.copying = true;
+        let tables = copy_tables(&prepared.tables, forced.as_deref());
+        self.phase = Phase::Copying;
         let sync = self.plan.name.clone();
         let board = self.copy_board.clone();
         // Multi-master: only receive-only databases are copied into, from the first source.
@@ -334,7 +325,7 @@ impl SyncActor {
             initial_copy(&sync, &prepared.sources[0], &targets, &tables, mode, &board).await
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            act.copying = false;
+            act.phase = act.phase.step_done(true);
             act.status.copy_runs += 1;
             match res {
                 Ok(n) => {
@@ -402,6 +393,17 @@ impl SyncActor {
     }
 }
 
+/// The tables a copy takes: those named (all when none are).
+fn copy_tables(tables: &[Arc<TablePlan>], only: Option<&[String]>) -> Vec<Arc<TablePlan>> {
+    match only {
+        Some(only) if !only.is_empty() => (tables.iter())
+            .filter(|t| only.contains(&t.display))
+            .cloned()
+            .collect(),
+        _ => tables.to_vec(),
+    }
+}
+
 /// The advisory-lock key of a sync: FNV-1a of its name, stable across versions and daemons.
 pub fn lease_key(sync: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -425,7 +427,7 @@ impl Handler<ForceCopy> for SyncActor {
 
     fn handle(&mut self, msg: ForceCopy, ctx: &mut Context<Self>) {
         self.forced_copy = Some(msg.0);
-        if !self.lanes.running() && !self.copying && self.prepared.is_some() {
+        if !self.lanes.running() && self.phase == Phase::Running && self.prepared.is_some() {
             self.start_copy(ctx);
         }
     }
@@ -475,7 +477,7 @@ impl Handler<Shutdown> for SyncActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
-        self.stopping = true;
+        self.phase = Phase::Stopping;
         if self.lanes.stop() {
             return Box::pin(async {});
         }

@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use super::lanes::MULTI;
 use super::report;
-use super::{Next, SyncActor};
+use super::{Next, Phase, SyncActor};
 use crate::actors::database::Kick;
 use crate::actors::table::Applied;
 use crate::actors::target::RunRound;
@@ -23,11 +23,10 @@ impl SyncActor {
     /// No round while plans are read again (after a schema error: it would use the old ones),
     /// while tables are copied or a copy waits, while paused or without the lease.
     pub(super) fn may_run(&self) -> bool {
-        self.prepared.is_some()
-            && !self.preparing
+        self.phase == Phase::Running
+            && self.prepared.is_some()
             && self.lease.is_some()
             && !self.status.paused
-            && !self.copying
             && self.forced_copy.is_none()
     }
 
@@ -152,7 +151,7 @@ impl SyncActor {
     /// What a lane does after its round: another now, a retry later, or nothing.
     fn after_lane(&mut self, lane: String, next: Next, reprepare: bool, ctx: &mut Context<Self>) {
         if !self.lanes.running() {
-            if self.stopping {
+            if self.phase == Phase::Stopping {
                 for w in self.stop_waiters.drain(..) {
                     let _ = w.send(());
                 }
