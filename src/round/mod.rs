@@ -17,6 +17,7 @@
 pub mod apply;
 pub mod apply_steps;
 pub mod backlog;
+pub mod conflict_log;
 pub mod copy;
 pub mod copy_method;
 pub mod evict;

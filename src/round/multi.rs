@@ -18,12 +18,13 @@ use crate::capture::partitions;
 use crate::pg::connect::{checkout, PooledClient};
 use crate::pg::copy::copy_in_bytes;
 use crate::pg::error::PgError;
+use crate::round::conflict_log;
 use crate::round::gather::{self, Pending, SourceTable};
 use crate::round::in_place;
 use crate::round::keys::{copy_text, Key};
 use crate::round::multi_rewind;
 use crate::round::plan::TablePlan;
-use crate::round::progress::{load_progress, ProgressCache};
+use crate::round::progress::{self, load_progress, ProgressCache};
 use crate::round::purge;
 use crate::round::report::{ConflictRecord, RoundReport, TableCounts, TargetReport};
 use crate::round::resolve::{self, decide, Strategy};
@@ -386,18 +387,22 @@ async fn apply_db(
 ) -> Result<bool, PgError> {
     let input = ctx.input;
     let dst = ctx.db.name.as_str();
-    let is_source = input.sources.iter().any(|s| s.name == dst);
     let mut client = checkout(&ctx.db.pool, dst).await?;
     let ttx = client
         .transaction()
         .await
         .map_err(|e| PgError::query(dst, "begin apply", e))?;
-    // FKs live here: update in place (see `in_place`).
-    let in_place = !ctx.db.replica_role.is_replica();
+    let here = Here {
+        ttx: &ttx,
+        dst,
+        // FKs live here: update in place (see `in_place`).
+        in_place: !ctx.db.replica_role.is_replica(),
+        is_source: input.sources.iter().any(|s| s.name == dst),
+    };
     let mut setup = limited_session(input.sync, &ctx.db.replica_role, input.limits);
     for t in input.tables {
         setup.push_str(&format!("{};", t.create_temp_keys(dst)));
-        if in_place {
+        if here.in_place {
             setup.push_str(&format!("{};", t.create_temp_rows(dst)));
         }
     }
@@ -405,67 +410,16 @@ async fn apply_db(
         .await
         .map_err(|e| PgError::query(dst, "prepare the apply session", e))?;
     check_progress(&ttx, ctx).await?;
-
     // Keys each winner sends here, after dropping keys changed here since the snapshot.
     let mut sends: Vec<BTreeMap<String, Vec<Key>>> = Vec::new();
     for (t, r) in input.tables.iter().zip(ctx.rounds).rev() {
         let c = counts.entry(t.display.clone()).or_default();
-        let mut from: BTreeMap<String, Vec<Key>> = BTreeMap::new();
-        if let Some(src) = r.reload_from.as_ref().filter(|s| **s != dst) {
-            empty_table(&ttx, dst, t).await?;
-            c.truncated = true;
-            from.insert(src.clone(), Vec::new());
-        } else if r.reload_from.is_none() {
-            for (w, keys) in r.won.iter().filter(|(w, _)| **w != dst) {
-                from.insert(w.clone(), keys.clone());
-            }
-            let all: Vec<&Key> = from.values().flatten().collect();
-            if !all.is_empty() {
-                c.pending = all.len() as u64;
-                copy_in_bytes(
-                    ttx.client(),
-                    dst,
-                    &t.keys_in(dst),
-                    copy_text(&all),
-                    "load winning keys",
-                )
-                .await?;
-                if is_source {
-                    let newer = drop_newer_local(&ttx, dst, t, &ctx.curs[dst]).await?;
-                    for keys in from.values_mut() {
-                        keys.retain(|k| !newer.contains(k));
-                    }
-                }
-                let delete = if in_place {
-                    // The winners' rows go to the temp table; only keys without one go.
-                    for (w, keys) in std::mem::take(&mut from) {
-                        let from = winner(ctx, r, &w, &keys);
-                        winner_rows(from, &ttx, dst, t, &t.rows_in_temp(dst)).await?;
-                    }
-                    t.delete_gone(dst)
-                } else {
-                    t.delete_keys(dst)
-                };
-                // Real row counts for the planner (no join switches: see `apply`).
-                let analyze = if in_place {
-                    t.analyze_temp(dst)
-                } else {
-                    format!("ANALYZE {}", t.temp_name("keys", dst))
-                };
-                ttx.batch_execute(&analyze)
-                    .await
-                    .map_err(|e| PgError::query(dst, "analyze the winning keys", e))?;
-                c.deleted = ttx.execute(&delete, &[]).await.map_err(|e| {
-                    PgError::query(dst, format!("delete changed rows of {}", t.display), e)
-                })?;
-            }
-        }
-        sends.push(from);
+        sends.push(delete_changed(ctx, &here, t, r, c).await?);
     }
     sends.reverse();
     for ((t, r), from) in input.tables.iter().zip(ctx.rounds).zip(&sends) {
         let c = counts.entry(t.display.clone()).or_default();
-        if in_place && r.reload_from.is_none() && c.pending > 0 {
+        if here.in_place && r.reload_from.is_none() && c.pending > 0 {
             let from = t.temp_rows_from(dst);
             if let Some(u) = t.update_from(&from) {
                 c.inserted += in_place::update_rows(&ttx, dst, t, u.as_str()).await?;
@@ -480,42 +434,84 @@ async fn apply_db(
             c.inserted += winner_rows(from, &ttx, dst, t, &t.rows_in()).await?;
         }
     }
-
-    let mine: Vec<serde_json::Value> = ctx
-        .conflicts
-        .iter()
-        .filter(|c| c.involved.iter().any(|i| i == dst))
-        .map(|c| serde_json::json!({"table_name": c.table, "key": c.key, "winner": c.winner, "versions": c.versions}))
+    let strategy = input.strategy.as_str();
+    conflict_log::record(&ttx, dst, (input.sync, strategy), ctx.conflicts).await?;
+    let from: Vec<(&str, &Snapshot, Option<&str>)> = (input.sources.iter())
+        .filter(|s| s.name != dst)
+        .map(|s| {
+            let id = input.progress.identity.current(&s.name);
+            (s.name.as_str(), &ctx.curs[&s.name], id)
+        })
         .collect();
-    if !mine.is_empty() {
-        ttx.execute(
-            "INSERT INTO drover.conflicts (sync, table_name, key, winner, strategy, versions) \
-             SELECT $1, x.table_name, x.key, x.winner, $2, x.versions \
-             FROM jsonb_to_recordset($3::text::jsonb) AS x(table_name text, key jsonb, winner text, versions jsonb)",
-            &[&input.sync, &input.strategy.as_str(), &serde_json::Value::Array(mine).to_string()],
-        )
-        .await
-        .map_err(|e| PgError::query(dst, "log conflicts", e))?;
-    }
-    let names: Vec<&str> = input.tables.iter().map(|t| t.display.as_str()).collect();
-    for s in input.sources.iter().filter(|s| s.name != dst) {
-        ttx.execute(
-            "UPDATE drover.progress SET snapshot = $1, applied_at = now(), \
-             source_identity = coalesce($5, source_identity) \
-             WHERE sync = $2 AND source = $3 AND table_name = ANY($4)",
-            &[
-                &ctx.curs[&s.name].as_str(),
-                &input.sync,
-                &s.name,
-                &names,
-                &input.progress.identity.current(&s.name),
-            ],
-        )
-        .await
-        .map_err(|e| PgError::query(dst, "record progress", e))?;
-    }
+    progress::record_from(&ttx, dst, input.sync, input.tables, &from).await?;
     commit_apply(ttx, &ctx.db.replica_role, dst).await?;
     Ok(true)
+}
+
+/// The database an apply writes to, in its transaction.
+struct Here<'a> {
+    ttx: &'a Transaction<'a>,
+    dst: &'a str,
+    in_place: bool,
+    is_source: bool,
+}
+
+/// Empties a table reloaded from another master, or deletes the keys other winners send
+/// (children first); returns the keys each winner sends.
+async fn delete_changed(
+    ctx: &ApplyCtx<'_, '_, '_>,
+    here: &Here<'_>,
+    t: &TablePlan,
+    r: &TableRound,
+    c: &mut TableCounts,
+) -> Result<BTreeMap<String, Vec<Key>>, PgError> {
+    let (ttx, dst) = (here.ttx, here.dst);
+    let mut from: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+    if let Some(src) = r.reload_from.as_ref().filter(|s| **s != dst) {
+        empty_table(ttx, dst, t).await?;
+        c.truncated = true;
+        from.insert(src.clone(), Vec::new());
+        return Ok(from);
+    }
+    if r.reload_from.is_some() {
+        return Ok(from);
+    }
+    for (w, keys) in r.won.iter().filter(|(w, _)| **w != dst) {
+        from.insert(w.clone(), keys.clone());
+    }
+    let all: Vec<&Key> = from.values().flatten().collect();
+    if all.is_empty() {
+        return Ok(from);
+    }
+    c.pending = all.len() as u64;
+    let (keys_in, text) = (t.keys_in(dst), copy_text(&all));
+    copy_in_bytes(ttx.client(), dst, &keys_in, text, "load winning keys").await?;
+    if here.is_source {
+        let newer = drop_newer_local(ttx, dst, t, &ctx.curs[dst]).await?;
+        for keys in from.values_mut() {
+            keys.retain(|k| !newer.contains(k));
+        }
+    }
+    let (delete, analyze) = if here.in_place {
+        // The winners' rows go to the temp table; only keys without one go.
+        for (w, keys) in std::mem::take(&mut from) {
+            let rows = winner(ctx, r, &w, &keys);
+            winner_rows(rows, ttx, dst, t, &t.rows_in_temp(dst)).await?;
+        }
+        (t.delete_gone(dst), t.analyze_temp(dst))
+    } else {
+        let analyze = format!("ANALYZE {}", t.temp_name("keys", dst));
+        (t.delete_keys(dst), analyze)
+    };
+    // Real row counts for the planner (no join switches: see `apply`).
+    ttx.batch_execute(&analyze)
+        .await
+        .map_err(|e| PgError::query(dst, "analyze the winning keys", e))?;
+    c.deleted = ttx
+        .execute(&delete, &[])
+        .await
+        .map_err(|e| PgError::query(dst, format!("delete changed rows of {}", t.display), e))?;
+    Ok(from)
 }
 
 fn winner<'a, 'c>(

@@ -171,6 +171,29 @@ pub(crate) fn check_progress<'s>(
     Ok(())
 }
 
+/// Multi-master: moves `dst`'s progress from each source of `from` (source, its round
+/// snapshot, its identity) for every table, in the apply transaction.
+pub(crate) async fn record_from(
+    ttx: &tokio_postgres::Transaction<'_>,
+    dst: &str,
+    sync: &str,
+    tables: &[Arc<TablePlan>],
+    from: &[(&str, &Snapshot, Option<&str>)],
+) -> Result<(), PgError> {
+    let names: Vec<&str> = tables.iter().map(|t| t.display.as_str()).collect();
+    for (source, snap, identity) in from {
+        ttx.execute(
+            "UPDATE drover.progress SET snapshot = $1, applied_at = now(), \
+             source_identity = coalesce($5, source_identity) \
+             WHERE sync = $2 AND source = $3 AND table_name = ANY($4)",
+            &[&snap.as_str(), &sync, source, &names, identity],
+        )
+        .await
+        .map_err(|e| PgError::query(dst, "record progress", e))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
