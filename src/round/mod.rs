@@ -28,6 +28,7 @@ pub mod indexes;
 pub mod keys;
 pub mod limits;
 pub mod multi;
+pub mod multi_down;
 pub mod multi_rewind;
 pub mod pending;
 pub mod plan;

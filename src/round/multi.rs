@@ -70,7 +70,37 @@ pub async fn run_multi_round(input: MultiInput<'_>) -> RoundReport {
     report
 }
 
-async fn multi_inner(mut input: MultiInput<'_>, report: &mut RoundReport) -> Result<(), PgError> {
+/// Runs the round on the databases that answer (`multi_down`); the others are reported.
+async fn multi_inner(input: MultiInput<'_>, report: &mut RoundReport) -> Result<(), PgError> {
+    let live = input.progress.down.live(input.sources, input.databases);
+    for e in live.left_out {
+        report.left_out.push(e.database().to_string());
+        report.targets.push(TargetReport {
+            target: e.database().to_string(),
+            result: Err(e),
+            tables: HashMap::new(),
+        });
+    }
+    let sub = MultiInput {
+        sources: &live.sources,
+        databases: &live.databases,
+        progress: &mut *input.progress,
+        ..input
+    };
+    let result = live_round(sub, report).await;
+    let down = &mut input.progress.down;
+    if let Err(e) = &result {
+        down.note(e);
+    }
+    for t in &report.targets {
+        if let Err(e) = &t.result {
+            down.note(e);
+        }
+    }
+    result
+}
+
+async fn live_round(mut input: MultiInput<'_>, report: &mut RoundReport) -> Result<(), PgError> {
     for s in input.sources {
         for d in input.databases.iter().filter(|d| d.name != s.name) {
             if !input.progress.is_loaded(&s.name, &d.name) {

@@ -26,6 +26,8 @@ pub struct ProgressCache {
     pub unbounded: crate::round::backlog::Unbounded,
     /// Source identities, current and as recorded with progress.
     pub identity: crate::round::rewind::Identities,
+    /// Multi-master: databases left out of the rounds while unreachable.
+    pub down: crate::round::multi_down::Down,
 }
 
 impl ProgressCache {

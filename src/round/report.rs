@@ -43,6 +43,8 @@ pub struct RoundReport {
     pub advanced: Vec<(String, Snapshot)>,
     /// A target moved backwards: horizons collected for the purge must be dropped.
     pub rewound: bool,
+    /// Multi-master: unreachable databases this round left out (the others ran).
+    pub left_out: Vec<String>,
 }
 
 impl RoundReport {
@@ -57,6 +59,7 @@ impl RoundReport {
             conflicts: Vec::new(),
             advanced: Vec::new(),
             rewound: false,
+            left_out: Vec::new(),
         }
     }
 

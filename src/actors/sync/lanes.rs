@@ -11,10 +11,16 @@ use crate::status::TargetStatus;
 /// The lane of a multi-master sync: one round spans every database.
 pub const MULTI: &str = "*";
 
+/// A round that left out unreachable databases runs again after this, changes or not.
+const PARTIAL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a finished round of one lane says, as the bookkeeping needs it.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub good: bool,
+    /// Not good only because unreachable databases were left out (`multi_down`): the lane
+    /// shows the error but keeps its pace, and retries them every `PARTIAL_RETRY`.
+    pub partial: bool,
     /// The round committed rows.
     pub moved: bool,
     /// Good, but applied only a bounded part of the backlog (`backlog`).
@@ -110,6 +116,12 @@ impl Lanes {
                 s.last_error_full = Some(full.clone());
             }
         }
+        if o.partial {
+            return match l.schedule.finished(true, o.moved) {
+                Next::Idle => Next::After(PARTIAL_RETRY),
+                next => next,
+            };
+        }
         l.schedule.finished(o.good, o.moved)
     }
 
@@ -169,6 +181,7 @@ mod tests {
     fn outcome(good: bool) -> Outcome {
         Outcome {
             good,
+            partial: false,
             moved: good,
             behind: false,
             lag: if good { 0.5 } else { 7.0 },
@@ -212,6 +225,20 @@ mod tests {
         assert!(l.all_good());
         assert_eq!(l.statuses()[0].state, "behind");
         assert_eq!(l.pending(), 0);
+    }
+
+    #[test]
+    fn a_partial_round_shows_the_error_but_keeps_the_pace() {
+        let mut l = Lanes::new([MULTI.to_string()]);
+        l.kicked();
+        let mut o = outcome(false);
+        o.partial = true;
+        o.moved = false;
+        assert_eq!(l.finished(MULTI, &o), Next::After(PARTIAL_RETRY));
+        assert_eq!(l.statuses()[0].state, "failing");
+        assert_eq!(l.kicked(), vec![MULTI], "no backoff: kicks start rounds");
+        o.moved = true;
+        assert_eq!(l.finished(MULTI, &o), Next::Now);
     }
 
     #[test]

@@ -29,8 +29,14 @@ pub fn outcome(report: &RoundReport, now: DateTime<Utc>) -> Outcome {
         .advanced
         .iter()
         .any(|(_, s)| report.snapshot.as_ref().is_some_and(|cur| cur != s));
+    // Multi-master: only unreachable databases failed; the others' round ran.
+    let partial = !good
+        && report.source_error.is_none()
+        && !report.left_out.is_empty()
+        && (report.targets.iter()).all(|t| t.result.is_ok() || report.left_out.contains(&t.target));
     Outcome {
         good,
+        partial,
         moved: inserted + deleted > 0,
         behind,
         lag: lag(report, now),
