@@ -27,6 +27,7 @@ pub mod in_place;
 pub mod indexes;
 pub mod keys;
 pub mod limits;
+pub mod local_newer;
 pub mod multi;
 pub mod multi_down;
 pub mod multi_rewind;

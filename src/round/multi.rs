@@ -4,9 +4,8 @@
 //! advances the progress of every (source, this database) pair.
 //!
 //! A database that is itself a source may have changed a key after its round snapshot was
-//! taken. Its apply transaction locks the rows first, then drops from the batch every key with
-//! a local change newer than that snapshot: that newer change wins in the next round instead
-//! of being overwritten now.
+//! taken: its apply lets the strategy decide those keys against the incoming winners
+//! (`local_newer`). Unreachable databases are left out of the round (`multi_down`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -22,6 +21,7 @@ use crate::round::conflict_log;
 use crate::round::gather::{self, Pending, SourceTable};
 use crate::round::in_place;
 use crate::round::keys::{copy_text, Key};
+use crate::round::local_newer::{self, Late};
 use crate::round::multi_rewind;
 use crate::round::plan::TablePlan;
 use crate::round::progress::{self, load_progress, ProgressCache};
@@ -32,7 +32,7 @@ use crate::round::session::{commit_apply, empty_table, limited_session};
 use crate::round::side::{SourceSide, TargetSide};
 use crate::round::snapshot::Snapshot;
 use crate::round::source_snapshot;
-use crate::round::winners::{drop_newer_local, winner_rows, Winner};
+use crate::round::winners::{winner_rows, SourceTxs, Winner};
 
 pub struct MultiInput<'a> {
     pub sync: &'a str,
@@ -52,6 +52,8 @@ pub struct MultiInput<'a> {
 struct TableRound {
     /// Winner -> keys whose winner it is.
     won: BTreeMap<String, Vec<Key>>,
+    /// The winner's change time of each won key (`local_newer`).
+    won_at: HashMap<Key, chrono::DateTime<chrono::Utc>>,
     /// A source whose TRUNCATE is pending: every other database reloads the table from it.
     reload_from: Option<String>,
     /// Per source: retained delta rows.
@@ -252,9 +254,10 @@ async fn decide_table(
                 }),
             );
         }
-        let d = decide(changes, input.strategy, &sources);
+        let d = decide(changes, strategy_of(input, t), &sources);
         if let Some(w) = &d.winner {
             tr.won.entry(w.clone()).or_default().push(key.clone());
+            tr.won_at.insert(key.clone(), changes[w].changed_at);
         }
         if let Some(involved) = d.conflict {
             let keys = table_conflicts.entry(involved).or_default();
@@ -384,23 +387,6 @@ async fn conflict_records(
     Ok(out)
 }
 
-/// The round's source transactions, by source name.
-struct SourceTxs<'c> {
-    names: Vec<String>,
-    txs: Vec<Transaction<'c>>,
-}
-
-impl<'c> SourceTxs<'c> {
-    fn get(&self, name: &str) -> &Transaction<'c> {
-        let i = self
-            .names
-            .iter()
-            .position(|n| n == name)
-            .expect("a source of the round");
-        &self.txs[i]
-    }
-}
-
 struct ApplyCtx<'a, 'b, 'c> {
     input: &'a MultiInput<'b>,
     db: &'a TargetSide,
@@ -439,7 +425,12 @@ async fn apply_db(
     ttx.batch_execute(&setup)
         .await
         .map_err(|e| PgError::query(dst, "prepare the apply session", e))?;
-    check_progress(&ttx, ctx).await?;
+    let senders: Vec<&str> = (input.sources.iter())
+        .map(|s| s.name.as_str())
+        .filter(|s| *s != dst)
+        .collect();
+    let on = (input.sync, dst, senders.as_slice());
+    multi_rewind::check_progress(&ttx, on, input.tables, input.progress).await?;
     // Keys each winner sends here, after dropping keys changed here since the snapshot.
     let mut sends: Vec<BTreeMap<String, Vec<Key>>> = Vec::new();
     for (t, r) in input.tables.iter().zip(ctx.rounds).rev() {
@@ -517,9 +508,20 @@ async fn delete_changed(
     let (keys_in, text) = (t.keys_in(dst), copy_text(&all));
     copy_in_bytes(ttx.client(), dst, &keys_in, text, "load winning keys").await?;
     if here.is_source {
-        let newer = drop_newer_local(ttx, dst, t, &ctx.curs[dst]).await?;
+        let late = Late {
+            sync: ctx.input.sync,
+            ttx,
+            dst,
+            t,
+            cur: &ctx.curs[dst],
+            strategy: strategy_of(ctx.input, t),
+            sources: ctx.input.sources.iter().map(|s| s.name.clone()).collect(),
+            txs: ctx.txs,
+            won_at: &r.won_at,
+        };
+        let leave = local_newer::settle(&late, &from).await?;
         for keys in from.values_mut() {
-            keys.retain(|k| !newer.contains(k));
+            keys.retain(|k| !leave.contains(k));
         }
     }
     let (delete, analyze) = if here.in_place {
@@ -558,47 +560,7 @@ fn winner<'a, 'c>(
     }
 }
 
-/// Locks the progress rows of every (source, this database) pair and checks them against the
-/// cache, so two daemons never apply the same change twice.
-async fn check_progress(ttx: &Transaction<'_>, ctx: &ApplyCtx<'_, '_, '_>) -> Result<(), PgError> {
-    let dst = ctx.db.name.as_str();
-    let input = ctx.input;
-    let senders: Vec<&str> = input
-        .sources
-        .iter()
-        .map(|s| s.name.as_str())
-        .filter(|s| *s != dst)
-        .collect();
-    let rows = ttx
-        .query(
-            "SELECT source, table_name, snapshot FROM drover.progress WHERE sync = $1 AND source = ANY($2) FOR UPDATE",
-            &[&input.sync, &senders],
-        )
-        .await
-        .map_err(|e| PgError::query(dst, "lock progress", e))?;
-    let found: HashMap<(String, String), String> = rows
-        .into_iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect();
-    for s in &senders {
-        for t in input.tables {
-            let expected = input.progress.get(s, dst, &t.display);
-            match found.get(&(s.to_string(), t.display.clone())) {
-                None => {
-                    return Err(PgError::setup(
-                        dst,
-                        format!("no progress row for {} from {s} in sync {}: run drover install", t.display, input.sync),
-                    ))
-                }
-                Some(snap) if snap != expected.as_str() => {
-                    return Err(PgError::setup(
-                        dst,
-                        format!("progress of {} from {s} moved under this daemon (another daemon running this sync?): will re-read", t.display),
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    Ok(())
+/// The strategy that decides `t`'s conflicts.
+fn strategy_of<'a>(input: &MultiInput<'a>, _t: &TablePlan) -> &'a Strategy {
+    input.strategy
 }

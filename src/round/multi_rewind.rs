@@ -1,9 +1,11 @@
 //! A multi-master round's rewind checks (`rewind`): each source's identity and purge horizons,
-//! read inside its round transaction, against every other database's progress.
+//! read inside its round transaction, against every other database's progress; and each
+//! apply's check that the progress it moves is what this daemon last saw (`check_progress`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, Transaction};
 
 use crate::pg::error::PgError;
 use crate::round::plan::TablePlan;
@@ -64,6 +66,48 @@ pub async fn check_receivers(
                 progress.invalidate(on.source, d);
             }
             return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Locks the progress rows of every (source, this database) pair and checks them against the
+/// cache, so two daemons never apply the same change twice.
+pub async fn check_progress(
+    ttx: &Transaction<'_>,
+    (sync, dst, senders): (&str, &str, &[&str]),
+    tables: &[Arc<TablePlan>],
+    progress: &ProgressCache,
+) -> Result<(), PgError> {
+    let rows = ttx
+        .query(
+            "SELECT source, table_name, snapshot FROM drover.progress WHERE sync = $1 AND source = ANY($2) FOR UPDATE",
+            &[&sync, &senders],
+        )
+        .await
+        .map_err(|e| PgError::query(dst, "lock progress", e))?;
+    let found: HashMap<(String, String), String> = rows
+        .into_iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    for s in senders {
+        for t in tables {
+            let expected = progress.get(s, dst, &t.display);
+            match found.get(&(s.to_string(), t.display.clone())) {
+                None => {
+                    return Err(PgError::setup(
+                        dst,
+                        format!("no progress row for {} from {s} in sync {}: run drover install", t.display, sync),
+                    ))
+                }
+                Some(snap) if snap != expected.as_str() => {
+                    return Err(PgError::setup(
+                        dst,
+                        format!("progress of {} from {s} moved under this daemon (another daemon running this sync?): will re-read", t.display),
+                    ))
+                }
+                Some(_) => {}
+            }
         }
     }
     Ok(())

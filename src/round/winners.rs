@@ -1,8 +1,6 @@
 //! What one database of a multi-master round receives: the rows of the keys each winner won
-//! (`winner_rows`), after dropping keys this database changed after its own snapshot
-//! (`drop_newer_local`). Split from `multi`, which decides the winners.
-
-use std::collections::BTreeSet;
+//! (`winner_rows`), read in the winners' round transactions (`SourceTxs`). Split from `multi`,
+//! which decides the winners.
 
 use tokio_postgres::Transaction;
 
@@ -10,7 +8,6 @@ use crate::pg::copy::{copy_in_bytes, pipe, CopyEnd};
 use crate::pg::error::PgError;
 use crate::round::keys::{copy_text, Key};
 use crate::round::plan::TablePlan;
-use crate::round::snapshot::Snapshot;
 
 /// A winner of some keys of one table, as one applying database reads from it.
 pub(super) struct Winner<'a, 'c> {
@@ -79,49 +76,19 @@ pub(super) async fn winner_rows(
     .await
 }
 
-/// Locks the rows of the batch's keys, then removes from the batch (and returns) keys that this
-/// database changed after its round snapshot `cur`: those local changes are newer and win later.
-pub(super) async fn drop_newer_local(
-    ttx: &Transaction<'_>,
-    dst: &str,
-    t: &TablePlan,
-    cur: &Snapshot,
-) -> Result<BTreeSet<Key>, PgError> {
-    let tmp = t.temp_name("keys", dst);
-    let on = |a: &str, b: &str| {
-        t.key
+/// The round's source transactions, by source name.
+pub(super) struct SourceTxs<'c> {
+    pub names: Vec<String>,
+    pub txs: Vec<Transaction<'c>>,
+}
+
+impl<'c> SourceTxs<'c> {
+    pub fn get(&self, name: &str) -> &Transaction<'c> {
+        let i = self
+            .names
             .iter()
-            .map(|k| format!("{a}.{k} = {b}.{k}"))
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    };
-    ttx.execute(
-        &format!(
-            "WITH l AS (SELECT 1 FROM {tb} AS r JOIN {tmp} AS k ON {on} FOR UPDATE OF r) SELECT count(*) FROM l",
-            tb = t.quoted,
-            on = on("r", "k")
-        ),
-        &[],
-    )
-    .await
-    .map_err(|e| PgError::query(dst, format!("lock rows of {}", t.display), e))?;
-    let texts: Vec<String> = t.key.iter().map(|k| format!("k.{k}::text")).collect();
-    let s = cur.sql();
-    let rows = ttx
-        .query(
-            &format!(
-                "DELETE FROM {tmp} AS k USING {d} AS d WHERE {on} AND d.drover_xid >= txid_snapshot_xmin({s}) \
-                 AND NOT txid_visible_in_snapshot(d.drover_xid, {s}) RETURNING {texts}",
-                d = t.deltas[dst],
-                on = on("k", "d"),
-                texts = texts.join(", ")
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| PgError::query(dst, format!("skip keys changed here since the snapshot ({})", t.display), e))?;
-    Ok(rows
-        .iter()
-        .map(|r| (0..t.key.len()).map(|i| r.get::<_, String>(i)).collect())
-        .collect())
+            .position(|n| n == name)
+            .expect("a source of the round");
+        &self.txs[i]
+    }
 }

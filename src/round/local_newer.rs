@@ -1,0 +1,233 @@
+//! A master that changed a key after its round snapshot, while another master's change to the
+//! key is on its way to it: both changes are concurrent, a conflict like any other. The apply
+//! transaction locks the batch's rows (a local writer in flight finishes first), finds the keys
+//! with a local change newer than the snapshot, and lets the sync's strategy decide each one
+//! against the incoming winner, logging the decision here:
+//! - the local change wins: the key leaves the batch, and the next round sends the local row
+//!   everywhere (its delta rows are still pending);
+//! - the incoming winner wins: its row is applied over the local one, and the local change's
+//!   delta rows are removed (the row they describe is gone; the winner sends its own);
+//! - `skip`: the key leaves the batch (each side keeps its row, as with any skipped conflict);
+//! - `abort`: this database's apply fails; the next round sees both changes pending and aborts.
+//!
+//! A local insert of a new key still in flight has no row to lock: the apply's insert of the
+//! key waits for it and fails on the key's unique index, and the round is retried with both
+//! changes visible. Nothing is dropped unseen.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Transaction;
+
+use crate::pg::error::PgError;
+use crate::round::conflict_log;
+use crate::round::gather;
+use crate::round::keys::Key;
+use crate::round::plan::TablePlan;
+use crate::round::report::ConflictRecord;
+use crate::round::resolve::{self, decide, Change, Strategy};
+use crate::round::snapshot::Snapshot;
+use crate::round::winners::SourceTxs;
+
+/// What the applying database `dst` needs to settle its late local changes to one table.
+pub(super) struct Late<'a, 'c> {
+    pub sync: &'a str,
+    pub ttx: &'a Transaction<'a>,
+    pub dst: &'a str,
+    pub t: &'a TablePlan,
+    /// `dst`'s round snapshot.
+    pub cur: &'a Snapshot,
+    pub strategy: &'a Strategy,
+    /// The round's masters, in config order (priority ties).
+    pub sources: Vec<String>,
+    /// The winners' round transactions.
+    pub txs: &'a SourceTxs<'c>,
+    /// The winner's change time of each key.
+    pub won_at: &'a HashMap<Key, DateTime<Utc>>,
+}
+
+/// Decides the batch's keys (`from`: winner -> keys, already in the temp key table) that
+/// `dst` changed after its snapshot; returns the keys that leave the batch.
+pub(super) async fn settle(
+    late: &Late<'_, '_>,
+    from: &BTreeMap<String, Vec<Key>>,
+) -> Result<BTreeSet<Key>, PgError> {
+    let newer = newer_local(late).await?;
+    if newer.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let mut leave = BTreeSet::new();
+    let mut lost = Vec::new();
+    let mut records = Vec::new();
+    for (w, keys) in from {
+        let mine: Vec<&Key> = keys.iter().filter(|k| newer.contains_key(*k)).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let theirs = gather::versions(late.txs.get(w).client(), w, late.t, &mine).await?;
+        let here = gather::versions(late.ttx.client(), late.dst, late.t, &mine).await?;
+        for (i, k) in mine.iter().enumerate() {
+            let at = (late.won_at.get(*k).copied(), newer[*k]);
+            let d = decide(&both(w, late.dst, at), late.strategy, &late.sources);
+            if d.winner.as_deref() == Some(w.as_str()) {
+                lost.push((*k).clone());
+            } else {
+                leave.insert((*k).clone());
+            }
+            let versions = serde_json::json!({
+                w.clone(): {"row": theirs[i].1, "changed_at": at.0.map(|a| a.to_rfc3339())},
+                late.dst: {"row": here[i].1, "changed_at": at.1.to_rfc3339()},
+            });
+            let mut involved = vec![w.clone(), late.dst.to_string()];
+            involved.sort();
+            records.push(ConflictRecord {
+                table: late.t.display.clone(),
+                key: theirs[i].0.clone(),
+                winner: d.winner,
+                involved,
+                versions,
+            });
+        }
+    }
+    if *late.strategy == Strategy::Abort && !records.is_empty() {
+        return Err(resolve::abort_error(&records));
+    }
+    let sync = (late.sync, late.strategy.as_str());
+    conflict_log::record(late.ttx, late.dst, sync, &records).await?;
+    forget(late, "temp", &leave.iter().collect::<Vec<_>>()).await?;
+    forget(late, "delta", &lost.iter().collect::<Vec<_>>()).await?;
+    Ok(leave)
+}
+
+/// The incoming winner's change and the local one, as `decide` takes them: each unheard by
+/// the other.
+fn both(
+    w: &str,
+    dst: &str,
+    at: (Option<DateTime<Utc>>, DateTime<Utc>),
+) -> BTreeMap<String, Change> {
+    let change = |changed_at, other: &str| Change {
+        changed_at,
+        pending_to: BTreeSet::from([other.to_string()]),
+    };
+    BTreeMap::from([
+        (w.to_string(), change(at.0.unwrap_or(at.1), dst)),
+        (dst.to_string(), change(at.1, w)),
+    ])
+}
+
+/// Locks the rows of the batch's keys, then returns the keys changed here after the round
+/// snapshot, with the time of their last local change.
+async fn newer_local(late: &Late<'_, '_>) -> Result<HashMap<Key, DateTime<Utc>>, PgError> {
+    let (t, dst) = (late.t, late.dst);
+    let tmp = t.temp_name("keys", dst);
+    let on = |a: &str, b: &str| {
+        (t.key.iter())
+            .map(|k| format!("{a}.{k} = {b}.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    late.ttx
+        .execute(
+            &format!(
+                "WITH l AS (SELECT 1 FROM {tb} AS r JOIN {tmp} AS k ON {on} FOR UPDATE OF r) SELECT count(*) FROM l",
+                tb = t.quoted,
+                on = on("r", "k")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::query(dst, format!("lock rows of {}", t.display), e))?;
+    let texts: Vec<String> = t.key.iter().map(|k| format!("k.{k}::text")).collect();
+    let s = late.cur.sql();
+    let rows = late
+        .ttx
+        .query(
+            &format!(
+                "SELECT {texts}, max(d.drover_changed_at) FROM {tmp} AS k JOIN {d} AS d ON {on} \
+                 WHERE d.drover_xid >= txid_snapshot_xmin({s}) AND NOT txid_visible_in_snapshot(d.drover_xid, {s}) \
+                 GROUP BY {texts}",
+                d = t.deltas[dst],
+                on = on("k", "d"),
+                texts = texts.join(", ")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            PgError::query(dst, format!("find keys of {} changed here since the snapshot", t.display), e)
+        })?;
+    let nk = t.key.len();
+    Ok(rows
+        .iter()
+        .map(|r| ((0..nk).map(|i| r.get::<_, String>(i)).collect(), r.get(nk)))
+        .collect())
+}
+
+/// Deletes `keys` from the batch's temp key table ("temp") or their local changes since the
+/// snapshot from the delta table ("delta").
+async fn forget(late: &Late<'_, '_>, what: &str, keys: &[&Key]) -> Result<(), PgError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let t = late.t;
+    let s = late.cur.sql();
+    let (table, extra) = if what == "temp" {
+        (t.temp_name("keys", late.dst), String::new())
+    } else {
+        let extra = format!(
+            " AND x.drover_xid >= txid_snapshot_xmin({s}) AND NOT txid_visible_in_snapshot(x.drover_xid, {s})"
+        );
+        (t.deltas[late.dst].clone(), extra)
+    };
+    let cols: Vec<String> = (0..t.key.len()).map(|i| format!("c{i}")).collect();
+    let unnest: Vec<String> = (0..t.key.len())
+        .map(|i| format!("${}::text[]", i + 1))
+        .collect();
+    let on: Vec<String> = (t.key.iter().zip(&t.key_types).enumerate())
+        .map(|(i, (k, ty))| format!("x.{k} = u.c{i}::{ty}"))
+        .collect();
+    let sql = format!(
+        "DELETE FROM {table} AS x USING unnest({}) AS u({}) WHERE {}{extra}",
+        unnest.join(", "),
+        cols.join(", "),
+        on.join(" AND ")
+    );
+    let columns: Vec<Vec<&str>> = (0..t.key.len())
+        .map(|i| keys.iter().map(|k| k[i].as_str()).collect())
+        .collect();
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
+        .iter()
+        .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    late.ttx.execute(&sql, &params).await.map_err(|e| {
+        PgError::query(
+            late.dst,
+            format!("settle local changes of {}", t.display),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_strategy_decides_a_late_local_change() {
+        let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+        let srcs = vec!["a".to_string(), "b".to_string()];
+        // b changed the key after its snapshot, later than a.
+        let ch = both("a", "b", (Some(at(1)), at(5)));
+        let pick = |s: &Strategy| decide(&ch, s, &srcs).winner;
+        assert_eq!(pick(&Strategy::Latest).as_deref(), Some("b"));
+        assert_eq!(
+            pick(&Strategy::Priority(vec!["a".into()])).as_deref(),
+            Some("a")
+        );
+        assert_eq!(pick(&Strategy::Skip), None);
+        assert!(decide(&ch, &Strategy::Abort, &srcs).conflict.is_some());
+    }
+}
