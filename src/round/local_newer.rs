@@ -99,6 +99,70 @@ pub(super) async fn settle(
     Ok(leave)
 }
 
+/// `dst`, a master, reloads the table from `from`'s TRUNCATE: its changes since its round
+/// snapshot are erased with everything else. Each is logged as a conflict the truncate won
+/// (`abort`: this apply fails, and the next round sees them pending). Then the table is
+/// emptied with DELETE: this round's read transaction on `dst` may hold a lock on the table
+/// that TRUNCATE would wait for until the round ends.
+pub(super) async fn erase_for_reload(late: &Late<'_, '_>, from: &str) -> Result<(), PgError> {
+    let (t, dst) = (late.t, late.dst);
+    let fail = |e| {
+        PgError::query(
+            dst,
+            format!("find changes of {} erased by the reload", t.display),
+            e,
+        )
+    };
+    // Local writers wait until the reload commits; readers go on.
+    let lock = format!("LOCK TABLE {} IN EXCLUSIVE MODE", t.quoted);
+    late.ttx.batch_execute(&lock).await.map_err(fail)?;
+    let texts: Vec<String> = t.key.iter().map(|k| format!("{k}::text")).collect();
+    let s = late.cur.sql();
+    let rows = (late.ttx)
+        .query(
+            &format!(
+                "SELECT {texts}, max(drover_changed_at) FROM {d} WHERE NOT drover_truncate                  AND drover_xid >= txid_snapshot_xmin({s}) AND NOT txid_visible_in_snapshot(drover_xid, {s})                  GROUP BY {texts}",
+                d = t.deltas[dst],
+                texts = texts.join(", ")
+            ),
+            &[],
+        )
+        .await
+        .map_err(fail)?;
+    let nk = t.key.len();
+    let keys: Vec<Key> = (rows.iter())
+        .map(|r| (0..nk).map(|i| r.get::<_, String>(i)).collect())
+        .collect();
+    let refs: Vec<&Key> = keys.iter().collect();
+    let here = gather::versions(late.ttx.client(), dst, t, &refs).await?;
+    let mut involved = vec![from.to_string(), dst.to_string()];
+    involved.sort();
+    let records: Vec<ConflictRecord> = (rows.iter().zip(here))
+        .map(|(r, (key, row))| {
+            let at: DateTime<Utc> = r.get(nk);
+            ConflictRecord {
+                table: t.display.clone(),
+                key,
+                winner: Some(from.to_string()),
+                involved: involved.clone(),
+                versions: serde_json::json!({
+                    from: {"row": null, "truncated": true},
+                    dst: {"row": row, "changed_at": at.to_rfc3339()},
+                }),
+            }
+        })
+        .collect();
+    if *late.strategy == Strategy::Abort && !records.is_empty() {
+        return Err(resolve::abort_error(&records));
+    }
+    conflict_log::record(late.ttx, dst, (late.sync, late.strategy.as_str()), &records).await?;
+    (late
+        .ttx
+        .batch_execute(&format!("DELETE FROM {}", t.quoted))
+        .await)
+        .map_err(|e| PgError::query(dst, format!("empty {}", t.display), e))
+}
+
 /// The incoming winner's change and the local one, as `decide` takes them: each unheard by
 /// the other.
 fn both(

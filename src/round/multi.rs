@@ -254,10 +254,15 @@ async fn decide_table(
                 }),
             );
         }
-        let d = decide(changes, strategy_of(input, t), &sources);
+        let d = match &tr.reload_from {
+            Some(from) => resolve::truncated(changes, from),
+            None => decide(changes, strategy_of(input, t), &sources),
+        };
         if let Some(w) = &d.winner {
             tr.won.entry(w.clone()).or_default().push(key.clone());
-            tr.won_at.insert(key.clone(), changes[w].changed_at);
+            if let Some(c) = changes.get(w) {
+                tr.won_at.insert(key.clone(), c.changed_at);
+            }
         }
         if let Some(involved) = d.conflict {
             let keys = table_conflicts.entry(involved).or_default();
@@ -489,7 +494,11 @@ async fn delete_changed(
     let (ttx, dst) = (here.ttx, here.dst);
     let mut from: BTreeMap<String, Vec<Key>> = BTreeMap::new();
     if let Some(src) = r.reload_from.as_ref().filter(|s| **s != dst) {
-        empty_table(ttx, dst, t).await?;
+        if here.is_source {
+            local_newer::erase_for_reload(&late(ctx, here, t, r), src).await?;
+        } else {
+            empty_table(ttx, dst, t).await?;
+        }
         c.truncated = true;
         from.insert(src.clone(), Vec::new());
         return Ok(from);
@@ -508,18 +517,7 @@ async fn delete_changed(
     let (keys_in, text) = (t.keys_in(dst), copy_text(&all));
     copy_in_bytes(ttx.client(), dst, &keys_in, text, "load winning keys").await?;
     if here.is_source {
-        let late = Late {
-            sync: ctx.input.sync,
-            ttx,
-            dst,
-            t,
-            cur: &ctx.curs[dst],
-            strategy: strategy_of(ctx.input, t),
-            sources: ctx.input.sources.iter().map(|s| s.name.clone()).collect(),
-            txs: ctx.txs,
-            won_at: &r.won_at,
-        };
-        let leave = local_newer::settle(&late, &from).await?;
+        let leave = local_newer::settle(&late(ctx, here, t, r), &from).await?;
         for keys in from.values_mut() {
             keys.retain(|k| !leave.contains(k));
         }
@@ -544,6 +542,26 @@ async fn delete_changed(
         .await
         .map_err(|e| PgError::query(dst, format!("delete changed rows of {}", t.display), e))?;
     Ok(from)
+}
+
+/// What `local_newer` needs to settle `here`'s changes since its round snapshot.
+fn late<'a, 'c>(
+    ctx: &'a ApplyCtx<'_, '_, 'c>,
+    here: &'a Here<'a>,
+    t: &'a TablePlan,
+    r: &'a TableRound,
+) -> Late<'a, 'c> {
+    Late {
+        sync: ctx.input.sync,
+        ttx: here.ttx,
+        dst: here.dst,
+        t,
+        cur: &ctx.curs[here.dst],
+        strategy: strategy_of(ctx.input, t),
+        sources: ctx.input.sources.iter().map(|s| s.name.clone()).collect(),
+        txs: ctx.txs,
+        won_at: &r.won_at,
+    }
 }
 
 fn winner<'a, 'c>(

@@ -107,6 +107,24 @@ pub fn decide(
     Decision { winner, conflict }
 }
 
+/// A TRUNCATE pending from `from` reloads the table everywhere from `from`: it wins every key,
+/// and each other source's change that `from` has not heard of is erased: a conflict, logged.
+pub fn truncated(changes: &BTreeMap<String, Change>, from: &str) -> Decision {
+    let mut involved: Vec<String> = (changes.iter())
+        .filter(|(s, c)| *s != from && c.pending_to.contains(from))
+        .map(|(s, _)| s.clone())
+        .collect();
+    let conflict = (!involved.is_empty()).then(|| {
+        involved.push(from.to_string());
+        involved.sort();
+        involved
+    });
+    Decision {
+        winner: Some(from.to_string()),
+        conflict,
+    }
+}
+
 /// The source with the newest change; ties go to the name that sorts first.
 fn latest<'a>(changes: &BTreeMap<String, Change>, among: &[&'a String]) -> Option<&'a String> {
     among.iter().copied().max_by(|a, b| {
@@ -244,6 +262,20 @@ mod tests {
             assert_eq!(d.winner, None);
             assert!(d.conflict.is_some());
         }
+    }
+
+    #[test]
+    fn a_truncate_erases_unheard_changes_as_conflicts() {
+        let ch = BTreeMap::from([
+            ("a".to_string(), change(1, &["b"])),
+            ("b".to_string(), change(9, &["a", "c"])),
+            ("c".to_string(), change(2, &["b"])),
+        ]);
+        let d = truncated(&ch, "a");
+        assert_eq!(d.winner.as_deref(), Some("a"));
+        assert_eq!(d.conflict, Some(vec!["a".to_string(), "b".to_string()]));
+        let heard = BTreeMap::from([("c".to_string(), change(2, &["b"]))]);
+        assert_eq!(truncated(&heard, "a").conflict, None);
     }
 
     #[test]
