@@ -36,10 +36,11 @@ fn pending_pred(prev: &Snapshot) -> String {
 }
 
 /// Reads the keys of `table` pending on `source` for each of `receivers` (with their progress
-/// snapshots) into `pending`; returns the table's truncate and retention facts.
+/// snapshots), up to the round's snapshot or cut `upto`, into `pending`; returns the table's
+/// truncate and retention facts.
 pub async fn pending_keys(
     client: &Client,
-    source: &str,
+    (source, upto): (&str, &Snapshot),
     table: &TablePlan,
     receivers: &[(String, Snapshot)],
     pending: &mut Pending,
@@ -47,7 +48,12 @@ pub async fn pending_keys(
     let delta = &table.deltas[source];
     let min_xmin = receivers.iter().map(|(_, s)| s.xmin()).min().unwrap_or(1);
     let preds: Vec<String> = receivers.iter().map(|(_, s)| pending_pred(s)).collect();
-    let any = preds.join(" OR ");
+    // Below the round's cut (`multi_backlog`).
+    let any = format!(
+        "({}) AND txid_visible_in_snapshot(drover_xid, {})",
+        preds.join(" OR "),
+        upto.sql()
+    );
     let texts: Vec<String> = table.key.iter().map(|k| format!("{k}::text")).collect();
     let flags: Vec<String> = preds.iter().map(|p| format!("bool_or({p})")).collect();
     let sql = format!(
@@ -87,8 +93,9 @@ pub async fn pending_keys(
     let row = client
         .query_one(
             &format!(
-                "SELECT count(*), {} FROM {delta} WHERE drover_xid >= {min_xmin}",
-                truncs.join(", ")
+                "SELECT count(*), {} FROM {delta} WHERE drover_xid >= {min_xmin} AND txid_visible_in_snapshot(drover_xid, {})",
+                truncs.join(", "),
+                upto.sql()
             ),
             &[],
         )

@@ -29,6 +29,7 @@ pub mod keys;
 pub mod limits;
 pub mod local_newer;
 pub mod multi;
+pub mod multi_backlog;
 pub mod multi_down;
 pub mod multi_rewind;
 pub mod pending;

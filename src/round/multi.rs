@@ -22,6 +22,7 @@ use crate::round::gather::{self, Pending, SourceTable};
 use crate::round::in_place;
 use crate::round::keys::{copy_text, Key};
 use crate::round::local_newer::{self, Late};
+use crate::round::multi_backlog;
 use crate::round::multi_rewind;
 use crate::round::plan::TablePlan;
 use crate::round::progress::{self, load_progress, ProgressCache};
@@ -153,7 +154,7 @@ async fn read_and_apply(
     let mut rounds: Vec<TableRound> = Vec::new();
     let mut conflicts: Vec<ConflictRecord> = Vec::new();
     for t in input.tables {
-        rounds.push(decide_table(input, t, &txs, report, &mut conflicts).await?);
+        rounds.push(decide_table(input, t, (&txs, &curs), report, &mut conflicts).await?);
     }
     if *input.strategy == Strategy::Abort && !conflicts.is_empty() {
         return Err(resolve::abort_error(&conflicts));
@@ -205,7 +206,15 @@ async fn open_sources<'c>(
             cur: &cur,
         };
         multi_rewind::check_receivers(&tx, &on, &receivers, input.tables, input.progress).await?;
-        curs.insert(s.name.clone(), cur);
+        let prevs: Vec<Vec<Snapshot>> = (input.tables.iter())
+            .map(|t| {
+                (receivers.iter().filter(|d| **d != s.name))
+                    .map(|d| input.progress.get(&s.name, d, &t.display))
+                    .collect()
+            })
+            .collect();
+        let upto = multi_backlog::cut(tx.client(), &s.name, input.tables, &prevs, &cur).await?;
+        curs.insert(s.name.clone(), upto);
         txs.txs.push(tx);
     }
     Ok((txs, curs))
@@ -215,7 +224,7 @@ async fn open_sources<'c>(
 async fn decide_table(
     input: &MultiInput<'_>,
     t: &Arc<TablePlan>,
-    txs: &SourceTxs<'_>,
+    (txs, curs): (&SourceTxs<'_>, &HashMap<String, Snapshot>),
     report: &mut RoundReport,
     conflicts: &mut Vec<ConflictRecord>,
 ) -> Result<TableRound, PgError> {
@@ -234,7 +243,8 @@ async fn decide_table(
         let SourceTable {
             truncate_to,
             retained,
-        } = gather::pending_keys(tx, &s.name, t, &receivers, &mut pending).await?;
+        } = gather::pending_keys(tx, (&s.name, &curs[&s.name]), t, &receivers, &mut pending)
+            .await?;
         if !truncate_to.is_empty() && tr.reload_from.is_none() {
             tr.reload_from = Some(s.name.clone());
         }
