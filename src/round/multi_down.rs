@@ -48,10 +48,13 @@ impl Down {
             return false;
         }
         let name = e.database().to_string();
-        self.dbs.entry(name).or_insert_with(|| Gone {
-            error: e.redacted(),
-            since: Instant::now(),
-            probe: None,
+        self.dbs.entry(name).or_insert_with(|| {
+            tracing::warn!(database = %e.database(), error = %e.redacted(), "unreachable: left out of the multi-master rounds until it answers; the others go on");
+            Gone {
+                error: e.redacted(),
+                since: Instant::now(),
+                probe: None,
+            }
         });
         true
     }

@@ -53,12 +53,12 @@ pub fn needs_reprepare(report: &RoundReport) -> bool {
         .is_some_and(|e| matches!(e.kind(), ErrorKind::Schema))
 }
 
-/// Every error of a round: the source's, then each target's.
+/// Every error of a round: the source's, then each target's. Databases a multi-master round
+/// left out as unreachable are not counted again every round (`multi_down` logs them once).
 pub fn errors(report: &RoundReport) -> impl Iterator<Item = &PgError> {
     (report.source_error.iter()).chain(
-        report
-            .targets
-            .iter()
+        (report.targets.iter())
+            .filter(|t| !report.left_out.contains(&t.target))
             .filter_map(|t| t.result.as_ref().err()),
     )
 }
