@@ -64,7 +64,8 @@ pub struct SyncStatus {
 pub struct TargetStatus {
     pub target: String,
     /// "starting" | "ok" | "behind" (its last round applied a bounded part of a backlog) |
-    /// "failing" (its last round failed; it is retried)
+    /// "failing" (its last round failed; it is retried) | "held" (good, but some tables are
+    /// held: see `held`)
     pub state: String,
     pub last_good: Option<DateTime<Utc>>,
     /// As the sync's `last_error`: redacted unless the reader has the token.
@@ -75,6 +76,9 @@ pub struct TargetStatus {
     pub lag_seconds: f64,
     pub pending_rows: u64,
     pub rounds: u64,
+    /// Tables this target refused rows of, held back while the others go on (`drover retry`).
+    #[serde(default)]
+    pub held: Vec<crate::round::hold::HeldTable>,
 }
 
 /// The daemon holding a sync's lease, from its heartbeat row in `drover.leases`.
@@ -89,6 +93,13 @@ impl SyncStatus {
     /// The status as a reader may see it: with the full error text when `trusted` (the
     /// request carried the API token), else with the redacted one.
     pub fn for_reader(mut self, trusted: bool) -> Self {
+        for h in self
+            .target_states
+            .iter_mut()
+            .flat_map(|t| t.held.iter_mut())
+        {
+            h.for_reader(trusted);
+        }
         if trusted {
             if let Some(full) = self.last_error_full.take() {
                 self.last_error = Some(full);

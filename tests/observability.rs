@@ -63,6 +63,7 @@ const PANEL_CHECKS: &[(&str, Check)] = &[
 const ALERT_LEFT_SIDES: &[(&str, &str)] = &[
     ("DroverSyncBad", "drover_sync_state"),
     ("DroverTargetFailing", "drover_target_state"),
+    ("DroverTableHeld", "drover_table_held"),
     ("DroverLagHigh", "drover_lag_seconds"),
     (
         "DroverNoGoodRound",

@@ -46,6 +46,31 @@ impl Handler<LeaseMetrics> for MetricsActor {
     }
 }
 
+/// Which tables of a target are held (`round::hold`): `drover_table_held`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct HeldMetrics {
+    pub sync: String,
+    pub target: String,
+    /// (table, held) for every table of the sync.
+    pub tables: Vec<(String, bool)>,
+}
+
+impl Handler<HeldMetrics> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, m: HeldMetrics, _: &mut Context<Self>) {
+        for (table, held) in m.tables {
+            let labels = [
+                ("sync", m.sync.clone()),
+                ("table", table),
+                ("target", m.target.clone()),
+            ];
+            metrics::gauge!(TABLE_HELD, &labels).set(if held { 1.0 } else { 0.0 });
+        }
+    }
+}
+
 impl Actor for MetricsActor {
     type Context = Context<Self>;
 }

@@ -27,6 +27,7 @@ use crate::round::{evict, fence};
 use crate::status::SyncStatus;
 use crate::topology::SyncPlan;
 
+mod held;
 pub mod lanes;
 pub mod lease;
 mod phase;
@@ -34,6 +35,7 @@ mod prepare;
 mod report;
 mod rounds;
 mod schedule;
+pub use held::RetryHeld;
 use lanes::{Lanes, MULTI};
 use lease::{Attempt, Lease};
 pub use phase::Phase;

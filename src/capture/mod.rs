@@ -2,6 +2,7 @@
 //! `drover uninstall` removes. Each database is changed in one transaction, so a failed install
 //! leaves it as it was; re-running after a config change adds new tables and drops removed ones.
 
+pub mod apply_errors;
 pub mod images;
 pub mod partition_list;
 pub mod partitions;

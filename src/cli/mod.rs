@@ -5,6 +5,7 @@ mod check;
 mod check_copy;
 mod copy;
 mod install;
+mod retry;
 mod status;
 mod verify;
 mod wait;
@@ -64,6 +65,16 @@ enum Command {
     },
     /// Start a round of a sync now.
     Kick { sync: String },
+    /// Retry held tables (a target refused their rows) now instead of after their backoff.
+    Retry {
+        sync: String,
+        /// Only the held group that has this table (SQL name, e.g. public.t).
+        #[arg(long)]
+        table: Option<String>,
+        /// Only on this target database.
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Wait until every target has applied everything committed on the sources before the call.
     Wait {
         sync: String,
@@ -108,6 +119,16 @@ pub fn main() -> i32 {
         Command::Status { sync, json } => block_on(status::status(&config, sync.as_deref(), json)),
         Command::Copy { sync, table } => block_on(copy::run(&config, &sync, table.as_deref())),
         Command::Kick { sync } => block_on(status::kick(&config, &sync)),
+        Command::Retry {
+            sync,
+            table,
+            target,
+        } => block_on(retry::run(
+            &config,
+            &sync,
+            table.as_deref(),
+            target.as_deref(),
+        )),
         Command::Wait { sync, timeout } => block_on(wait::run(&config, &sync, timeout)),
         Command::Verify { sync, table, json } => {
             block_on(verify::run(&config, &sync, table.as_deref(), json))

@@ -51,6 +51,36 @@ pub async fn kick(config: &Config, sync: &str) -> anyhow::Result<i32> {
     }
 }
 
+/// One line per held table: where, why, since when (`drover retry` releases them).
+fn held_lines(s: &SyncStatus) -> String {
+    let mut out = String::new();
+    for t in &s.target_states {
+        for h in &t.held {
+            let with = h
+                .held_with
+                .as_ref()
+                .map(|w| format!(" (with {w})"))
+                .unwrap_or_default();
+            let keys = h
+                .keys
+                .as_ref()
+                .map(|k| format!(" key {k}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{:<25}: {} on {}{with}: SQLSTATE {}{keys}, since {}, {} attempt(s): {}\n",
+                "Held table",
+                h.table,
+                t.target,
+                h.sqlstate,
+                when(&Some(h.since)),
+                h.count,
+                h.error
+            ));
+        }
+    }
+    out
+}
+
 fn when(t: &Option<DateTime<Utc>>) -> String {
     t.map(|t| {
         t.with_timezone(&Local)
@@ -118,6 +148,7 @@ fn detail(s: &SyncStatus) -> String {
     for (k, v) in rows {
         out.push_str(&format!("{k:<25}: {v}\n"));
     }
+    out.push_str(&held_lines(s));
     out.push_str(&line);
     out.push('\n');
     out

@@ -1,6 +1,6 @@
 //! HTTP/1.1 server on hyper, running inside the actix System (single thread, so handlers may
 //! hold actor addresses and `Rc`s). Routes: GET /metrics, /status[?sync=], /health;
-//! POST /syncs/{name}/kick|pause|resume|copy[?table=T]. Every request passes [`guard::check`]
+//! POST /syncs/{name}/kick|pause|resume|copy[?table=T]|retry[?table=T&target=D]. Every request passes [`guard::check`]
 //! first; the accept loop and its limits live in [`super::listener`].
 
 use actix::Addr;
@@ -87,6 +87,13 @@ pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<F
                 .collect();
             addr.do_send(ForceCopy(tables));
             reply(StatusCode::ACCEPTED, "text/plain", "copy scheduled\n")
+        }
+        (&Method::POST, ["syncs", name, "retry"]) => {
+            let name = percent_decode(name);
+            let Some((_, addr)) = routes.syncs.iter().find(|(n, _)| *n == name) else {
+                return reply(StatusCode::NOT_FOUND, "text/plain", "no such sync\n");
+            };
+            crate::http::retry::route(addr, &query).await
         }
         (&Method::POST, ["syncs", name, action @ ("kick" | "pause" | "resume")]) => {
             let name = percent_decode(name);

@@ -29,6 +29,9 @@ pub const SYNC_STATE: &str = "drover_sync_state";
 /// Gauge {sync, target}: 1 when the target's last round was good, 0 when it failed (the
 /// sync's other targets go on without it).
 pub const TARGET_STATE: &str = "drover_target_state";
+/// Gauge {sync, table, target}: 1 while the target refuses the table's rows and the table is
+/// held there (`round::hold`), 0 otherwise; every table of a one-source sync from its first round.
+pub const TABLE_HELD: &str = "drover_table_held";
 /// Gauge {sync}: 1 on the daemon holding the sync's lease (it runs the sync), 0 on a standby.
 pub const LEASE_HELD: &str = "drover_lease_held";
 /// Gauge {sync}: unix time of the last good round.
@@ -73,6 +76,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
     describe_gauge!(
         TARGET_STATE,
         "Target state: 1 when its last round was good, 0 when it failed"
+    );
+    describe_gauge!(
+        TABLE_HELD,
+        "1 while a table is held on a target (its rows refused there), 0 otherwise"
     );
     describe_gauge!(
         LEASE_HELD,

@@ -43,6 +43,8 @@ pub struct RoundReport {
     pub advanced: Vec<(String, Snapshot)>,
     /// A target moved backwards: horizons collected for the purge must be dropped.
     pub rewound: bool,
+    /// One-source rounds: the target's tables held after this round (`hold`).
+    pub held: Vec<crate::round::hold::HeldTable>,
 }
 
 impl RoundReport {
@@ -57,6 +59,7 @@ impl RoundReport {
             conflicts: Vec::new(),
             advanced: Vec::new(),
             rewound: false,
+            held: Vec::new(),
         }
     }
 

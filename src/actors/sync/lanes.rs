@@ -113,6 +113,17 @@ impl Lanes {
         l.schedule.finished(o.good, o.moved)
     }
 
+    /// The lane's held tables after its round (`round::hold`). A good lane with held tables
+    /// is "held": its other tables replicate.
+    pub fn set_held(&mut self, name: &str, held: &[crate::round::hold::HeldTable]) {
+        if let Some(l) = self.lane(name) {
+            l.status.held = held.to_vec();
+            if !held.is_empty() && l.status.state != "failing" {
+                l.status.state = "held".into();
+            }
+        }
+    }
+
     pub fn backoff_over(&mut self, name: &str) {
         if let Some(l) = self.lane(name) {
             l.schedule.backoff_over();

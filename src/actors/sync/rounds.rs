@@ -125,6 +125,7 @@ impl SyncActor {
         self.status.last_round_ms = Some(report.duration.as_secs_f64() * 1000.0);
         self.status.conflicts += report.conflicts.len() as u64;
         let next = self.lanes.finished(&lane, &outcome);
+        self.note_held(&lane, &report);
         self.status.lag_seconds = self.lanes.lag();
         self.status.pending_rows = self.lanes.pending();
         self.purge(&report);
