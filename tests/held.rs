@@ -2,7 +2,8 @@
 //! refuses a row; that table (and every table linked to it by a foreign key) is held on that
 //! target while the other tables and the other target keep replicating; status, the
 //! `drover_table_held` metric and `drover.apply_errors` name it; after the row is fixed,
-//! `drover retry` clears the hold and nothing is lost.
+//! `drover retry` clears the hold and nothing is lost. The refusing target is written by a
+//! role without superuser, with its foreign keys live.
 
 mod support;
 
@@ -77,20 +78,30 @@ fn held_names(cfg: &Path, target: &str) -> Vec<String> {
     v
 }
 
+/// t1: a managed-style target, written by a role without superuser whose foreign keys and
+/// triggers stay live (`replica_role = "off"`); t2: a superuser target.
 #[test]
 fn a_bad_row_holds_one_table_and_retry_clears_it() {
     let c = Cluster::start();
-    for db in ["src", "t1", "t2"] {
+    c.psql(
+        "postgres",
+        "CREATE ROLE drover LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE",
+    );
+    c.psql("postgres", "CREATE DATABASE t1 OWNER drover");
+    c.psql("t1", &format!("SET ROLE drover; {SCHEMA}"));
+    for db in ["src", "t2"] {
         c.create_db(db);
         c.psql(db, SCHEMA);
     }
     let port = free_port();
     let toml = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{port}\"\n{}{}{}[relgroups.g]\n\
+        "[daemon]\nlisten = \"127.0.0.1:{port}\"\n{}\
+         [databases.t1]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"t1\"\nuser = \"drover\"\n\
+         replica_role = \"off\"\n{}[relgroups.g]\n\
          tables = [\"public.a\", \"public.b\", \"public.p\", \"public.c\"]\n[syncs.s]\n\
          relgroup = \"g\"\nsources = [\"src\"]\ntargets = [\"t1\", \"t2\"]\n",
         c.database_toml("src", "src"),
-        c.database_toml("t1", "t1"),
+        c.port,
         c.database_toml("t2", "t2"),
     );
     let dir = tempfile::tempdir().expect("temp dir");
@@ -146,6 +157,12 @@ fn a_bad_row_holds_one_table_and_retry_clears_it() {
     eventually(Duration::from_secs(30), "p and c held on t1", || {
         held_names(&cfg, "t1") == ["public.a", "public.c", "public.p"]
     });
+    let child = held(&cfg, "t1").into_iter().find(|(t, _)| t == "public.c");
+    let child = child.expect("c held").1;
+    assert_eq!(
+        child["held_with"], "public.p",
+        "held with its parent: {child}"
+    );
     assert_eq!(
         c.psql("t1", "SELECT count(*) FROM c WHERE id = 1001"),
         "0",
@@ -176,6 +193,55 @@ fn a_bad_row_holds_one_table_and_retry_clears_it() {
         c.psql("t1", "SELECT count(*) FROM drover.apply_errors WHERE held"),
         "0"
     );
+    drover_wait(&cfg, "s", 60);
+    daemon.stop();
+}
+
+/// A target whose encoding has no `€` refuses a whole small round's batch with an error that
+/// names no table (22P05): each group is tried alone once, and only the table with the `€` is
+/// held while the other keeps replicating. Fixed on the source, the retry applies it.
+#[test]
+fn an_error_naming_no_table_is_found_group_by_group() {
+    let c = Cluster::start();
+    c.create_db("src");
+    c.psql(
+        "postgres",
+        "CREATE DATABASE t3 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    let schema = "CREATE TABLE a (id int PRIMARY KEY, v text); \
+                  CREATE TABLE b (id int PRIMARY KEY, v text);";
+    for db in ["src", "t3"] {
+        c.psql(db, schema);
+    }
+    let toml = sync_toml(&c, &["public.a", "public.b"], "", &["src"], &["t3"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cfg, mut daemon) = install_and_run(dir.path(), &toml);
+    c.psql(
+        "src",
+        "INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 20) g; \
+         INSERT INTO b SELECT g, 'v' || g FROM generate_series(1, 20) g;",
+    );
+    for t in ["public.a", "public.b"] {
+        reaches(&c, "t3", t, "the first rows");
+    }
+    // One transaction: both tables in the same round.
+    c.psql(
+        "src",
+        "BEGIN; UPDATE a SET v = '5 €' WHERE id = 5; UPDATE b SET v = v || '+'; COMMIT;",
+    );
+    reaches(&c, "t3", "public.b", "b to replicate while a is held");
+    eventually(Duration::from_secs(30), "a held on t3", || {
+        held_names(&cfg, "t3") == ["public.a"]
+    });
+    let (_, entry) = held(&cfg, "t3").remove(0);
+    assert_eq!(entry["sqlstate"], "22P05", "{entry}");
+
+    c.psql("src", "UPDATE a SET v = '5 EUR' WHERE id = 5");
+    drover_ok(&cfg, &["retry", "s", "--table", "public.a"]);
+    eventually(Duration::from_secs(30), "the hold to clear", || {
+        held_names(&cfg, "t3").is_empty()
+    });
+    reaches(&c, "t3", "public.a", "a equal after the retry");
     drover_wait(&cfg, "s", 60);
     daemon.stop();
 }

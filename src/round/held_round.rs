@@ -5,8 +5,9 @@
 //! is released. Holds and releases are written to `drover.apply_errors` on the target in
 //! short transactions of their own.
 //!
-//! A data error the round cannot attribute to a table (no table named, several groups in the
-//! round) holds nothing: the round fails as before and is retried with backoff.
+//! A data error that names no table (a batch whose text the target cannot even convert to its
+//! encoding) is found by running each group alone once; an error no group alone reproduces
+//! holds nothing: the round fails as before and is retried with backoff.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +16,7 @@ use crate::capture::apply_errors::{self, ErrorRow};
 use crate::metrics::failures::{self, Stage};
 use crate::pg::error::PgError;
 use crate::round::apply::{run_round, RoundInput};
-use crate::round::hold::{attribute, cause_of, is_data_error, Groups, Holds};
+use crate::round::hold::{attribute, cause_of, is_data_error, Cause, Groups, Holds};
 use crate::round::limits::Limits;
 use crate::round::plan::TablePlan;
 use crate::round::progress::ProgressCache;
@@ -76,6 +77,11 @@ fn target_error(r: &RoundReport) -> Option<&PgError> {
     r.targets.first().and_then(|t| t.result.as_ref().err())
 }
 
+/// The target refused the rows (not a source's error inside the target's pass).
+fn refused(input: &HeldInput<'_>, e: &PgError) -> bool {
+    is_data_error(e) && e.database() == input.target.name
+}
+
 /// A bounded round refused by a constraint: `backlog` makes the next one unbounded, which
 /// may well pass. Not a reason to hold anything.
 fn bounded_refusal(input: &HeldInput<'_>, was_unbounded: bool) -> bool {
@@ -87,6 +93,7 @@ fn bounded_refusal(input: &HeldInput<'_>, was_unbounded: bool) -> bool {
 async fn main_round(input: &mut HeldInput<'_>, holds: &mut Holds, groups: &Groups) -> RoundReport {
     // Every group can be held once, and a bounded refusal costs one more attempt.
     let mut attempts = input.tables.len() + 2;
+    let mut extra = Vec::new();
     loop {
         let held = holds.held_tables(groups);
         let active: Vec<Arc<TablePlan>> = (input.tables.iter())
@@ -94,36 +101,92 @@ async fn main_round(input: &mut HeldInput<'_>, holds: &mut Holds, groups: &Group
             .cloned()
             .collect();
         if active.is_empty() {
-            return nothing_to_do(input.target);
+            return merged(nothing_to_do(input.target), extra);
         }
         let was_unbounded = unbounded(input);
         let r = round_of(input, &active).await;
         attempts -= 1;
         let Some(e) = target_error(&r) else {
-            return r;
+            return merged(r, extra);
         };
-        if attempts == 0 || !is_data_error(e) {
-            return r;
+        if attempts == 0 || !refused(input, e) {
+            return merged(r, extra);
         }
         if bounded_refusal(input, was_unbounded) {
             continue;
         }
-        let Some(i) = attribute(e, &active, groups) else {
-            return r;
+        let cause = match attribute(e, &active, groups) {
+            Some(i) => cause_of(e, &active[i].display),
+            // No table named (a batch the server could not even read): each group alone finds
+            // the refused one; the others commit on the way.
+            None => match probe(input, &active, groups, &mut extra).await {
+                Some(cause) => cause,
+                None => return merged(r, extra),
+            },
         };
-        let cause = cause_of(e, &active[i].display);
-        let group = groups.of(&cause.table);
-        let what = format!(
-            "table {} held on database \"{}\" with its foreign-key group ({}): the target refused its rows; \
-             the other tables go on; fix the row (status and drover.apply_errors name it), then drover retry",
-            cause.table,
-            input.target.name,
-            group.join(", ")
-        );
-        failures::failed(Stage::Round, input.sync, e, &what);
-        holds.hold(cause.clone(), group.clone(), Instant::now());
-        record(input, &cause, &group).await;
+        hold_group(input, holds, groups, e, cause).await;
     }
+}
+
+/// Holds `cause.table`'s group: logged and counted as a failure, recorded on the target.
+async fn hold_group(
+    input: &HeldInput<'_>,
+    holds: &mut Holds,
+    groups: &Groups,
+    e: &PgError,
+    cause: Cause,
+) {
+    let group = groups.of(&cause.table);
+    let what = format!(
+        "table {} held on database \"{}\" with its foreign-key group ({}): the target refused its rows; \
+         the other tables go on; fix the row (status and drover.apply_errors name it), then drover retry",
+        cause.table,
+        input.target.name,
+        group.join(", ")
+    );
+    failures::failed(Stage::Round, input.sync, e, &what);
+    holds.hold(cause.clone(), group.clone(), Instant::now());
+    record(input, &cause, &group).await;
+}
+
+/// Runs each group of `active` alone until one fails with a data error: that group's cause.
+/// Groups that commit on the way add their reports to `extra`.
+async fn probe(
+    input: &mut HeldInput<'_>,
+    active: &[Arc<TablePlan>],
+    groups: &Groups,
+    extra: &mut Vec<RoundReport>,
+) -> Option<Cause> {
+    let mut seen: Vec<String> = Vec::new();
+    for t in active {
+        if seen.contains(&t.display) {
+            continue;
+        }
+        let names = groups.of(&t.display);
+        seen.extend(names.iter().cloned());
+        let tables: Vec<Arc<TablePlan>> = (active.iter())
+            .filter(|x| names.contains(&x.display))
+            .cloned()
+            .collect();
+        let r = round_of(input, &tables).await;
+        match target_error(&r) {
+            None => extra.push(r),
+            Some(e) if refused(input, e) => {
+                let i = attribute(e, &tables, groups).unwrap_or(0);
+                return Some(cause_of(e, &tables[i].display));
+            }
+            Some(_) => return None,
+        }
+    }
+    None
+}
+
+/// `r` with the reports of groups that committed while probing.
+fn merged(mut r: RoundReport, extra: Vec<RoundReport>) -> RoundReport {
+    for x in extra {
+        merge(&mut r, x);
+    }
+    r
 }
 
 fn unbounded(input: &HeldInput<'_>) -> bool {
@@ -150,12 +213,12 @@ async fn retry(
             tracing::info!(sync = input.sync, target = %input.target.name, tables = %names.join(", "), "held tables applied: hold released");
             holds.release(cause_table);
         }
-        Some(e) if is_data_error(e) && !bounded_refusal(input, was_unbounded) => {
+        Some(e) if refused(input, e) && !bounded_refusal(input, was_unbounded) => {
             let i = attribute(e, &tables, groups).unwrap_or(0);
             let cause = cause_of(e, &tables[i].display);
             failures::failed(Stage::Round, input.sync, e, "held tables refused again");
             // A refusal in another table of the group keeps the hold under its first cause.
-            let cause = crate::round::hold::Cause {
+            let cause = Cause {
                 table: cause_table.to_string(),
                 ..cause
             };
@@ -168,7 +231,7 @@ async fn retry(
 }
 
 /// Writes the group's rows to `drover.apply_errors` (the round's transaction has failed).
-async fn record(input: &HeldInput<'_>, cause: &crate::round::hold::Cause, group: &[String]) {
+async fn record(input: &HeldInput<'_>, cause: &Cause, group: &[String]) {
     let held_with = format!(
         "held with {} (linked by a foreign key): {}",
         cause.table, cause.error
