@@ -39,7 +39,8 @@ pub async fn run(mut input: HeldInput<'_>, holds: &mut Holds) -> RoundReport {
     let groups = Groups::new(input.tables);
     holds.keep_only(input.tables);
     let mut report = main_round(&mut input, holds, &groups).await;
-    if report.source_error.is_none() {
+    // Retries only beside a round that went through: a failing target retries nothing.
+    if report.ok() {
         for cause in holds.due(Instant::now()) {
             let r = retry(&mut input, holds, &groups, &cause).await;
             merge(&mut report, r);
@@ -205,6 +206,10 @@ async fn retry(
         .filter(|t| names.contains(&t.display))
         .cloned()
         .collect();
+    if tables.is_empty() {
+        holds.release(cause_table);
+        return nothing_to_do(input.target);
+    }
     let was_unbounded = unbounded(input);
     let r = round_of(input, &tables).await;
     let now = Instant::now();
