@@ -147,6 +147,11 @@ fn a_bad_row_holds_one_table_and_retry_clears_it() {
     assert_eq!(row, "23505|t|t");
     assert!(held_names(&cfg, "t2").is_empty());
     reaches(&c, "t2", "public.a", "t2 to receive the row t1 refuses");
+    let (state, error) = state_and_error(&cfg, "s");
+    assert_eq!(state, "good", "the sync goes on: {error}");
+    assert!(error.contains("public.a held on t1"), "{error}");
+    let health = http_get(port, "/health");
+    assert!(health.contains("held tables in syncs: s"), "{health}");
 
     // A parent refused on t1: its child, linked by a foreign key, is held with it.
     c.psql(

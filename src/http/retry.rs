@@ -1,6 +1,7 @@
 //! `POST /syncs/{name}/retry[?table=T][&target=D]`: the held tables (`round::hold`) of a sync
 //! are retried at once instead of after their backoff. 202 with how many held tables that
-//! covers; 409 when none is held there; 404 for a target the sync does not have.
+//! covers; 409 when none is held there; 404 for a target the sync does not have. `/health`
+//! names the syncs that hold tables.
 
 use actix::Addr;
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use hyper::{Response, StatusCode};
 
 use super::server::percent_decode;
 use crate::actors::sync::{RetryHeld, SyncActor};
+use crate::status::StatusDoc;
 
 fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     Response::builder()
@@ -45,6 +47,19 @@ pub(super) async fn route(addr: &Addr<SyncActor>, query: &str) -> Response<Full<
             format!("the sync did not answer: {e}\n"),
         ),
     }
+}
+
+/// For `/health`: `; held tables in syncs: a, b` when some target holds tables back (the sync
+/// itself is good: its other tables replicate), else nothing.
+pub fn held_syncs(doc: &StatusDoc) -> String {
+    let held: Vec<&str> = (doc.syncs.iter())
+        .filter(|s| s.target_states.iter().any(|t| !t.held.is_empty()))
+        .map(|s| s.name.as_str())
+        .collect();
+    if held.is_empty() {
+        return String::new();
+    }
+    format!("; held tables in syncs: {}", held.join(", "))
 }
 
 #[cfg(test)]

@@ -68,11 +68,13 @@ pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<F
                 .filter(|s| s.state == "bad")
                 .map(|s| s.name.as_str())
                 .collect();
-            let body = if bad.is_empty() {
-                "ok\n".to_string()
+            let mut body = if bad.is_empty() {
+                "ok".to_string()
             } else {
-                format!("ok; bad syncs: {}\n", bad.join(", "))
+                format!("ok; bad syncs: {}", bad.join(", "))
             };
+            body.push_str(&crate::http::retry::held_syncs(&doc));
+            body.push('\n');
             reply(StatusCode::OK, "text/plain", body)
         }
         (&Method::POST, ["syncs", name, "copy"]) => {

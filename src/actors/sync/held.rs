@@ -26,7 +26,11 @@ impl SyncActor {
         if !self.targets.contains_key(lane) {
             return;
         }
-        self.lanes.set_held(lane, &report.held);
+        // A table refused anew is the sync's last error too (the round itself went through).
+        if let Some((short, full)) = self.lanes.set_held(lane, &report.held) {
+            self.status.last_error = Some(short);
+            self.status.last_error_full = Some(full);
+        }
         let Some(p) = &self.prepared else { return };
         let tables = (p.tables.iter())
             .map(|t| {

@@ -114,14 +114,26 @@ impl Lanes {
     }
 
     /// The lane's held tables after its round (`round::hold`). A good lane with held tables
-    /// is "held": its other tables replicate.
-    pub fn set_held(&mut self, name: &str, held: &[crate::round::hold::HeldTable]) {
-        if let Some(l) = self.lane(name) {
-            l.status.held = held.to_vec();
-            if !held.is_empty() && l.status.state != "failing" {
-                l.status.state = "held".into();
-            }
+    /// is "held": its other tables replicate. Returns the error of a table refused anew (held
+    /// now, or refused again by a retry), which also becomes the lane's last error.
+    pub fn set_held(
+        &mut self,
+        name: &str,
+        held: &[crate::round::hold::HeldTable],
+    ) -> Option<(String, String)> {
+        let l = self.lane(name)?;
+        let old = std::mem::replace(&mut l.status.held, held.to_vec());
+        if !held.is_empty() && l.status.state != "failing" {
+            l.status.state = "held".into();
         }
+        let fresh = held.iter().find(|h| {
+            h.held_with.is_none() && !old.iter().any(|o| o.table == h.table && o.count == h.count)
+        })?;
+        let error = |e: &str| format!("table {} held on {name}: {e}", fresh.table);
+        let (short, full) = (error(&fresh.error), error(&fresh.error_full));
+        l.status.last_error = Some(short.clone());
+        l.status.last_error_full = Some(full.clone());
+        Some((short, full))
     }
 
     pub fn backoff_over(&mut self, name: &str) {
