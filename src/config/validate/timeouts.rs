@@ -80,19 +80,12 @@ fn lock_timeout(raw: Option<&Str>, problems: &mut Problems) -> Option<Duration> 
     at_most_setting(key, raw, d, problems)
 }
 
-/// `Some(None)` for `0`: PostgreSQL's statement_timeout off.
+/// `Some(None)` for `0` (or `0ms`, `0s`): PostgreSQL's statement_timeout off.
 fn statement_timeout(raw: Option<&Str>, problems: &mut Problems) -> Option<Option<Duration>> {
     let key = "daemon.statement_timeout";
     let d = duration(key, raw, DEFAULT_STATEMENT_TIMEOUT, problems)?;
     if d.is_zero() {
         return Some(None);
-    }
-    if d < Duration::from_millis(1) {
-        problems.push(
-            key,
-            format!("{} is below 1ms: use 0 to turn it off", shown(raw, d)),
-        );
-        return None;
     }
     at_most_setting(key, raw, d, problems).map(Some)
 }
