@@ -16,8 +16,8 @@ first in the sync, so a sequential fan-out meets it before the healthy one.
 import time
 
 from . import procs
-from .cluster import CommandError, Cluster, run, PG_BIN, as_postgres
-from .data import CHEAP, MD5, LagProbe, make_pair
+from .cluster import CommandError, Cluster
+from .data import CHEAP, MD5, LagProbe, copy_schema_and_data, make_pair
 from .peers import DB, Drover
 from .workloads import MAIN_SCALE, destroy, fmt_ms, guarded, percentile
 
@@ -136,8 +136,6 @@ def isolation(ctx):
     peer = None
     try:
         trouble.psql("postgres", f"CREATE DATABASE {DB}")
-        from .data import copy_schema_and_data
-
         copy_schema_and_data(src, trouble)
         trouble.psql(DB, "VACUUM ANALYZE")
         peer = Drover(work, src, healthy, ctx.drover_bin, databases={"src": src, "bad": trouble, "good": healthy},
@@ -190,7 +188,7 @@ def _isolation_run(ctx, peer, src, healthy, trouble, mode, id_base):
             lock.query("COMMIT")
             lock.close()
         if mode == "stopped":
-            _restart(trouble)
+            trouble.restart()
     peer.check_alive()
     if probe.errors:
         raise CommandError("; ".join(probe.errors))
@@ -203,9 +201,3 @@ def _isolation_run(ctx, peer, src, healthy, trouble, mode, id_base):
 def _ms(secs):
     return None if secs is None else secs * 1000
 
-
-def _restart(cluster):
-    """Starts a cluster stopped with Cluster.stop again, same port and data."""
-    run(as_postgres([f"{PG_BIN}/pg_ctl", "start", "-w", "-t", "60", "-D", cluster.data, "-l", cluster.log],
-                    cluster.work), cwd=cluster.work, timeout=90)
-    cluster._entry = procs.register(f"cluster {cluster.name}", cluster.stop)
