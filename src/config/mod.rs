@@ -28,6 +28,7 @@ mod libpq;
 mod model;
 mod raw;
 mod strict;
+mod timeouts;
 mod validate;
 
 use std::collections::BTreeSet;
@@ -45,6 +46,7 @@ pub use model::{
     Config, Daemon, Database, Relgroup, Secret, SyncConfig, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_PORT, DEFAULT_SSLMODE,
 };
+pub use timeouts::{DEFAULT_LOCK_TIMEOUT, DEFAULT_ROUND_DEADLINE, DEFAULT_STATEMENT_TIMEOUT};
 
 /// Config file used when neither `--config` nor `$DROVER_CONFIG` is given:
 /// relative to the working directory, like the repository layout.

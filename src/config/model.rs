@@ -76,6 +76,18 @@ pub struct Daemon {
     /// after it. A duration such as "10s" or "1500ms". Default
     /// [`DEFAULT_LEASE_TIMEOUT`].
     pub lease_timeout: Duration,
+    /// `lock_timeout`: how long a target's apply may wait for a lock before
+    /// its round fails and is retried (PostgreSQL's `lock_timeout` of the
+    /// apply session). Default [`super::timeouts::DEFAULT_LOCK_TIMEOUT`].
+    pub lock_timeout: Duration,
+    /// `statement_timeout`: the longest one statement of a round may run
+    /// (PostgreSQL's `statement_timeout`); `None` when set to `0` (off).
+    /// Default [`super::timeouts::DEFAULT_STATEMENT_TIMEOUT`].
+    pub statement_timeout: Option<Duration>,
+    /// `round_deadline`: how long one round may take, source snapshot
+    /// included, before it is abandoned (so a stuck target cannot hold the
+    /// source's snapshot open). Default [`super::timeouts::DEFAULT_ROUND_DEADLINE`].
+    pub round_deadline: Duration,
 }
 
 /// Default `daemon.lease_timeout`: long enough that a busy server or a short
@@ -93,6 +105,9 @@ impl Default for Daemon {
             api_token_for_reads: false,
             log_format: DEFAULT_LOG_FORMAT,
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
+            lock_timeout: super::timeouts::DEFAULT_LOCK_TIMEOUT,
+            statement_timeout: Some(super::timeouts::DEFAULT_STATEMENT_TIMEOUT),
+            round_deadline: super::timeouts::DEFAULT_ROUND_DEADLINE,
         }
     }
 }

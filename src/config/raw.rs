@@ -33,6 +33,9 @@ pub(super) struct RawDaemon {
     pub api_token_for_reads: Option<Bool>,
     pub log_format: Option<Str>,
     pub lease_timeout: Option<Str>,
+    pub lock_timeout: Option<Str>,
+    pub statement_timeout: Option<Str>,
+    pub round_deadline: Option<Str>,
 }
 
 /// `[databases.NAME]`. Not `Debug`: it holds the password.

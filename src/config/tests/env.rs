@@ -131,7 +131,10 @@ fn raw_structs_expose_their_fields() {
             "api_token_env",
             "api_token_for_reads",
             "log_format",
-            "lease_timeout"
+            "lease_timeout",
+            "lock_timeout",
+            "statement_timeout",
+            "round_deadline"
         ]
     );
     assert_eq!(

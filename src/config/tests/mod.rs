@@ -12,6 +12,7 @@ mod daemon_db;
 mod env;
 mod problems;
 mod relgroup_sync;
+mod timeouts;
 mod tls;
 
 use std::net::SocketAddr;

@@ -9,19 +9,17 @@
 mod chain;
 mod relgroup;
 mod sync;
+mod timeouts;
 mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use super::choices::{
     parse_choice, Choice, ReplicaRoleConfig, DEFAULT_LOG_FORMAT, DEFAULT_REPLICA_ROLE,
 };
-use super::model::{
-    Config, Daemon, Database, Secret, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_PORT,
-};
+use super::model::{Config, Daemon, Database, Secret, DEFAULT_LISTEN, DEFAULT_PORT};
 use super::raw::{Entry, RawConfig, RawDaemon, RawDatabase};
 use super::strict::Str;
 use super::{suggest, Problems};
@@ -217,7 +215,8 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
         DEFAULT_LOG_FORMAT,
         problems,
     );
-    let lease_timeout = lease_timeout(raw.lease_timeout.as_ref(), problems);
+    let lease_timeout = timeouts::lease_timeout(raw.lease_timeout.as_ref(), problems);
+    let round = timeouts::round_limits(raw, problems);
     if !ok {
         return None;
     }
@@ -228,47 +227,10 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
         api_token_for_reads,
         log_format: log_format?,
         lease_timeout: lease_timeout?,
+        lock_timeout: round?.lock_timeout,
+        statement_timeout: round?.statement_timeout,
+        round_deadline: round?.round_deadline,
     })
-}
-
-/// Shortest `daemon.lease_timeout`: the holder heartbeats every third of it, and
-/// PostgreSQL's `idle_session_timeout` is in milliseconds.
-const MIN_LEASE_TIMEOUT: Duration = Duration::from_secs(1);
-
-fn lease_timeout(raw: Option<&Str>, problems: &mut Problems) -> Option<Duration> {
-    let Some(Str(s)) = raw else {
-        return Some(DEFAULT_LEASE_TIMEOUT);
-    };
-    match parse_duration(s.trim()) {
-        Some(d) if d >= MIN_LEASE_TIMEOUT => Some(d),
-        Some(_) => {
-            problems.push(
-                "daemon.lease_timeout",
-                format!("{s:?} is too short: at least 1s"),
-            );
-            None
-        }
-        None => {
-            problems.push(
-                "daemon.lease_timeout",
-                format!("{s:?} is not a duration: expected e.g. \"10s\", \"1500ms\" or \"1m\""),
-            );
-            None
-        }
-    }
-}
-
-/// "250ms", "10s", "2m" into a duration.
-fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        _ => None,
-    }
 }
 
 fn database(
