@@ -37,8 +37,9 @@ use std::path::{Path, PathBuf};
 use config::Source as _;
 
 pub use choices::{
-    ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, DEFAULT_CONFLICT_STRATEGY,
-    DEFAULT_INITIAL_COPY, DEFAULT_LOG_FORMAT, DEFAULT_REPLICA_ROLE,
+    ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, SequenceMode,
+    DEFAULT_CONFLICT_STRATEGY, DEFAULT_INITIAL_COPY, DEFAULT_LOG_FORMAT, DEFAULT_REPLICA_ROLE,
+    DEFAULT_SEQUENCE_MODE,
 };
 pub use libpq::{ConnectionSources, Source as ConnectionSource};
 pub use model::{

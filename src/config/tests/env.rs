@@ -157,7 +157,13 @@ fn raw_structs_expose_their_fields() {
     );
     assert_eq!(
         raw::struct_fields::<raw::RawRelgroup>(),
-        ["tables", "sequences", "keys"]
+        [
+            "tables",
+            "sequences",
+            "keys",
+            "sequence_mode",
+            "sequence_step"
+        ]
     );
     assert_eq!(
         raw::struct_fields::<raw::RawSync>(),
@@ -167,7 +173,8 @@ fn raw_structs_expose_their_fields() {
             "targets",
             "conflict_strategy",
             "priority",
-            "initial_copy"
+            "initial_copy",
+            "table_strategy"
         ]
     );
 }

@@ -10,6 +10,7 @@
 mod chains;
 mod daemon_db;
 mod env;
+mod multi_master;
 mod problems;
 mod relgroup_sync;
 mod tls;
