@@ -131,6 +131,11 @@ fn shipped_example_loads() {
     let mm = &cfg.syncs["ledger"];
     assert_eq!(mm.conflict_strategy, ConflictStrategy::Priority);
     assert_eq!(mm.priority_order(), ["legacy", "new"]);
+    assert_eq!(ledger.sequence_mode, SequenceMode::Interleave);
+    assert_eq!(
+        *mm.strategy_for(&TableName::new("accounting", "entries")),
+        ConflictStrategy::Latest
+    );
 }
 
 #[test]
