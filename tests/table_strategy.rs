@@ -14,16 +14,17 @@ fn each_table_is_decided_by_its_own_strategy() {
         c.create_db(db);
         c.psql(
             db,
-            "CREATE TABLE t1 (id int PRIMARY KEY, v text); CREATE TABLE t2 (id int PRIMARY KEY, v text); \
-             INSERT INTO t1 VALUES (1, 'orig'), (2, 'orig'); INSERT INTO t2 VALUES (1, 'orig'), (2, 'orig');",
+            "CREATE TABLE t1 (id int PRIMARY KEY, v text); CREATE TABLE t2 (LIKE t1 INCLUDING ALL); \
+             CREATE TABLE t3 (LIKE t1 INCLUDING ALL); INSERT INTO t1 VALUES (1, 'orig'), (2, 'orig'); \
+             INSERT INTO t2 SELECT * FROM t1; INSERT INTO t3 SELECT * FROM t1;",
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    // The sync: latest wins; t2: priority, with a (whose change is the older) first.
+    // The sync: latest wins; t2: priority, with a (whose change is the older) first; t3: skip.
     let toml = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"t1\", \"t2\"]\n\
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"t1\", \"t2\", \"t3\"]\n\
          [syncs.mm]\nrelgroup = \"g\"\nsources = [\"a\", \"b\"]\nconflict_strategy = \"latest\"\npriority = [\"a\"]\n\
-         [syncs.mm.table_strategy]\n\"public.t2\" = \"priority\"\n",
+         [syncs.mm.table_strategy]\n\"public.t2\" = \"priority\"\nt3 = \"skip\"\n",
         free_port(),
         c.database_toml("a", "a"),
         c.database_toml("b", "b"),
@@ -35,15 +36,18 @@ fn each_table_is_decided_by_its_own_strategy() {
     for (db, sql) in [
         (
             "a",
-            "UPDATE t1 SET v = 'a' WHERE id = 1; UPDATE t2 SET v = 'a' WHERE id = 1",
+            "UPDATE t1 SET v = 'a' WHERE id = 1; UPDATE t2 SET v = 'a' WHERE id = 1; \
+             UPDATE t3 SET v = 'a' WHERE id = 1",
         ),
         (
             "b",
-            "UPDATE t1 SET v = 'b' WHERE id = 1; UPDATE t2 SET v = 'b' WHERE id = 1",
+            "UPDATE t1 SET v = 'b' WHERE id = 1; UPDATE t2 SET v = 'b' WHERE id = 1; \
+             UPDATE t3 SET v = 'b' WHERE id = 1",
         ),
         (
             "a",
-            "UPDATE t1 SET v = 'a2' WHERE id = 2; UPDATE t2 SET v = 'a2' WHERE id = 2",
+            "UPDATE t1 SET v = 'a2' WHERE id = 2; UPDATE t2 SET v = 'a2' WHERE id = 2; \
+             UPDATE t3 SET v = 'a2' WHERE id = 2",
         ),
     ] {
         c.psql(db, sql);
@@ -52,7 +56,8 @@ fn each_table_is_decided_by_its_own_strategy() {
     wait_for_daemon(&cfg);
     drover_wait(&cfg, "mm", 60);
     for db in ["a", "b"] {
-        for (table, winner) in [("t1", "b"), ("t2", "a")] {
+        // With skip each master keeps its own version.
+        for (table, winner) in [("t1", "b"), ("t2", "a"), ("t3", db)] {
             assert_eq!(
                 c.psql(
                     db,
@@ -65,17 +70,20 @@ fn each_table_is_decided_by_its_own_strategy() {
         assert_eq!(
             c.psql(
                 db,
-                "SELECT string_agg(table_name || ':' || strategy || ':' || winner, ' ' ORDER BY table_name) \
+                "SELECT string_agg(table_name || ':' || strategy || ':' || coalesce(winner, '-'), ' ' ORDER BY table_name) \
                  FROM drover.conflicts WHERE key->>'id' = '1'"
             ),
-            "public.t1:latest:b public.t2:priority:a",
+            "public.t1:latest:b public.t2:priority:a public.t3:skip:-",
             "conflict log on {db}"
         );
-        assert_eq!(c.psql(db, "SELECT count(*) FROM drover.conflicts"), "2");
+        assert_eq!(c.psql(db, "SELECT count(*) FROM drover.conflicts"), "3");
     }
-    assert_eq!(
-        table_md5(&c, "a", "t1", "id"),
-        table_md5(&c, "b", "t1", "id")
-    );
+    for table in ["t1", "t2"] {
+        assert_eq!(
+            table_md5(&c, "a", table, "id"),
+            table_md5(&c, "b", table, "id"),
+            "{table}"
+        );
+    }
     daemon.stop();
 }
