@@ -145,3 +145,48 @@ pub fn syncs(config: &Config) -> Vec<SyncPlan> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_table_strategies_and_interleaving() {
+        let text = r#"
+            [databases.a]
+            host = "h"
+            dbname = "a"
+            user = "u"
+            [databases.b]
+            host = "h"
+            dbname = "b"
+            user = "u"
+            [relgroups.g]
+            tables = ["t1", "t2"]
+            sequences = ["s"]
+            sequence_mode = "interleave"
+            [syncs.mm]
+            relgroup = "g"
+            sources = ["a", "b"]
+            priority = ["b"]
+            [syncs.mm.table_strategy]
+            t2 = "priority"
+        "#;
+        let config = crate::config::load_from_str(text, std::path::Path::new("t.toml")).unwrap();
+        let plan = &syncs(&config)[0];
+        let (t1, t2) = (
+            TableName::new("public", "t1"),
+            TableName::new("public", "t2"),
+        );
+        assert_eq!(plan.strategy_for(&t1), &Strategy::Latest);
+        assert_eq!(
+            plan.strategy_for(&t2),
+            &Strategy::Priority(vec!["b".into()])
+        );
+        let all = plan.strategies();
+        assert_eq!(all.for_table("public.t2"), plan.strategy_for(&t2));
+        assert_eq!(all.for_table("public.t1"), &Strategy::Latest);
+        assert!(plan.interleaves());
+        assert_eq!(plan.sequence_step, 2);
+    }
+}
