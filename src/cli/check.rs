@@ -216,10 +216,19 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                     ));
                 }
             }
-            if sync.sources.len() > 1 {
+            if sync.interleaves() {
+                let found = crate::cli::interleave::check(sync, seq, &clients).await;
+                if found.is_empty() {
+                    println!(
+                        "  sequence {seq}: interleaved on the masters, INCREMENT BY {}",
+                        sync.sequence_step
+                    );
+                }
+                problems.extend(found);
+            } else if sync.sources.len() > 1 {
                 problems.push(format!(
-                    "sync {}: sequence {seq}: sequences follow one source; with several masters give each its own range (e.g. INCREMENT BY / START WITH) instead",
-                    sync.name
+                    "sync {}: sequence {seq}: sequences follow one source; with several masters set sequence_mode = \"interleave\" in [relgroups.{}] and run drover install (or remove the sequence and give each master its own range)",
+                    sync.name, sync.relgroup
                 ));
             } else {
                 println!("  sequence {seq}: follows {}", sync.sources[0]);

@@ -5,6 +5,7 @@ mod check;
 mod check_copy;
 mod copy;
 mod install;
+mod interleave;
 mod status;
 mod verify;
 mod wait;

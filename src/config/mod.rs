@@ -10,8 +10,8 @@
 //!   or `DROVER__SYNCS__LEDGER__PRIORITY=legacy,new` (a comma inside a
 //!   double-quoted table name does not split). Variable names are
 //!   case-insensitive; values are taken verbatim (a password `007` stays the
-//!   string `007`). The `[relgroups.NAME.keys]` sub-table is the one thing
-//!   only the file can set.
+//!   string `007`). The `[relgroups.NAME.keys]` and `[syncs.NAME.table_strategy]`
+//!   sub-tables are the things only the file can set.
 //! * libpq's conventions (module `libpq`): `url`, `conninfo`, `service` and the `PGHOST`-style
 //!   variables fill the connection keys a database leaves unset.
 //!
@@ -38,8 +38,9 @@ use std::path::{Path, PathBuf};
 use config::Source as _;
 
 pub use choices::{
-    ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, DEFAULT_CONFLICT_STRATEGY,
-    DEFAULT_INITIAL_COPY, DEFAULT_LOG_FORMAT, DEFAULT_REPLICA_ROLE,
+    ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, SequenceMode,
+    DEFAULT_CONFLICT_STRATEGY, DEFAULT_INITIAL_COPY, DEFAULT_LOG_FORMAT, DEFAULT_REPLICA_ROLE,
+    DEFAULT_SEQUENCE_MODE,
 };
 pub use libpq::{ConnectionSources, Source as ConnectionSource};
 pub use model::{

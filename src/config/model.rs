@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::choices::{
-    ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, DEFAULT_LOG_FORMAT,
+    ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, SequenceMode, DEFAULT_LOG_FORMAT,
 };
 use super::ConfigError;
 use crate::pg::ident::TableName;
@@ -267,6 +267,14 @@ pub struct Relgroup {
     /// quotes), each at most once, at least one. Default empty: every table
     /// uses its primary key. Not settable from the environment.
     pub keys: BTreeMap<TableName, Vec<String>>,
+    /// `sequence_mode`: `follow` or `interleave` (see [`SequenceMode`]).
+    /// Default [`DEFAULT_SEQUENCE_MODE`](super::DEFAULT_SEQUENCE_MODE) (`follow`).
+    pub sequence_mode: SequenceMode,
+    /// `sequence_step`: with `interleave`, the `INCREMENT BY` of every
+    /// master's sequences; at least the number of masters of each
+    /// multi-master sync of this relgroup (a larger one leaves residues free
+    /// for masters added later). Default `None`: the sync's number of masters.
+    pub sequence_step: Option<i64>,
 }
 
 /// `[syncs.NAME]`: replicate one relgroup between databases.
@@ -296,9 +304,22 @@ pub struct SyncConfig {
     /// `never`, `if-empty` or `always` (see [`InitialCopy`]). Default
     /// [`DEFAULT_INITIAL_COPY`](super::DEFAULT_INITIAL_COPY) (`never`).
     pub initial_copy: InitialCopy,
+    /// `[syncs.NAME.table_strategy]`: per-table overrides of
+    /// `conflict_strategy`, e.g. `"public.accounts" = "priority"`. Each table
+    /// is one of the relgroup's; `priority` needs the sync's `priority` list.
+    /// Default empty. Not settable from the environment.
+    pub table_strategy: BTreeMap<TableName, ConflictStrategy>,
 }
 
 impl SyncConfig {
+    /// The strategy deciding conflicts on `table`: its `table_strategy`
+    /// entry, else the sync's `conflict_strategy`.
+    pub fn strategy_for(&self, table: &TableName) -> &ConflictStrategy {
+        self.table_strategy
+            .get(table)
+            .unwrap_or(&self.conflict_strategy)
+    }
+
     /// The databases this sync writes into: its targets, plus its sources
     /// when it has more than one (multi-master).
     pub fn written_databases(&self) -> impl Iterator<Item = &str> {
@@ -417,6 +438,7 @@ mod tests {
             },
             priority: strings(priority),
             initial_copy: DEFAULT_INITIAL_COPY,
+            table_strategy: BTreeMap::new(),
         }
     }
 

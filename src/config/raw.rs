@@ -70,6 +70,8 @@ pub(super) struct RawRelgroup {
     pub tables: Option<StrList>,
     pub sequences: Option<StrList>,
     pub keys: Option<KeyLists>,
+    pub sequence_mode: Option<Str>,
+    pub sequence_step: Option<Int>,
 }
 
 /// `[syncs.NAME]`.
@@ -82,6 +84,8 @@ pub(super) struct RawSync {
     pub conflict_strategy: Option<Str>,
     pub priority: Option<StrList>,
     pub initial_copy: Option<Str>,
+    /// `[syncs.NAME.table_strategy]`: `"schema.table" = "strategy"`, kept as written.
+    pub table_strategy: Option<BTreeMap<String, Str>>,
 }
 
 /// What the loader needs to know about a raw section struct beyond serde.
@@ -107,6 +111,7 @@ impl Section for RawDatabase {
 impl Section for RawRelgroup {
     const WHAT: &'static str = "relgroup";
     const LIST_KEYS: &'static [&'static str] = &["tables", "sequences"];
+    const INT_KEYS: &'static [&'static str] = &["sequence_step"];
 }
 impl Section for RawSync {
     const WHAT: &'static str = "sync";

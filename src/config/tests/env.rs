@@ -160,7 +160,13 @@ fn raw_structs_expose_their_fields() {
     );
     assert_eq!(
         raw::struct_fields::<raw::RawRelgroup>(),
-        ["tables", "sequences", "keys"]
+        [
+            "tables",
+            "sequences",
+            "keys",
+            "sequence_mode",
+            "sequence_step"
+        ]
     );
     assert_eq!(
         raw::struct_fields::<raw::RawSync>(),
@@ -170,7 +176,8 @@ fn raw_structs_expose_their_fields() {
             "targets",
             "conflict_strategy",
             "priority",
-            "initial_copy"
+            "initial_copy",
+            "table_strategy"
         ]
     );
 }

@@ -7,6 +7,7 @@
 //! checked here, relgroups in [`relgroup`], syncs in [`sync`].
 
 mod chain;
+mod multi_master;
 mod relgroup;
 mod sync;
 mod timeouts;
@@ -41,6 +42,8 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems) -> 
         sync::sync(p, name, e, &ctx, pr)
     });
     sync::check_write_conflicts(&syncs, &relgroups, problems);
+    multi_master::check_tables(&syncs, &relgroups, problems);
+    multi_master::check_sequence_steps(&syncs, &relgroups, problems);
     chain::check_chains(&syncs, &relgroups, problems);
     Some(Config {
         path: path.to_owned(),
