@@ -402,7 +402,7 @@ impl SyncActor {
         self.schedule.started();
         let mut cache = std::mem::take(&mut self.progress);
         let sync = self.plan.name.clone();
-        let strategy = self.plan.strategy.clone();
+        let strategy = self.plan.strategies();
         let sequences = self.plan.sequences.clone();
         let fut = async move {
             let report = if prepared.sources.len() == 1 {
@@ -460,6 +460,7 @@ impl SyncActor {
         self.status.lag_seconds = lag;
         self.status.pending_rows = if good { 0 } else { pending };
         self.status.conflicts += report.conflicts.len() as u64;
+        let strategies = self.plan.strategies();
         let mut m = RoundMetrics {
             sync: self.plan.name.clone(),
             source: self.plan.sources.join(","),
@@ -470,7 +471,7 @@ impl SyncActor {
                     let winner = c.winner.clone().unwrap_or_else(|| "none".into());
                     (
                         c.table.clone(),
-                        self.plan.strategy.as_str().to_string(),
+                        strategies.for_table(&c.table).as_str().to_string(),
                         winner,
                     )
                 })

@@ -27,7 +27,7 @@ use crate::round::in_place;
 use crate::round::keys::{copy_text, Key};
 use crate::round::plan::TablePlan;
 use crate::round::purge;
-use crate::round::resolve::{decide, Strategy};
+use crate::round::resolve::{decide, Strategies, Strategy};
 use crate::round::rewind;
 use crate::round::signature;
 use crate::round::snapshot::{ProgressCache, Snapshot};
@@ -45,7 +45,7 @@ pub struct MultiInput<'a> {
     /// Parents before children.
     pub tables: &'a [Arc<TablePlan>],
     pub progress: &'a mut ProgressCache,
-    pub strategy: &'a Strategy,
+    pub strategy: &'a Strategies,
 }
 
 /// A resolved conflict, for the log and the counters.
@@ -211,7 +211,7 @@ async fn read_and_apply(
                     }),
                 );
             }
-            let d = decide(changes, input.strategy, &sources);
+            let d = decide(changes, input.strategy.for_table(&t.display), &sources);
             if let Some(w) = &d.winner {
                 tr.won.entry(w.clone()).or_default().push(key.clone());
             }
@@ -237,26 +237,31 @@ async fn read_and_apply(
         }
         rounds.push(tr);
     }
-    if *input.strategy == Strategy::Abort && !conflicts.is_empty() {
-        let mut shown: Vec<String> = conflicts
+    // Conflicts on tables whose strategy is `abort` fail the whole round.
+    let aborting: Vec<&ConflictRecord> = conflicts
+        .iter()
+        .filter(|c| *input.strategy.for_table(&c.table) == Strategy::Abort)
+        .collect();
+    if !aborting.is_empty() {
+        let mut shown: Vec<String> = aborting
             .iter()
             .map(|c| format!("{} {}", c.table, c.key))
             .collect();
         shown.sort();
         shown.truncate(ABORT_KEYS_SHOWN);
-        let mut involved: Vec<String> = conflicts.iter().flat_map(|c| c.involved.clone()).collect();
+        let mut involved: Vec<String> = aborting.iter().flat_map(|c| c.involved.clone()).collect();
         involved.sort();
         involved.dedup();
         return Err(PgError::Conflict {
             databases: involved.join(", "),
             message: format!(
                 "{} conflicting key(s) and conflict_strategy = \"abort\": nothing applied",
-                conflicts.len(),
+                aborting.len(),
             ),
             keys: format!(
                 "; {}{}",
                 shown.join("; "),
-                if conflicts.len() > ABORT_KEYS_SHOWN {
+                if aborting.len() > ABORT_KEYS_SHOWN {
                     "; ..."
                 } else {
                     ""
@@ -495,14 +500,14 @@ async fn apply_db(
         .conflicts
         .iter()
         .filter(|c| c.involved.iter().any(|i| i == dst))
-        .map(|c| serde_json::json!({"table_name": c.table, "key": c.key, "winner": c.winner, "versions": c.versions}))
+        .map(|c| serde_json::json!({"table_name": c.table, "key": c.key, "winner": c.winner, "versions": c.versions, "strategy": input.strategy.for_table(&c.table).as_str()}))
         .collect();
     if !mine.is_empty() {
         ttx.execute(
             "INSERT INTO drover.conflicts (sync, table_name, key, winner, strategy, versions) \
-             SELECT $1, x.table_name, x.key, x.winner, $2, x.versions \
-             FROM jsonb_to_recordset($3::text::jsonb) AS x(table_name text, key jsonb, winner text, versions jsonb)",
-            &[&input.sync, &input.strategy.as_str(), &serde_json::Value::Array(mine).to_string()],
+             SELECT $1, x.table_name, x.key, x.winner, x.strategy, x.versions \
+             FROM jsonb_to_recordset($2::text::jsonb) AS x(table_name text, key jsonb, winner text, versions jsonb, strategy text)",
+            &[&input.sync, &serde_json::Value::Array(mine).to_string()],
         )
         .await
         .map_err(|e| PgError::query(dst, "log conflicts", e))?;
