@@ -76,6 +76,9 @@ pub struct Daemon {
     /// after it. A duration such as "10s" or "1500ms". Default
     /// [`DEFAULT_LEASE_TIMEOUT`].
     pub lease_timeout: Duration,
+    /// `auto_install`: when true, a reload (SIGHUP, `drover reload`) runs `drover install`
+    /// itself before starting what the new config adds. Default false.
+    pub auto_install: bool,
 }
 
 /// Default `daemon.lease_timeout`: long enough that a busy server or a short
@@ -93,6 +96,7 @@ impl Default for Daemon {
             api_token_for_reads: false,
             log_format: DEFAULT_LOG_FORMAT,
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
+            auto_install: false,
         }
     }
 }

@@ -33,6 +33,7 @@ pub(super) struct RawDaemon {
     pub api_token_for_reads: Option<Bool>,
     pub log_format: Option<Str>,
     pub lease_timeout: Option<Str>,
+    pub auto_install: Option<Bool>,
 }
 
 /// `[databases.NAME]`. Not `Debug`: it holds the password.
@@ -95,7 +96,7 @@ pub(super) trait Section: DeserializeOwned + Default {
 
 impl Section for RawDaemon {
     const WHAT: &'static str = "daemon section";
-    const BOOL_KEYS: &'static [&'static str] = &["api_token_for_reads"];
+    const BOOL_KEYS: &'static [&'static str] = &["api_token_for_reads", "auto_install"];
 }
 impl Section for RawDatabase {
     const WHAT: &'static str = "database";

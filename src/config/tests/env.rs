@@ -131,7 +131,8 @@ fn raw_structs_expose_their_fields() {
             "api_token_env",
             "api_token_for_reads",
             "log_format",
-            "lease_timeout"
+            "lease_timeout",
+            "auto_install"
         ]
     );
     assert_eq!(

@@ -228,6 +228,7 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
         api_token_for_reads,
         log_format: log_format?,
         lease_timeout: lease_timeout?,
+        auto_install: raw.auto_install.is_some_and(|b| b.0),
     })
 }
 
