@@ -135,3 +135,81 @@ fn a_script_failing_on_the_second_database_stops_there_and_stays_paused() {
     );
     daemon.stop();
 }
+
+#[test]
+fn ddl_waits_for_the_running_round_and_gives_up_cleanly() {
+    let (c, setup, mut daemon) = running();
+    let cfg = &setup.config;
+    // A round stuck on a lock the target's table holds: it keeps the round gate.
+    let port = c.port.to_string();
+    let locker = std::thread::spawn(move || {
+        std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "dst",
+            ])
+            .args([
+                "-c",
+                "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;",
+            ])
+            .output()
+            .expect("run psql")
+    });
+    eventually(Duration::from_secs(10), "the lock on dst", || {
+        c.psql(
+            "dst",
+            "SELECT count(*) FROM pg_locks l JOIN pg_class r ON r.oid = l.relation \
+                       WHERE r.relname = 't' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+        ) == "1"
+    });
+    c.psql("src", "UPDATE t SET v = v + 1 WHERE id = 1");
+    eventually(
+        Duration::from_secs(10),
+        "the round to wait for the lock",
+        || {
+            c.psql(
+                "dst",
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                       AND application_name LIKE 'drover:%'",
+            ) != "0"
+        },
+    );
+    let out = drover(
+        cfg,
+        &[
+            "ddl",
+            "legacy_to_new",
+            "--timeout",
+            "1",
+            "-c",
+            "ALTER TABLE t ADD COLUMN z int",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still ran after"), "{err}");
+    assert!(err.contains("ran nowhere"), "{err}");
+    for db in ["src", "dst"] {
+        assert_eq!(
+            c.psql(db, "SELECT count(*) FROM drover.ddl_log"),
+            "0",
+            "{db}"
+        );
+    }
+    assert_eq!(c.psql("src", "SELECT count(*) FROM drover.sync_pause"), "0");
+    locker.join().expect("psql thread");
+    drover_wait(cfg, "legacy_to_new", 60);
+    assert_eq!(
+        table_md5(&c, "src", "t", "id"),
+        table_md5(&c, "dst", "t", "id")
+    );
+    daemon.stop();
+}

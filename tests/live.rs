@@ -28,9 +28,20 @@ fn pgbench_cluster() -> Cluster {
 /// A config: sync `main` of `tables` from src to dst, plus sync `sidecar` (table `side`)
 /// when `with_sidecar`.
 fn config_text(c: &Cluster, listen: u16, tables: &[&str], with_sidecar: bool) -> String {
+    config_with(c, listen, "", tables, with_sidecar)
+}
+
+/// As `config_text`, with extra `[daemon]` lines.
+fn config_with(
+    c: &Cluster,
+    listen: u16,
+    daemon: &str,
+    tables: &[&str],
+    with_sidecar: bool,
+) -> String {
     let list: Vec<String> = tables.iter().map(|t| format!("\"{t}\"")).collect();
     let mut toml = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{listen}\"\n{}{}[relgroups.herd]\ntables = [{}]\n\
+        "[daemon]\nlisten = \"127.0.0.1:{listen}\"\n{daemon}{}{}[relgroups.herd]\ntables = [{}]\n\
          [syncs.main]\nrelgroup = \"herd\"\nsources = [\"legacy\"]\ntargets = [\"new\"]\n",
         c.database_toml("legacy", "src"),
         c.database_toml("new", "dst"),
@@ -246,6 +257,104 @@ fn a_pause_written_while_the_daemon_is_down_is_honoured_at_start() {
     );
     assert_eq!(c.psql("dst", "SELECT count(*) FROM extra"), "0");
     drover_ok(&cfg, &["resume", "main"]);
+    drover_ok(&cfg, &["kick", "main", "--wait", "--timeout", "60"]);
+    same(&c, "extra", "id");
+    daemon.stop();
+}
+
+/// Sessions of a sync's lease on `src` (0 once its actor stopped).
+fn lease_sessions(c: &Cluster, sync: &str) -> String {
+    c.psql(
+        "src",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'drover:{sync}:lease%'"
+        ),
+    )
+}
+
+#[test]
+fn reload_stops_a_removed_sync_and_auto_install_captures_a_new_table() {
+    let c = pgbench_cluster();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let auto = "auto_install = true\n";
+    let before = config_with(&c, listen, auto, &["public.pgbench_branches"], true);
+    let (cfg, mut daemon) = install_and_run(dir.path(), &before);
+    drover_wait(&cfg, "sidecar", 60);
+    eventually(Duration::from_secs(20), "the sidecar lease", || {
+        lease_sessions(&c, "sidecar") == "1"
+    });
+
+    // No `drover install`: the daemon installs the new table itself.
+    let after = config_with(
+        &c,
+        listen,
+        auto,
+        &["public.pgbench_branches", "public.extra"],
+        false,
+    );
+    write_config(dir.path(), &after);
+    let out = drover_ok(&cfg, &["reload"]);
+    assert!(out.contains("stopped: sidecar"), "{out}");
+    assert!(out.contains("restarted: main"), "{out}");
+    eventually(Duration::from_secs(20), "the sidecar lease to end", || {
+        lease_sessions(&c, "sidecar") == "0"
+    });
+    let names: Vec<String> = status_json(&cfg)["syncs"]
+        .as_array()
+        .expect("syncs")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(names, ["main"]);
+    c.psql(
+        "src",
+        "INSERT INTO extra VALUES (1, 'captured by auto_install')",
+    );
+    drover_ok(&cfg, &["kick", "main", "--wait", "--timeout", "60"]);
+    same(&c, "extra", "id");
+    assert!(daemon.is_running(), "the daemon exited: {}", daemon.log());
+    daemon.stop();
+}
+
+/// `curl -X POST` as the CLI sends it: (status code, body).
+fn post(port: u16, path: &str) -> (u16, String) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-s",
+        "-X",
+        "POST",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "X-Drover-Request: 1",
+    ]);
+    cmd.arg(format!("http://127.0.0.1:{port}{path}"));
+    let out = run_with_timeout(&mut cmd, None, Duration::from_secs(20));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn the_http_pause_endpoint_stores_the_pause() {
+    let c = pgbench_cluster();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let toml = config_text(&c, listen, &["public.extra"], false);
+    let (cfg, mut daemon) = install_and_run(dir.path(), &toml);
+    assert_eq!(post(listen, "/syncs/main/pause").0, 202);
+    let by = c.psql(
+        "src",
+        "SELECT paused_by FROM drover.sync_pause WHERE sync = 'main'",
+    );
+    assert!(by.contains("drover API"), "{by}");
+    eventually(Duration::from_secs(10), "state paused", || {
+        paused(&cfg)["state"] == "paused"
+    });
+    assert_eq!(post(listen, "/syncs/main/resume").0, 202);
+    assert_eq!(c.psql("src", "SELECT count(*) FROM drover.sync_pause"), "0");
+    c.psql("src", "INSERT INTO extra VALUES (3, 'after resume')");
     drover_ok(&cfg, &["kick", "main", "--wait", "--timeout", "60"]);
     same(&c, "extra", "id");
     daemon.stop();
