@@ -49,11 +49,12 @@ impl SyncActor {
         let moved = self.ddl_mark.is_some_and(|m| m != view.ddl_mark);
         self.ddl_mark = Some(view.ddl_mark);
         let paused = view.pause.is_some();
-        self.show_pause(view.pause);
         if paused || self.schedule.stopping {
             self.gate_closed();
+            self.show_pause(view.pause);
             return;
         }
+        self.show_pause(None);
         if moved || was_paused {
             // Columns may have changed while paused: read the plans before the next round.
             self.gate_closed();
@@ -90,9 +91,9 @@ impl SyncActor {
         self.status.paused_by = pause.as_ref().map(|p| p.by.clone());
         self.status.paused_at = pause.as_ref().map(|p| p.at);
         self.status.pause_reason = pause.map(|p| p.reason);
-        if paused {
+        if paused && !self.schedule.running {
             self.status.state = "paused".into();
-        } else if self.status.state == "paused" {
+        } else if !paused && self.status.state == "paused" {
             self.status.state = "starting".into();
         }
     }
@@ -108,16 +109,19 @@ impl Handler<SetPaused> for SyncActor {
             let db = endpoint.name.clone();
             let client = endpoint.connect("pause").await?;
             if msg.0 {
-                pause::write(&client, &db, &sync, &pause::who("drover API"), "").await?;
-            } else {
-                pause::delete(&client, &db, &sync).await?;
+                let by = pause::who("drover API");
+                return Ok(Some(pause::write(&client, &db, &sync, &by, "").await?));
             }
-            Ok::<_, crate::pg::error::PgError>(())
+            pause::delete(&client, &db, &sync).await?;
+            Ok::<_, crate::pg::error::PgError>(None)
         };
         Box::pin(fut.into_actor(self).map(|res, act, ctx| match res {
-            Ok(()) => {
-                // The next round start reads the row and shows it (state `paused` once no
-                // round runs).
+            Ok(stored) => {
+                // Shown at once; a resume shows at the next round start, which also reads
+                // the table plans again (columns may have changed while paused).
+                if stored.is_some() {
+                    act.show_pause(stored);
+                }
                 ctx.notify(Kick);
                 Ok(())
             }
