@@ -7,7 +7,7 @@
 use actix::prelude::*;
 
 use super::SyncActor;
-use crate::actors::database::Kick;
+use crate::actors::database::{Kick, Waiting};
 use crate::metrics::failures::Stage;
 use crate::pause::{self, GateView, Pause};
 
@@ -151,6 +151,13 @@ impl Handler<Retire> for SyncActor {
             }
             .into_actor(self)
             .map(|_, act, ctx| {
+                // Its sources' doorbells stop counting it as a sync that waits for changes.
+                for s in &act.plan.sources {
+                    act.databases[s].do_send(Waiting {
+                        sync: act.plan.name.clone(),
+                        waiting: false,
+                    });
+                }
                 tracing::info!(sync = %act.plan.name, "sync stopped (config reloaded)");
                 ctx.stop();
             }),
