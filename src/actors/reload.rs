@@ -111,33 +111,6 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Which syncs a new config adds, removes and changes.
-    fn diff(&self, new: &Config, plans: &[SyncPlan]) -> Diff {
-        let changed_db = |db: &str| {
-            self.databases
-                .get(db)
-                .is_some_and(|r| new.databases.get(db) != Some(&r.config))
-        };
-        let daemon_changed = new.daemon.lease_timeout != self.config.daemon.lease_timeout;
-        let mut d = Diff::default();
-        for plan in plans {
-            match self.plans.get(&plan.name) {
-                None => d.added.push(plan.name.clone()),
-                Some(old) if old != plan || daemon_changed || plan.databases().any(changed_db) => {
-                    d.restarted.push(plan.name.clone())
-                }
-                Some(_) => {}
-            }
-        }
-        let kept: BTreeSet<&str> = plans.iter().map(|p| p.name.as_str()).collect();
-        d.removed = (self.plans.keys())
-            .filter(|n| !kept.contains(n.as_str()))
-            .cloned()
-            .collect();
-        d.removed.sort();
-        d
-    }
-
     /// Applies a diff whose stopping syncs have stopped: forgets them, drops database actors
     /// whose settings changed or that no sync uses, starts the new and restarted syncs.
     fn apply(&mut self, new: Config, plans: Vec<SyncPlan>, d: &Diff) -> anyhow::Result<()> {
@@ -177,7 +150,7 @@ impl Handler<Reload> for Supervisor {
         };
         warn_restart_only(&self.config, &new);
         let plans = topology::syncs(&new);
-        let d = self.diff(&new, &plans);
+        let d = diff(&self.config, &self.plans, &new, &plans);
         let retiring: Vec<Addr<SyncActor>> = (self.syncs.borrow().iter())
             .filter(|(n, _)| d.removed.contains(n) || d.restarted.contains(n))
             .map(|(_, a)| a.clone())
@@ -207,6 +180,34 @@ impl Handler<Reload> for Supervisor {
             Ok(summary)
         })))
     }
+}
+
+/// Which syncs a new config adds, removes and changes (`old` is the running config).
+fn diff(
+    old: &Config,
+    running: &HashMap<String, SyncPlan>,
+    new: &Config,
+    plans: &[SyncPlan],
+) -> Diff {
+    let changed_db = |db: &str| new.databases.get(db) != old.databases.get(db);
+    let daemon_changed = new.daemon.lease_timeout != old.daemon.lease_timeout;
+    let mut d = Diff::default();
+    for plan in plans {
+        match running.get(&plan.name) {
+            None => d.added.push(plan.name.clone()),
+            Some(was) if was != plan || daemon_changed || plan.databases().any(changed_db) => {
+                d.restarted.push(plan.name.clone())
+            }
+            Some(_) => {}
+        }
+    }
+    let kept: BTreeSet<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+    d.removed = (running.keys())
+        .filter(|n| !kept.contains(n.as_str()))
+        .cloned()
+        .collect();
+    d.removed.sort();
+    d
 }
 
 /// Runs `drover install` for every database of the new config (`daemon.auto_install`).
@@ -257,4 +258,62 @@ fn describe(d: &Diff, running: usize) -> String {
         list(&d.removed),
         list(&d.restarted)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra_table: bool, sidecar: bool, port: u16) -> Config {
+        let mut toml = format!(
+            "[databases.a]\nhost = \"h\"\ndbname = \"a\"\nuser = \"u\"\n\
+             [databases.b]\nhost = \"h\"\nport = {port}\ndbname = \"b\"\nuser = \"u\"\n\
+             [databases.c]\nhost = \"h\"\ndbname = \"c\"\nuser = \"u\"\n\
+             [relgroups.g]\ntables = [\"public.t\"{}]\n\
+             [relgroups.k]\ntables = [\"public.k\"]\n\
+             [syncs.keep]\nrelgroup = \"k\"\nsources = [\"a\"]\ntargets = [\"c\"]\n\
+             [syncs.main]\nrelgroup = \"g\"\nsources = [\"a\"]\ntargets = [\"b\"]\n",
+            if extra_table { ", \"public.u\"" } else { "" }
+        );
+        if sidecar {
+            toml.push_str("[relgroups.s]\ntables = [\"public.s\"]\n[syncs.side]\nrelgroup = \"s\"\nsources = [\"a\"]\ntargets = [\"c\"]\n");
+        }
+        config::load_from_str(&toml, std::path::Path::new("t.toml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn running(c: &Config) -> HashMap<String, SyncPlan> {
+        topology::syncs(c)
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect()
+    }
+
+    fn diff_of(old: &Config, new: &Config) -> Diff {
+        diff(old, &running(old), new, &topology::syncs(new))
+    }
+
+    #[test]
+    fn unchanged_config_changes_nothing() {
+        let c = config(false, true, 5432);
+        assert_eq!(diff_of(&c, &c), Diff::default());
+    }
+
+    #[test]
+    fn added_removed_and_changed_syncs() {
+        let old = config(false, true, 5432);
+        let new = config(true, false, 5432);
+        let d = diff_of(&old, &new);
+        assert_eq!(d.added, Vec::<String>::new());
+        assert_eq!(d.removed, ["side"]);
+        assert_eq!(d.restarted, ["main"], "a table added to its relgroup");
+        let d = diff_of(&new, &old);
+        assert_eq!(d.added, ["side"]);
+    }
+
+    #[test]
+    fn a_changed_database_restarts_only_its_syncs() {
+        let d = diff_of(&config(false, false, 5432), &config(false, false, 5433));
+        assert_eq!(d.restarted, ["main"]);
+    }
 }
