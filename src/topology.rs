@@ -8,7 +8,7 @@ use crate::pg::ident::TableName;
 use crate::round::copy::CopyMode;
 use crate::round::resolve::{Strategies, Strategy};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SyncPlan {
     pub name: String,
     pub relgroup: String,

@@ -8,11 +8,13 @@
 //! - `MetricsActor`: the only writer of the Prometheus recorder.
 //!
 //! A round runs inside its SyncActor as one future that spans every table, so one target's
-//! round is always one transaction. `daemon` wires them together and handles signals.
+//! round is always one transaction. `daemon` wires them together and handles signals;
+//! `reload` owns the running set and applies a re-read config.
 
 pub mod daemon;
 pub mod database;
 pub mod doorbell;
 pub mod metrics;
+pub mod reload;
 pub mod sync;
 pub mod table;

@@ -28,8 +28,10 @@ use crate::status::SyncStatus;
 use crate::topology::SyncPlan;
 
 pub mod lease;
+mod pause_gate;
 mod schedule;
 use lease::{Attempt, Lease};
+pub use pause_gate::{Retire, SetPaused};
 pub use schedule::{Next, Schedule};
 
 /// Safety-net poll: catches changes whose notification was missed (LISTEN reconnecting).
@@ -40,12 +42,6 @@ const LEASE_RETRY: Duration = Duration::from_secs(2);
 #[derive(Message)]
 #[rtype(result = "SyncStatus")]
 pub struct GetStatus;
-
-/// Pause (true) or resume (false) a sync: a paused sync runs no rounds; its changes wait in
-/// the delta tables.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetPaused(pub bool);
 
 /// Truncate and copy tables (all when empty) into the receive-only databases, between rounds.
 #[derive(Message)]
@@ -93,6 +89,10 @@ pub struct SyncActor {
     /// What the sources' doorbells were last told (see `report_waiting`).
     waiting_reported: Option<bool>,
     stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// The round gate and stored pause (`pause_gate`).
+    gate: crate::pause::Gate,
+    /// The newest `drover.ddl_log` id the gate has seen (plans are read again when it moves).
+    ddl_mark: Option<i64>,
 }
 
 pub struct SyncDeps {
@@ -127,10 +127,14 @@ impl SyncActor {
             rounds: 0,
             last_round_ms: None,
             paused: false,
+            paused_by: None,
+            paused_at: None,
+            pause_reason: None,
             copy: Vec::new(),
             copy_runs: 0,
             lease_holder: None,
         };
+        let gate = crate::pause::Gate::new(d.lease_endpoint.clone(), &d.plan.name);
         SyncActor {
             plan: d.plan,
             lease_endpoint: d.lease_endpoint,
@@ -150,6 +154,8 @@ impl SyncActor {
             copy_board: CopyBoard::default(),
             waiting_reported: Some(true),
             stop_waiters: Vec::new(),
+            gate,
+            ddl_mark: None,
         }
     }
 
@@ -443,6 +449,7 @@ impl SyncActor {
     }
 
     fn round_done(&mut self, report: RoundReport, ctx: &mut Context<Self>) {
+        self.leave_gate(ctx);
         let (inserted, deleted) = report.rows();
         let now = Utc::now();
         let good = report.ok();
@@ -633,16 +640,12 @@ impl Handler<Kick> for SyncActor {
 
     fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
         // No round while plans are read again (after a schema error): it would use the old ones.
-        if self.prepared.is_none()
-            || self.preparing
-            || self.lease.is_none()
-            || self.status.paused
-            || self.copying
-        {
+        // The stored pause is checked at each round start (`pause_gate`).
+        if self.prepared.is_none() || self.preparing || self.lease.is_none() || self.copying {
             return;
         }
         if self.schedule.kicked() {
-            self.start_round(ctx);
+            self.gated_start(ctx);
         }
     }
 }
@@ -654,20 +657,6 @@ impl Handler<ForceCopy> for SyncActor {
         self.forced_copy = Some(msg.0);
         if !self.schedule.running && !self.copying && self.prepared.is_some() {
             self.start_copy(ctx);
-        }
-    }
-}
-
-impl Handler<SetPaused> for SyncActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
-        if self.status.paused != msg.0 {
-            tracing::info!(sync = %self.plan.name, paused = msg.0, "sync {}", if msg.0 { "paused" } else { "resumed" });
-        }
-        self.status.paused = msg.0;
-        if !msg.0 {
-            ctx.notify(Kick);
         }
     }
 }

@@ -135,6 +135,8 @@ CREATE TABLE IF NOT EXISTS drover.lease_epoch (
         nothing = quote_literal(NOTHING_APPLIED),
     ) + super::partition_list::CATALOG
         + super::secret::CREATE
+        + crate::pause::CATALOG
+        + crate::ddl::CATALOG
 }
 
 /// Names of the objects that capture one table, from its catalog id.

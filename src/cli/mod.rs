@@ -4,8 +4,11 @@
 mod check;
 mod check_copy;
 mod copy;
+mod ddl;
 mod install;
 mod interleave;
+mod pause;
+mod reload;
 mod status;
 mod verify;
 mod wait;
@@ -64,7 +67,46 @@ enum Command {
         table: Option<String>,
     },
     /// Start a round of a sync now.
-    Kick { sync: String },
+    Kick {
+        sync: String,
+        /// Return only once a round started after the call has been applied to every target
+        /// (exit 1 on timeout, or at once when the sync is paused).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds.
+        #[arg(long, default_value_t = wait::DEFAULT_TIMEOUT_SECS, requires = "wait")]
+        timeout: f64,
+    },
+    /// Pause a sync: stored in its first source, so it survives daemon restarts.
+    Pause {
+        sync: String,
+        /// Why (shown by status).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused sync.
+    Resume { sync: String },
+    /// Make the running daemon re-read its config file (as SIGHUP does).
+    Reload,
+    /// Run a schema change on every database of a sync (receivers first), with the sync
+    /// paused around it; then refresh capture and resume.
+    Ddl {
+        sync: String,
+        /// The SQL script to run.
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "sql",
+            required_unless_present = "sql"
+        )]
+        file: Option<PathBuf>,
+        /// The SQL to run.
+        #[arg(short = 'c', long = "command", value_name = "SQL")]
+        sql: Option<String>,
+        /// How long to wait for the round running at the call.
+        #[arg(long, default_value_t = ddl::DEFAULT_TIMEOUT_SECS)]
+        timeout: f64,
+    },
     /// Wait until every target has applied everything committed on the sources before the call.
     Wait {
         sync: String,
@@ -97,6 +139,9 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
+            if matches!(cli.command, Command::Reload) {
+                eprintln!("drover: not reloaded: the daemon keeps running its old config");
+            }
             return EXIT_CONFIG;
         }
     };
@@ -108,7 +153,27 @@ pub fn main() -> i32 {
         Command::Uninstall => block_on(install::uninstall(&config)),
         Command::Status { sync, json } => block_on(status::status(&config, sync.as_deref(), json)),
         Command::Copy { sync, table } => block_on(copy::run(&config, &sync, table.as_deref())),
-        Command::Kick { sync } => block_on(status::kick(&config, &sync)),
+        Command::Kick { sync, wait, .. } if !wait => block_on(status::kick(&config, &sync)),
+        Command::Kick { sync, timeout, .. } => block_on(pause::kick_wait(&config, &sync, timeout)),
+        Command::Pause { sync, reason } => {
+            block_on(pause::pause(&config, &sync, reason.as_deref()))
+        }
+        Command::Resume { sync } => block_on(pause::resume(&config, &sync)),
+        Command::Reload => block_on(reload::run(&config)),
+        Command::Ddl {
+            sync,
+            file,
+            sql,
+            timeout,
+        } => block_on(ddl::run(
+            &config,
+            ddl::Args {
+                sync: &sync,
+                file: file.as_deref(),
+                sql: sql.as_deref(),
+                timeout,
+            },
+        )),
         Command::Wait { sync, timeout } => block_on(wait::run(&config, &sync, timeout)),
         Command::Verify { sync, table, json } => {
             block_on(verify::run(&config, &sync, table.as_deref(), json))

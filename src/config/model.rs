@@ -88,6 +88,9 @@ pub struct Daemon {
     /// included, before it is abandoned (so a stuck target cannot hold the
     /// source's snapshot open). Default [`super::timeouts::DEFAULT_ROUND_DEADLINE`].
     pub round_deadline: Duration,
+    /// `auto_install`: when true, a reload (SIGHUP, `drover reload`) runs `drover install`
+    /// itself before starting what the new config adds. Default false.
+    pub auto_install: bool,
 }
 
 /// Default `daemon.lease_timeout`: long enough that a busy server or a short
@@ -108,6 +111,7 @@ impl Default for Daemon {
             lock_timeout: super::timeouts::DEFAULT_LOCK_TIMEOUT,
             statement_timeout: Some(super::timeouts::DEFAULT_STATEMENT_TIMEOUT),
             round_deadline: super::timeouts::DEFAULT_ROUND_DEADLINE,
+            auto_install: false,
         }
     }
 }

@@ -36,6 +36,7 @@ pub(super) struct RawDaemon {
     pub lock_timeout: Option<Str>,
     pub statement_timeout: Option<Str>,
     pub round_deadline: Option<Str>,
+    pub auto_install: Option<Bool>,
 }
 
 /// `[databases.NAME]`. Not `Debug`: it holds the password.
@@ -102,7 +103,7 @@ pub(super) trait Section: DeserializeOwned + Default {
 
 impl Section for RawDaemon {
     const WHAT: &'static str = "daemon section";
-    const BOOL_KEYS: &'static [&'static str] = &["api_token_for_reads"];
+    const BOOL_KEYS: &'static [&'static str] = &["api_token_for_reads", "auto_install"];
 }
 impl Section for RawDatabase {
     const WHAT: &'static str = "database";

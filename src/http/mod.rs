@@ -1,7 +1,8 @@
 //! The daemon's HTTP listener (`daemon.listen`): `/metrics`, `/status`, `/health` and
-//! `POST /syncs/{name}/kick`; and the small client the CLI uses to reach it.
+//! `POST /syncs/{name}/kick|pause|resume|copy`, `POST /reload`; and the small client the CLI uses to reach it.
 
 pub mod client;
 pub mod guard;
 pub mod listener;
+mod reload;
 pub mod server;

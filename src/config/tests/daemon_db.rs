@@ -317,3 +317,16 @@ fn lease_timeout_default_parse_and_errors() {
         "{msg}"
     );
 }
+
+#[test]
+fn auto_install_defaults_off_and_takes_a_boolean() {
+    assert!(!load_text_only(&daemon("")).unwrap().daemon.auto_install);
+    assert!(
+        load_text_only(&daemon("auto_install = true"))
+            .unwrap()
+            .daemon
+            .auto_install
+    );
+    let msg = errors(&daemon("auto_install = \"sometimes\""));
+    assert!(msg.contains("daemon.auto_install"), "{msg}");
+}

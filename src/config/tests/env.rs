@@ -134,7 +134,8 @@ fn raw_structs_expose_their_fields() {
             "lease_timeout",
             "lock_timeout",
             "statement_timeout",
-            "round_deadline"
+            "round_deadline",
+            "auto_install"
         ]
     );
     assert_eq!(

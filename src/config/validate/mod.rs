@@ -233,6 +233,7 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
         lock_timeout: round?.lock_timeout,
         statement_timeout: round?.statement_timeout,
         round_deadline: round?.round_deadline,
+        auto_install: raw.auto_install.is_some_and(|b| b.0),
     })
 }
 
