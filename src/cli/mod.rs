@@ -4,6 +4,7 @@
 mod check;
 mod check_copy;
 mod copy;
+mod init;
 mod install;
 mod status;
 mod verify;
@@ -71,6 +72,29 @@ enum Command {
         #[arg(long, default_value_t = wait::DEFAULT_TIMEOUT_SECS)]
         timeout: f64,
     },
+    /// Write a commented config replicating every matching table of SOURCE to TARGET (no
+    /// config file needed). Patterns: `*` and `?` wildcards, `schema.table` or a table name.
+    Init {
+        /// The source database, postgresql://user@host:port/dbname (a password in it is used
+        /// to connect but never written).
+        #[arg(long, value_name = "URL")]
+        source: String,
+        /// The target database, as --source.
+        #[arg(long, value_name = "URL")]
+        target: String,
+        /// Only tables in this schema (repeatable; default every schema but the system's).
+        #[arg(long = "schema", value_name = "SCHEMA")]
+        schemas: Vec<String>,
+        /// Only tables matching this pattern (repeatable), e.g. 'pgbench_*' or 'sales.*'.
+        #[arg(long, value_name = "PATTERN")]
+        tables: Vec<String>,
+        /// Leave out tables matching this pattern (repeatable).
+        #[arg(long, value_name = "PATTERN")]
+        exclude: Vec<String>,
+        /// Write the config to FILE (never overwritten) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Compare every table across the sync's databases and list the differing keys.
     Verify {
         sync: String,
@@ -92,6 +116,32 @@ pub fn main() -> i32 {
             return if e.use_stderr() { EXIT_CONFIG } else { EXIT_OK };
         }
     };
+    // `init` writes a config: it needs none.
+    if let Command::Init {
+        source,
+        target,
+        schemas,
+        tables,
+        exclude,
+        output,
+    } = cli.command
+    {
+        let args = init::Args {
+            source,
+            target,
+            schemas,
+            tables,
+            exclude,
+            output,
+        };
+        return match block_on(init::run(&args)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("drover: {e:#}");
+                EXIT_PROBLEM
+            }
+        };
+    }
     let config = match config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -109,6 +159,7 @@ pub fn main() -> i32 {
         Command::Copy { sync, table } => block_on(copy::run(&config, &sync, table.as_deref())),
         Command::Kick { sync } => block_on(status::kick(&config, &sync)),
         Command::Wait { sync, timeout } => block_on(wait::run(&config, &sync, timeout)),
+        Command::Init { .. } => unreachable!("handled before loading a config"),
         Command::Verify { sync, table, json } => {
             block_on(verify::run(&config, &sync, table.as_deref(), json))
         }
