@@ -8,6 +8,7 @@ mod init;
 mod install;
 mod status;
 mod verify;
+mod verify_repair;
 mod wait;
 
 use std::path::PathBuf;
@@ -104,6 +105,13 @@ enum Command {
         /// Print JSON: {"sync", "identical", "tables": [...]}.
         #[arg(long)]
         json: bool,
+        /// Make every differing key equal to the first source (one transaction per database,
+        /// as drover applies changes); needs the sync's lease (stop its daemon first).
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: print the SQL it would run and change nothing.
+        #[arg(long, requires = "repair")]
+        dry_run: bool,
     },
 }
 
@@ -160,8 +168,18 @@ pub fn main() -> i32 {
         Command::Kick { sync } => block_on(status::kick(&config, &sync)),
         Command::Wait { sync, timeout } => block_on(wait::run(&config, &sync, timeout)),
         Command::Init { .. } => unreachable!("handled before loading a config"),
-        Command::Verify { sync, table, json } => {
-            block_on(verify::run(&config, &sync, table.as_deref(), json))
+        Command::Verify {
+            sync,
+            table,
+            json,
+            repair,
+            dry_run,
+        } => {
+            let repair = verify::Repair {
+                enabled: repair,
+                dry_run,
+            };
+            block_on(verify::run(&config, &sync, table.as_deref(), json, repair))
         }
     };
     match result {
