@@ -7,6 +7,7 @@ mod copy;
 mod init;
 mod install;
 mod status;
+mod status_offline;
 mod verify;
 mod verify_repair;
 mod wait;
@@ -48,7 +49,8 @@ enum Command {
     Uninstall,
     /// Run the daemon in the foreground (SIGINT/SIGTERM stop it after the current round).
     Run,
-    /// Show the running daemon's view of the syncs.
+    /// Show the running daemon's view of the syncs; when no daemon answers, what the databases
+    /// record (progress, pending rows, pause, held tables) and exit 1.
     Status {
         /// Only this sync.
         sync: Option<String>,
