@@ -77,6 +77,18 @@ fn repairs_planted_differences(replica_role: &str) {
     let planted = md5s(&c, "dst");
     assert_ne!(planted, md5s(&c, "src"));
 
+    let (code, text) = verify_code(&cfg, &["--repair", "--dry-run", "--json"]);
+    assert_eq!(code, 1, "{text}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(doc["dry_run"], true);
+    assert_eq!(doc["after"], serde_json::Value::Null);
+    assert_eq!(doc["repairs"][0]["database"], "dst");
+    assert_eq!(
+        doc["repairs"][0]["changes"].as_array().map(Vec::len),
+        Some(11),
+        "{doc:#}"
+    );
     let (code, text) = verify_code(&cfg, &["--repair", "--dry-run"]);
     eprintln!("{text}");
     assert_eq!(code, 1, "{text}");
@@ -105,6 +117,12 @@ fn repairs_planted_differences(replica_role: &str) {
     let (code, text) = verify_code(&cfg, &[]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(md5s(&c, "dst"), md5s(&c, "src"));
+    let (code, text) = verify_code(&cfg, &["--repair", "--json"]);
+    assert_eq!(code, 0, "{text}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(doc["identical"], true, "{doc:#}");
+    assert_eq!(doc["repairs"], serde_json::json!([]), "{doc:#}");
 
     // The repair was not captured as a change, and replication goes on.
     let mut daemon = Daemon::start(&cfg);

@@ -62,12 +62,27 @@ pub struct Change {
 pub struct DatabaseRepair {
     pub database: String,
     pub changes: Vec<Change>,
-    /// The transaction's statements, for `--dry-run`.
+    /// The transaction's statements (commit_apply adds the replica role's reset).
     #[serde(skip)]
     pub sql: String,
+    /// What runs before COMMIT: resetting a helper-set replica role.
+    #[serde(skip)]
+    pub end_sql: Option<String>,
     /// Set when its transaction failed (rolled back, nothing changed there).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl DatabaseRepair {
+    /// The whole transaction as a script, for `--dry-run`.
+    pub fn script(&self) -> String {
+        let end = self
+            .end_sql
+            .as_deref()
+            .map(|e| format!("{};\n", e.trim_end().trim_end_matches(';')))
+            .unwrap_or_default();
+        format!("BEGIN;\n{}{end}COMMIT;", self.sql)
+    }
 }
 
 /// A database of the sync, connected.
@@ -374,6 +389,7 @@ fn statements(sync: &str, db: &Db, works: &[Work<'_>]) -> DatabaseRepair {
         database: db.name.clone(),
         changes,
         sql,
+        end_sql: db.role.end_sql(),
         error: None,
     }
 }
