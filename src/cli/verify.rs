@@ -1,6 +1,7 @@
 //! `drover verify SYNC [--table T] [--json]`: compares every table of the sync across its
 //! databases (see `crate::verify`) and prints the differing keys. Exit 0 when identical, 1 when
 //! something differs or a table cannot be compared, 2 for a `--table` outside the sync.
+//! `--repair [--dry-run]` is `verify_repair`.
 
 use std::fmt::Write;
 

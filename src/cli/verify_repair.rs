@@ -40,6 +40,8 @@ pub async fn run(
     let mut before = Vec::new();
     let mut repairs: Vec<DatabaseRepair> = Vec::new();
     let mut failed = false;
+    // Whether `last` was printed already (each report is printed once).
+    let mut shown = false;
     let mut last = verify::run_listing(config, plan, tables, REPAIR_LISTED).await?;
     for _ in 0..PASSES {
         if last.identical {
@@ -47,6 +49,7 @@ pub async fn run(
         }
         if !json {
             print!("{}", super::verify::text(&last));
+            shown = true;
         }
         let done = repair::repair(config, plan, &last, dry_run).await?;
         before.push(last.clone());
@@ -60,8 +63,9 @@ pub async fn run(
             break;
         }
         last = verify::run_listing(config, plan, tables, REPAIR_LISTED).await?;
+        shown = false;
     }
-    let identical = last.identical && !dry_run || before.is_empty();
+    let identical = before.is_empty() || (last.identical && !dry_run);
     if json {
         let after: Option<&Report> = (!dry_run).then_some(&last);
         let doc = json!({
@@ -73,7 +77,7 @@ pub async fn run(
             "after": after,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else if !dry_run || before.is_empty() {
+    } else if !shown {
         print!("{}", super::verify::text(&last));
     }
     Ok(if identical && !failed {
