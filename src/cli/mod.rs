@@ -5,12 +5,15 @@ mod check;
 mod check_copy;
 mod copy;
 mod ddl;
+mod init;
 mod install;
 mod interleave;
 mod pause;
 mod reload;
 mod status;
+mod status_offline;
 mod verify;
+mod verify_repair;
 mod wait;
 
 use std::path::PathBuf;
@@ -50,7 +53,8 @@ enum Command {
     Uninstall,
     /// Run the daemon in the foreground (SIGINT/SIGTERM stop it after the current round).
     Run,
-    /// Show the running daemon's view of the syncs.
+    /// Show the running daemon's view of the syncs; when no daemon answers, what the databases
+    /// record (progress, pending rows, pause, held tables) and exit 1.
     Status {
         /// Only this sync.
         sync: Option<String>,
@@ -114,6 +118,29 @@ enum Command {
         #[arg(long, default_value_t = wait::DEFAULT_TIMEOUT_SECS)]
         timeout: f64,
     },
+    /// Write a commented config replicating every matching table of SOURCE to TARGET (no
+    /// config file needed). Patterns: `*` and `?` wildcards, `schema.table` or a table name.
+    Init {
+        /// The source database, postgresql://user@host:port/dbname (a password in it is used
+        /// to connect but never written).
+        #[arg(long, value_name = "URL")]
+        source: String,
+        /// The target database, as --source.
+        #[arg(long, value_name = "URL")]
+        target: String,
+        /// Only tables in this schema (repeatable; default every schema but the system's).
+        #[arg(long = "schema", value_name = "SCHEMA")]
+        schemas: Vec<String>,
+        /// Only tables matching this pattern (repeatable), e.g. 'pgbench_*' or 'sales.*'.
+        #[arg(long, value_name = "PATTERN")]
+        tables: Vec<String>,
+        /// Leave out tables matching this pattern (repeatable).
+        #[arg(long, value_name = "PATTERN")]
+        exclude: Vec<String>,
+        /// Write the config to FILE (never overwritten) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Compare every table across the sync's databases and list the differing keys.
     Verify {
         sync: String,
@@ -123,6 +150,13 @@ enum Command {
         /// Print JSON: {"sync", "identical", "tables": [...]}.
         #[arg(long)]
         json: bool,
+        /// Make every differing key equal to the first source (one transaction per database,
+        /// as drover applies changes); needs the sync's lease (stop its daemon first).
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: print the SQL it would run and change nothing.
+        #[arg(long, requires = "repair")]
+        dry_run: bool,
     },
 }
 
@@ -135,6 +169,32 @@ pub fn main() -> i32 {
             return if e.use_stderr() { EXIT_CONFIG } else { EXIT_OK };
         }
     };
+    // `init` writes a config: it needs none.
+    if let Command::Init {
+        source,
+        target,
+        schemas,
+        tables,
+        exclude,
+        output,
+    } = cli.command
+    {
+        let args = init::Args {
+            source,
+            target,
+            schemas,
+            tables,
+            exclude,
+            output,
+        };
+        return match block_on(init::run(&args)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("drover: {e:#}");
+                EXIT_PROBLEM
+            }
+        };
+    }
     let config = match config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -175,8 +235,19 @@ pub fn main() -> i32 {
             },
         )),
         Command::Wait { sync, timeout } => block_on(wait::run(&config, &sync, timeout)),
-        Command::Verify { sync, table, json } => {
-            block_on(verify::run(&config, &sync, table.as_deref(), json))
+        Command::Init { .. } => unreachable!("handled before loading a config"),
+        Command::Verify {
+            sync,
+            table,
+            json,
+            repair,
+            dry_run,
+        } => {
+            let repair = verify::Repair {
+                enabled: repair,
+                dry_run,
+            };
+            block_on(verify::run(&config, &sync, table.as_deref(), json, repair))
         }
     };
     match result {

@@ -217,6 +217,12 @@ pub fn load_from_str(text: &str, path_for_messages: &Path) -> Result<Config, Con
     load_text(text, path_for_messages, None, &|_| None)
 }
 
+/// Loads TOML text with libpq's environment (`PGPASSWORD`, `PGUSER`, ...) as fallbacks but
+/// no `DROVER__` overrides: for a command that builds its own settings (`drover init`).
+pub fn load_with_libpq_env(text: &str, path_for_messages: &Path) -> Result<Config, ConfigError> {
+    load_text(text, path_for_messages, None, &libpq::process_env)
+}
+
 fn environment() -> config::Environment {
     config::Environment::with_prefix(ENV_PREFIX).separator(ENV_SEPARATOR)
 }
