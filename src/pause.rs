@@ -159,7 +159,8 @@ pub struct GateView {
 
 struct GateState {
     client: Option<Client>,
-    held: bool,
+    /// Shared holds taken on `client`: one per running round (PostgreSQL stacks them).
+    held: u32,
 }
 
 /// The daemon's side of the round gate: one session per sync on its first source.
@@ -177,17 +178,20 @@ impl Gate {
             sync: sync.to_string(),
             state: Arc::new(Mutex::new(GateState {
                 client: None,
-                held: false,
+                held: 0,
             })),
         }
     }
 
     /// Checks the pause at a round start; when not paused, the round holds the gate until
-    /// [`Gate::leave`].
+    /// [`Gate::leave`]. Rounds of several targets each hold it (the holds stack on one
+    /// session), so `drover ddl` passes only once every round has ended; a round starting
+    /// while another holds it is granted at once and still reads the pause.
     pub async fn enter(&self) -> Result<GateView, PgError> {
         let mut st = self.state.lock().await;
-        release(&mut st, self.gate_key()).await;
         if !st.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            // A new session holds nothing: holds of a dead one died with it.
+            st.held = 0;
             st.client = Some(
                 self.endpoint
                     .connect(&format!("{}:gate", self.sync))
@@ -211,10 +215,11 @@ impl Gate {
             Err(e) => {
                 // Whether the lock was taken is unknown: end the session, which releases it.
                 st.client = None;
+                st.held = 0;
                 return Err(missing_gate_table(db, e));
             }
         };
-        st.held = true;
+        st.held += 1;
         let by: Option<String> = row.get(1);
         let view = GateView {
             pause: by.map(|by| Pause {
@@ -230,7 +235,7 @@ impl Gate {
         Ok(view)
     }
 
-    /// The round ended: let `wait_idle` through.
+    /// The round ended: its hold is released (`wait_idle` passes once none is left).
     pub async fn leave(&self) {
         let mut st = self.state.lock().await;
         release(&mut st, self.gate_key()).await;
@@ -252,18 +257,19 @@ fn missing_gate_table(db: &str, e: tokio_postgres::Error) -> PgError {
     PgError::query(db, "check the sync's pause", e)
 }
 
-/// Releases the shared gate lock if held; a failed unlock drops the session (which releases it).
+/// Releases one shared hold; a failed unlock drops the session (which releases them all).
 async fn release(st: &mut GateState, key: i64) {
-    if !st.held {
+    if st.held == 0 {
         return;
     }
-    st.held = false;
+    st.held -= 1;
     if let Some(c) = &st.client {
         if c.execute("SELECT pg_advisory_unlock_shared($1)", &[&key])
             .await
             .is_err()
         {
             st.client = None;
+            st.held = 0;
         }
     }
 }

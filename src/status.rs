@@ -64,6 +64,28 @@ pub struct SyncStatus {
     /// Who holds the lease, when this daemon waits and the holder's heartbeat row is readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_holder: Option<LeaseHolder>,
+    /// Per target of a one-source sync (each runs its own rounds), or one entry for a
+    /// multi-master sync's rounds (named "*").
+    #[serde(default)]
+    pub target_states: Vec<TargetStatus>,
+}
+
+/// One target's rounds: a failing target falls behind alone while the others go on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TargetStatus {
+    pub target: String,
+    /// "starting" | "ok" | "behind" (its last round applied a bounded part of a backlog) |
+    /// "failing" (its last round failed; it is retried)
+    pub state: String,
+    pub last_good: Option<DateTime<Utc>>,
+    /// As the sync's `last_error`: redacted unless the reader has the token.
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub last_error_full: Option<String>,
+    /// Age of the oldest change not yet applied to this target (0 when all applied).
+    pub lag_seconds: f64,
+    pub pending_rows: u64,
+    pub rounds: u64,
 }
 
 /// The daemon holding a sync's lease, from its heartbeat row in `drover.leases`.
@@ -81,6 +103,11 @@ impl SyncStatus {
         if trusted {
             if let Some(full) = self.last_error_full.take() {
                 self.last_error = Some(full);
+            }
+            for t in &mut self.target_states {
+                if let Some(full) = t.last_error_full.take() {
+                    t.last_error = Some(full);
+                }
             }
         }
         self

@@ -62,6 +62,7 @@ const PANEL_CHECKS: &[(&str, Check)] = &[
 /// full expression must evaluate to nothing while the left side has data.
 const ALERT_LEFT_SIDES: &[(&str, &str)] = &[
     ("DroverSyncBad", "drover_sync_state"),
+    ("DroverTargetFailing", "drover_target_state"),
     ("DroverLagHigh", "drover_lag_seconds"),
     (
         "DroverNoGoodRound",

@@ -22,6 +22,10 @@ pub struct RoundMetrics {
     /// (table, strategy, winner) per conflict
     pub conflicts: Vec<(String, String, String)>,
     pub last_good_unix: Option<f64>,
+    /// The sync as a whole is good (no target failing): `drover_sync_state`.
+    pub sync_good: bool,
+    /// (target, its round was good): `drover_target_state`.
+    pub targets: Vec<(String, bool)>,
 }
 
 pub struct MetricsActor;
@@ -70,7 +74,15 @@ impl Handler<RoundMetrics> for MetricsActor {
         }
         let result = if m.good { "good" } else { "bad" };
         metrics::counter!(ROUNDS, "sync" => sync.clone(), "result" => result).increment(1);
-        metrics::gauge!(SYNC_STATE, "sync" => sync.clone()).set(if m.good { 1.0 } else { 0.0 });
+        metrics::gauge!(SYNC_STATE, "sync" => sync.clone()).set(if m.sync_good {
+            1.0
+        } else {
+            0.0
+        });
+        for (target, good) in m.targets {
+            metrics::gauge!(TARGET_STATE, "sync" => sync.clone(), "target" => target)
+                .set(if good { 1.0 } else { 0.0 });
+        }
         metrics::histogram!(ROUND_DURATION, "sync" => sync.clone()).record(m.duration_secs);
         if let Some(t) = m.last_good_unix {
             metrics::gauge!(LAST_GOOD, "sync" => sync).set(t);

@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod reload;
 pub mod sync;
 pub mod table;
+pub mod target;

@@ -104,6 +104,7 @@ impl Supervisor {
             databases,
             tables,
             metrics: self.metrics.clone(),
+            limits: crate::round::limits::Limits::from_config(&config.daemon),
         })
         .start();
         self.syncs.borrow_mut().push((name.clone(), addr));

@@ -10,28 +10,36 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::Utc;
 
-use crate::actors::database::{DatabaseActor, DbHandle, GetHandle, Kick, Subscribe, Waiting};
-use crate::actors::metrics::{LeaseMetrics, MetricsActor, RoundMetrics};
-use crate::actors::table::{Applied, Prepare, TableActor};
+use crate::actors::database::{DatabaseActor, Kick, Subscribe};
+use crate::actors::metrics::{LeaseMetrics, MetricsActor};
+use crate::actors::table::TableActor;
+use crate::actors::target::TargetActor;
 use crate::metrics::failures::{self, Stage};
-use crate::pg::error::{ErrorKind, PgError};
+use crate::pg::error::PgError;
 use crate::pg::Endpoint;
-use crate::round::apply::{SourceSide, TargetSide};
 use crate::round::copy::{initial_copy, CopyBoard, CopyMode};
-use crate::round::multi::{run_multi_round, MultiInput};
-use crate::round::plan::fk_order;
-use crate::round::sequences as seq;
-use crate::round::snapshot::ProgressCache;
+use crate::round::limits::Limits;
+use crate::round::progress::ProgressCache;
+use crate::round::purge::PurgeDue;
+use crate::round::side::TargetSide;
+use crate::round::TablePlan;
 use crate::round::{evict, fence};
-use crate::round::{run_round, RoundInput, RoundReport, TablePlan};
 use crate::status::SyncStatus;
 use crate::topology::SyncPlan;
 
+pub mod lanes;
 pub mod lease;
 mod pause_gate;
+mod phase;
+mod prepare;
+mod report;
+mod rounds;
 mod schedule;
+use lanes::{Lanes, MULTI};
 use lease::{Attempt, Lease};
 pub use pause_gate::{Retire, SetPaused};
+pub use phase::Phase;
+use prepare::Prepared;
 pub use schedule::{Next, Schedule};
 
 /// Safety-net poll: catches changes whose notification was missed (LISTEN reconnecting).
@@ -58,15 +66,6 @@ pub struct Shutdown;
 #[rtype(result = "()")]
 struct LeaseLost(u64);
 
-/// Everything a round needs, built once the lease is held.
-struct Prepared {
-    sources: Vec<SourceSide>,
-    /// Databases that receive: with one source, every other database; with several
-    /// (multi-master), every database of the sync.
-    receivers: Vec<TargetSide>,
-    tables: Vec<Arc<TablePlan>>,
-}
-
 pub struct SyncActor {
     plan: SyncPlan,
     lease_endpoint: Endpoint,
@@ -74,15 +73,25 @@ pub struct SyncActor {
     tables: Vec<Addr<TableActor>>,
     metrics: Addr<MetricsActor>,
     prepared: Option<Arc<Prepared>>,
-    progress: ProgressCache,
-    schedule: Schedule,
+    /// One actor per target of a one-source sync: it runs that target's rounds.
+    targets: HashMap<String, Addr<TargetActor>>,
+    /// Bumped when plans are read again or tables copied: targets re-read their progress.
+    generation: u64,
+    /// Per target (or the one multi-master lane): schedule and status.
+    lanes: Lanes,
+    /// A multi-master sync's progress (its rounds run here).
+    multi_progress: ProgressCache,
+    /// Horizons the targets applied, not yet purged on the source.
+    purge_due: PurgeDue,
+    /// Backoff of failed lease-time steps (prepare, copy).
+    setup: Schedule,
+    limits: Limits,
+    /// The sync's lifecycle on this daemon.
+    phase: Phase,
     status: SyncStatus,
     lease: Option<Lease>,
     lease_timeout: Duration,
     lease_generation: u64,
-    preparing: bool,
-    /// An initial copy is running: no rounds until it ends.
-    copying: bool,
     /// A copy requested through the API, to run when no round is: Some(tables), empty = all.
     forced_copy: Option<Vec<String>>,
     copy_board: CopyBoard,
@@ -103,6 +112,8 @@ pub struct SyncDeps {
     pub databases: HashMap<String, Addr<DatabaseActor>>,
     pub tables: Vec<Addr<TableActor>>,
     pub metrics: Addr<MetricsActor>,
+    /// `daemon.lock_timeout`, `statement_timeout`, `round_deadline`.
+    pub limits: Limits,
 }
 
 impl SyncActor {
@@ -133,29 +144,39 @@ impl SyncActor {
             copy: Vec::new(),
             copy_runs: 0,
             lease_holder: None,
+            target_states: Vec::new(),
+        };
+        let lanes = if d.plan.sources.len() > 1 {
+            Lanes::new([MULTI.to_string()])
+        } else {
+            Lanes::new(d.plan.receivers_of(&d.plan.sources[0]).map(str::to_string))
         };
         let gate = crate::pause::Gate::new(d.lease_endpoint.clone(), &d.plan.name);
         SyncActor {
+            gate,
+            ddl_mark: None,
             plan: d.plan,
             lease_endpoint: d.lease_endpoint,
             databases: d.databases,
             tables: d.tables,
             metrics: d.metrics,
             prepared: None,
-            progress: ProgressCache::default(),
-            schedule: Schedule::default(),
+            targets: HashMap::new(),
+            generation: 0,
+            lanes,
+            multi_progress: ProgressCache::default(),
+            purge_due: PurgeDue::default(),
+            setup: Schedule::default(),
+            limits: d.limits,
             status,
             lease: None,
             lease_timeout: d.lease_timeout,
             lease_generation: 0,
-            preparing: false,
-            copying: false,
+            phase: Phase::Starting,
             forced_copy: None,
             copy_board: CopyBoard::default(),
             waiting_reported: Some(true),
             stop_waiters: Vec::new(),
-            gate,
-            ddl_mark: None,
         }
     }
 
@@ -165,7 +186,7 @@ impl SyncActor {
 
     /// Tries to take the sync's lease (see `lease`); retries while another daemon holds it.
     fn acquire_lease(&mut self, ctx: &mut Context<Self>) {
-        if self.schedule.stopping {
+        if self.phase == Phase::Stopping {
             return;
         }
         self.lease_generation += 1;
@@ -202,6 +223,7 @@ impl SyncActor {
 
     /// Another daemon runs this sync: a state, not a fault.
     fn standby(&mut self, holder: Option<crate::status::LeaseHolder>) {
+        self.phase = self.phase.standby();
         self.status.state = "standby".into();
         self.status.lease = "waiting".into();
         self.status.lease_holder = holder;
@@ -218,111 +240,45 @@ impl SyncActor {
     /// Reads server facts and table plans; on success subscribes to kicks and runs a round.
     fn prepare(&mut self, ctx: &mut Context<Self>) {
         // Without the lease, preparing would bump the fencing epoch the holder relies on.
-        if self.preparing || self.lease.is_none() {
+        let skip = matches!(self.phase, Phase::Preparing | Phase::Stopping);
+        if skip || self.lease.is_none() {
             return;
         }
-        self.preparing = true;
-        let plan = self.plan.clone();
-        let dbs = self.databases.clone();
-        let tables = self.tables.clone();
+        self.phase = Phase::Preparing;
         let former = self.lease.as_ref().and_then(|l| l.former.clone());
-        let former = former.map(|instance| evict::Former {
-            instance,
-            lease_timeout: self.lease_timeout,
+        let fut = prepare::prepare(prepare::Inputs {
+            plan: self.plan.clone(),
+            databases: self.databases.clone(),
+            tables: self.tables.clone(),
+            former: former.map(|instance| evict::Former {
+                instance,
+                lease_timeout: self.lease_timeout,
+            }),
         });
-        let fut = async move {
-            // Databases, then tables, are read concurrently: a daemon starts its first round
-            // sooner (catch-up after a stop is timed from the start).
-            let handles: HashMap<String, DbHandle> =
-                futures::future::try_join_all(plan.databases().map(|db| {
-                    let addr = dbs[db].clone();
-                    async move {
-                        let h = addr.send(GetHandle).await.map_err(|e| {
-                            PgError::setup(db, format!("database actor gone: {e}"))
-                        })??;
-                        Ok::<_, PgError>((db.to_string(), h))
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok(p) => {
+                act.setup.backoff_over();
+                let first = act.prepared.is_none();
+                act.prepared = Some(Arc::new(p));
+                act.phase = act.phase.step_done(true);
+                act.forget_progress();
+                if first {
+                    act.start_targets();
+                    for s in &act.plan.sources {
+                        act.databases[s].do_send(Subscribe {
+                            sync: act.plan.name.clone(),
+                            kicks: ctx.address().recipient(),
+                        });
                     }
-                }))
-                .await?
-                .into_iter()
-                .collect();
-            let multi = plan.sources.len() > 1;
-            let source_handles: Vec<DbHandle> =
-                plan.sources.iter().map(|d| handles[d].clone()).collect();
-            let receive_only: Vec<DbHandle> =
-                plan.targets.iter().map(|d| handles[d].clone()).collect();
-            let first = &plan.sources[0];
-            let plans: Vec<TablePlan> = futures::future::try_join_all(tables.iter().map(|t| {
-                let msg = Prepare {
-                    sources: source_handles.clone(),
-                    targets: receive_only.clone(),
-                };
-                async move {
-                    let p = t
-                        .send(msg)
-                        .await
-                        .map_err(|e| PgError::setup(first, format!("table actor gone: {e}")))??;
-                    Ok::<_, PgError>((*p).clone())
+                    ctx.run_interval(POLL_INTERVAL, |_, ctx| ctx.notify(Kick));
                 }
-            }))
-            .await?;
-            let ordered = fk_order(plans).into_iter().map(Arc::new).collect();
-            let sync = plan.name.clone();
-            let receivers: Vec<&str> = if multi {
-                plan.databases().collect()
-            } else {
-                plan.receivers_of(first).collect()
-            };
-            let prepared = Prepared {
-                sources: source_handles
-                    .iter()
-                    .map(|h| SourceSide {
-                        name: h.name.clone(),
-                        pool: h.pool.clone(),
-                    })
-                    .collect(),
-                receivers: receivers
-                    .iter()
-                    .map(|d| TargetSide {
-                        name: d.to_string(),
-                        pool: handles[*d].pool.clone(),
-                        replica_role: handles[*d].facts.replica_role.clone(),
-                    })
-                    .collect(),
-                tables: ordered,
-            };
-            // A former holder frozen mid-transaction would hold the locks our rounds need.
-            if let Some(f) = &former {
-                evict::end_former_sessions(&sync, f, &prepared.receivers).await;
+                act.start_copy(ctx);
             }
-            // Before the first commit under this lease: a former holder's commits now fail.
-            fence::take_over(&sync, &prepared.receivers).await?;
-            Ok::<_, PgError>(prepared)
-        };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
-            act.preparing = false;
-            match res {
-                Ok(p) => {
-                    act.schedule.backoff_over();
-                    let first = act.prepared.is_none();
-                    act.prepared = Some(Arc::new(p));
-                    act.progress = ProgressCache::default();
-                    if first {
-                        for s in &act.plan.sources {
-                            act.databases[s].do_send(Subscribe {
-                                sync: act.plan.name.clone(),
-                                kicks: ctx.address().recipient(),
-                            });
-                        }
-                        ctx.run_interval(POLL_INTERVAL, |_, ctx| ctx.notify(Kick));
-                    }
-                    act.start_copy(ctx);
-                }
-                Err(e) => {
-                    act.record_error(Stage::Prepare, &e);
-                    let wait = act.schedule.failed();
-                    ctx.run_later(wait, |act, ctx| act.prepare(ctx));
-                }
+            Err(e) => {
+                act.record_error(Stage::Prepare, &e);
+                act.phase = act.phase.step_done(act.prepared.is_some());
+                let wait = act.setup.failed();
+                ctx.run_later(wait, |act, ctx| act.prepare(ctx));
             }
         }));
     }
@@ -332,11 +288,20 @@ impl SyncActor {
         let Some(prepared) = self.prepared.clone() else {
             return;
         };
-        if self.lease.is_none() {
+        if self.lease.is_none() || self.phase != Phase::Running {
             return;
         }
         // A forced copy (`drover copy` against this daemon) replaces the configured mode.
         let forced = self.forced_copy.take();
+        // Plans read again while other targets' rounds run: a copy waits for them (a forced
+        // one starts when the last ends); the initial copy ran with the first plans.
+        if self.lanes.running() {
+            match forced {
+                Some(f) => self.forced_copy = Some(f),
+                None => ctx.notify(Kick),
+            }
+            return;
+        }
         let mode = if forced.is_some() {
             CopyMode::Forced
         } else {
@@ -346,16 +311,8 @@ impl SyncActor {
             ctx.notify(Kick);
             return;
         }
-        let tables: Vec<Arc<TablePlan>> = match &forced {
-            Some(only) if !only.is_empty() => prepared
-                .tables
-                .iter()
-                .filter(|t| only.contains(&t.display))
-                .cloned()
-                .collect(),
-            _ => prepared.tables.clone(),
-        };
-        self.copying = true;
+        let tables = copy_tables(&prepared.tables, forced.as_deref());
+        self.phase = Phase::Copying;
         let sync = self.plan.name.clone();
         let board = self.copy_board.clone();
         // Multi-master: only receive-only databases are copied into, from the first source.
@@ -374,14 +331,14 @@ impl SyncActor {
             initial_copy(&sync, &prepared.sources[0], &targets, &tables, mode, &board).await
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            act.copying = false;
+            act.phase = act.phase.step_done(true);
             act.status.copy_runs += 1;
             match res {
                 Ok(n) => {
                     if n > 0 {
                         tracing::info!(sync = %act.plan.name, tables = n, "initial copy finished");
                     }
-                    act.progress = ProgressCache::default();
+                    act.forget_progress();
                     ctx.notify(Kick);
                 }
                 Err(e) => {
@@ -391,9 +348,9 @@ impl SyncActor {
                     if forced.is_some() && act.forced_copy.is_none() {
                         act.forced_copy = forced;
                     }
-                    let wait = act.schedule.failed();
+                    let wait = act.setup.failed();
                     ctx.run_later(wait, |act, ctx| {
-                        act.schedule.backoff_over();
+                        act.setup.backoff_over();
                         act.start_copy(ctx);
                     });
                 }
@@ -401,177 +358,21 @@ impl SyncActor {
         }));
     }
 
-    fn start_round(&mut self, ctx: &mut Context<Self>) {
-        let Some(prepared) = self.prepared.clone() else {
-            return;
-        };
-        self.schedule.started();
-        let mut cache = std::mem::take(&mut self.progress);
-        let sync = self.plan.name.clone();
-        let strategy = self.plan.strategies();
-        let sequences = self.plan.sequences.clone();
-        let fut = async move {
-            let report = if prepared.sources.len() == 1 {
-                let mut report = run_round(RoundInput {
-                    sync: &sync,
-                    source: &prepared.sources[0],
-                    targets: &prepared.receivers,
-                    tables: &prepared.tables,
-                    progress: &mut cache,
-                })
-                .await;
-                if report.ok() {
-                    let sent = &mut cache.sequences;
-                    if let Err(e) =
-                        seq::sync(&prepared.sources[0], &prepared.receivers, &sequences, sent).await
-                    {
-                        report.source_error = Some(e);
-                    }
-                }
-                report
-            } else {
-                run_multi_round(MultiInput {
-                    sync: &sync,
-                    sources: &prepared.sources,
-                    databases: &prepared.receivers,
-                    tables: &prepared.tables,
-                    progress: &mut cache,
-                    strategy: &strategy,
-                })
-                .await
-            };
-            (report, cache)
-        };
-        ctx.spawn(fut.into_actor(self).map(|(report, cache), act, ctx| {
-            act.progress = cache;
-            act.round_done(report, ctx);
-        }));
-    }
-
-    fn round_done(&mut self, report: RoundReport, ctx: &mut Context<Self>) {
-        self.leave_gate(ctx);
-        let (inserted, deleted) = report.rows();
-        let now = Utc::now();
-        let good = report.ok();
-        self.status.rounds += 1;
-        self.status.rows_inserted += inserted;
-        self.status.rows_deleted += deleted;
-        self.status.last_round_ms = Some(report.duration.as_secs_f64() * 1000.0);
-        let pending: u64 = report.pending.values().sum();
-        let lag = report
-            .oldest_pending
-            .map(|o| (now - o).num_milliseconds().max(0) as f64 / 1000.0)
-            .unwrap_or(0.0);
-        // A good round: how old its oldest change was when it landed (0 when nothing was
-        // pending). A failed round: how old the oldest change waiting is now.
-        self.status.lag_seconds = lag;
-        self.status.pending_rows = if good { 0 } else { pending };
-        self.status.conflicts += report.conflicts.len() as u64;
-        let strategies = self.plan.strategies();
-        let mut m = RoundMetrics {
-            sync: self.plan.name.clone(),
-            source: self.plan.sources.join(","),
-            conflicts: report
-                .conflicts
-                .iter()
-                .map(|c| {
-                    let winner = c.winner.clone().unwrap_or_else(|| "none".into());
-                    (
-                        c.table.clone(),
-                        strategies.for_table(&c.table).as_str().to_string(),
-                        winner,
-                    )
-                })
-                .collect(),
-            good,
-            duration_secs: report.duration.as_secs_f64(),
-            ..Default::default()
-        };
-        if let Some(p) = &self.prepared {
-            for (i, t) in p.tables.iter().enumerate() {
-                let mut ti = 0;
-                let mut td = 0;
-                for tr in &report.targets {
-                    if let (Ok(true), Some(c)) = (&tr.result, tr.tables.get(&t.display)) {
-                        ti += c.inserted;
-                        td += c.deleted;
-                        m.rows
-                            .push((t.display.clone(), tr.target.clone(), c.inserted, c.deleted));
-                    }
-                }
-                if ti + td > 0 {
-                    if let Some(a) = self.tables.get(i) {
-                        a.do_send(Applied {
-                            inserted: ti,
-                            deleted: td,
-                        });
-                    }
-                }
-                m.pending.push((
-                    t.display.clone(),
-                    report.pending.get(&t.display).copied().unwrap_or(0),
-                ));
-            }
-            for tr in &report.targets {
-                m.lag.push((tr.target.clone(), lag));
-            }
-        }
-        if good {
-            self.status.state = "good".into();
-            self.status.last_good = Some(now);
-            m.last_good_unix = Some(now.timestamp_millis() as f64 / 1000.0);
-            if inserted + deleted > 0 {
-                tracing::info!(sync = %self.plan.name, inserted, deleted, elapsed_ms = report.duration.as_millis() as u64, "round applied changes");
-            }
-        } else {
-            self.round_failed(&report);
-        }
-        let reprepare = report
-            .first_error()
-            .is_some_and(|e| matches!(e.kind(), ErrorKind::Schema));
-        self.metrics.do_send(m);
-
-        let next = self.schedule.finished(good, inserted + deleted > 0);
-        self.report_waiting();
-        if self.forced_copy.is_some() && !matches!(next, Next::Stop) {
-            self.start_copy(ctx);
+    /// Starts one actor per target of a one-source sync.
+    fn start_targets(&mut self) {
+        if self.plan.sources.len() > 1 {
             return;
         }
-        match next {
-            Next::Stop => {
-                for w in self.stop_waiters.drain(..) {
-                    let _ = w.send(());
-                }
-            }
-            Next::Now => ctx.notify(Kick),
-            Next::After(wait) => {
-                ctx.run_later(wait, move |act, ctx| {
-                    act.schedule.backoff_over();
-                    if reprepare {
-                        act.prepare(ctx);
-                    } else {
-                        ctx.notify(Kick);
-                    }
-                });
-            }
-            Next::Idle => {}
+        for t in self.plan.receivers_of(&self.plan.sources[0]) {
+            let addr = TargetActor::new(self.limits).start();
+            self.targets.insert(t.to_string(), addr);
         }
     }
 
-    /// Tells the sources' doorbells whether this sync waits for notifications: not while
-    /// rounds keep finding changes back to back (`Schedule::saturated`).
-    fn report_waiting(&mut self) {
-        let waiting = !self.schedule.saturated();
-        if self.waiting_reported == Some(waiting) {
-            return;
-        }
-        self.waiting_reported = Some(waiting);
-        for s in &self.plan.sources {
-            self.databases[s].do_send(Waiting {
-                sync: self.plan.name.clone(),
-                waiting,
-            });
-        }
+    /// After new plans or a copy: every target reads its progress again.
+    fn forget_progress(&mut self) {
+        self.generation += 1;
+        self.multi_progress = ProgressCache::default();
     }
 
     /// Logs and counts a failed attempt (once), and shows it in status.
@@ -586,25 +387,6 @@ impl SyncActor {
         self.mark_bad(e);
     }
 
-    /// A failed round: each database that failed is one failure; status shows the first.
-    fn round_failed(&mut self, report: &RoundReport) {
-        let errors = report
-            .source_error
-            .iter()
-            .chain((report.targets.iter()).filter_map(|t| t.result.as_ref().err()));
-        for e in errors {
-            failures::failed(
-                Stage::Round,
-                &self.plan.name,
-                e,
-                "round failed, rolled back",
-            );
-        }
-        if let Some(e) = report.first_error() {
-            self.mark_bad(e);
-        }
-    }
-
     fn mark_bad(&mut self, e: &PgError) {
         let msg = e.redacted();
         // Without the lease, failures (a fenced commit, a lease attempt) do not make it bad.
@@ -614,6 +396,17 @@ impl SyncActor {
         self.status.last_bad = Some(Utc::now());
         self.status.last_error = Some(msg);
         self.status.last_error_full = Some(e.to_string());
+    }
+}
+
+/// The tables a copy takes: those named (all when none are).
+fn copy_tables(tables: &[Arc<TablePlan>], only: Option<&[String]>) -> Vec<Arc<TablePlan>> {
+    match only {
+        Some(only) if !only.is_empty() => (tables.iter())
+            .filter(|t| only.contains(&t.display))
+            .cloned()
+            .collect(),
+        _ => tables.to_vec(),
     }
 }
 
@@ -635,27 +428,12 @@ impl Actor for SyncActor {
     }
 }
 
-impl Handler<Kick> for SyncActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
-        // No round while plans are read again (after a schema error): it would use the old ones.
-        // The stored pause is checked at each round start (`pause_gate`).
-        if self.prepared.is_none() || self.preparing || self.lease.is_none() || self.copying {
-            return;
-        }
-        if self.schedule.kicked() {
-            self.gated_start(ctx);
-        }
-    }
-}
-
 impl Handler<ForceCopy> for SyncActor {
     type Result = ();
 
     fn handle(&mut self, msg: ForceCopy, ctx: &mut Context<Self>) {
         self.forced_copy = Some(msg.0);
-        if !self.schedule.running && !self.copying && self.prepared.is_some() {
+        if !self.lanes.running() && self.phase == Phase::Running && self.prepared.is_some() {
             self.start_copy(ctx);
         }
     }
@@ -681,6 +459,7 @@ impl Handler<GetStatus> for SyncActor {
 
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         let mut s = self.status.clone();
+        s.target_states = self.lanes.statuses();
         s.copy = self.copy_board.lock().expect("copy board lock").clone();
         MessageResult(s)
     }
@@ -690,8 +469,8 @@ impl Handler<Shutdown> for SyncActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
-        self.schedule.stopping = true;
-        if !self.schedule.running {
+        self.phase = Phase::Stopping;
+        if self.lanes.stop() {
             return Box::pin(async {});
         }
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -18,9 +18,9 @@ use crate::http::server::percent_encode;
 use crate::pg::connect::checkout;
 use crate::pg::ident::TableName;
 use crate::pg::{facts, Endpoint};
-use crate::round::apply::{SourceSide, TargetSide};
 use crate::round::copy::{initial_copy, CopyBoard, CopyMode};
 use crate::round::plan::{Side, TablePlan};
+use crate::round::side::{SourceSide, TargetSide};
 use crate::status::StatusDoc;
 use crate::topology;
 

@@ -26,6 +26,9 @@ pub const LAG: &str = "drover_lag_seconds";
 pub const PENDING: &str = "drover_pending_rows";
 /// Gauge {sync}: 1 good, 0 bad.
 pub const SYNC_STATE: &str = "drover_sync_state";
+/// Gauge {sync, target}: 1 when the target's last round was good, 0 when it failed (the
+/// sync's other targets go on without it).
+pub const TARGET_STATE: &str = "drover_target_state";
 /// Gauge {sync}: 1 on the daemon holding the sync's lease (it runs the sync), 0 on a standby.
 pub const LEASE_HELD: &str = "drover_lease_held";
 /// Gauge {sync}: unix time of the last good round.
@@ -67,6 +70,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "Delta rows pending when the last round started"
     );
     describe_gauge!(SYNC_STATE, "Sync state: 1 good, 0 bad");
+    describe_gauge!(
+        TARGET_STATE,
+        "Target state: 1 when its last round was good, 0 when it failed"
+    );
     describe_gauge!(
         LEASE_HELD,
         "1 on the daemon holding the sync's lease, 0 on a standby"

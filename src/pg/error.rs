@@ -23,6 +23,9 @@ pub enum PgError {
     },
     #[error("database \"{database}\": {message}")]
     Setup { database: String, message: String },
+    /// A round outlived `daemon.round_deadline` on this database and was abandoned.
+    #[error("database \"{database}\": round still running after daemon.round_deadline ({secs} s): abandoned and rolled back; the database is locked or not answering, the round is retried")]
+    Deadline { database: String, secs: u64 },
     /// Multi-master conflicts the sync's strategy refuses to resolve (`abort`).
     #[error("conflict between {databases}: {message}{keys}")]
     Conflict {
@@ -89,7 +92,8 @@ impl PgError {
             PgError::Connect { database, .. }
             | PgError::Pool { database, .. }
             | PgError::Query { database, .. }
-            | PgError::Setup { database, .. } => database,
+            | PgError::Setup { database, .. }
+            | PgError::Deadline { database, .. } => database,
             PgError::Conflict { databases, .. } => databases,
         }
     }
@@ -116,7 +120,9 @@ impl PgError {
             PgError::Conflict {
                 databases, message, ..
             } => format!("conflict between {databases}: {message} (keys not shown)"),
-            PgError::Pool { .. } | PgError::Setup { .. } => self.to_string(),
+            PgError::Pool { .. } | PgError::Setup { .. } | PgError::Deadline { .. } => {
+                self.to_string()
+            }
         }
     }
 
@@ -130,7 +136,9 @@ impl PgError {
     /// Classifies by SQLSTATE class, never by message text.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            PgError::Connect { .. } | PgError::Pool { .. } => ErrorKind::Connection,
+            PgError::Connect { .. } | PgError::Pool { .. } | PgError::Deadline { .. } => {
+                ErrorKind::Connection
+            }
             PgError::Setup { .. } => ErrorKind::Schema,
             PgError::Conflict { .. } => ErrorKind::Conflict,
             PgError::Query { source, .. } => classify(source),

@@ -1,5 +1,5 @@
 //! Bounded rounds that cannot wedge. A backlog over the round budget is applied in rounds cut
-//! at transaction-id boundaries (`apply::bound`), but every row is read at the round's
+//! at transaction-id boundaries (`bound`), but every row is read at the round's
 //! snapshot: a cut may carry a later transaction's value of one row while a row that later
 //! transaction's predecessor changed waits beyond the cut. A unique index other than the key
 //! can then refuse the bounded round on every retry (a value moved from one row to another).
@@ -9,6 +9,8 @@
 use std::collections::HashSet;
 
 use crate::pg::error::PgError;
+use crate::round::apply_steps::{Scope, TableWork};
+use crate::round::snapshot::Snapshot;
 
 /// Per (source, target): whether the next round must not be cut.
 #[derive(Debug, Default)]
@@ -57,6 +59,42 @@ fn constraint_violation(e: &PgError) -> bool {
         PgError::Query { source, .. } => source.code().is_some_and(|c| c.code().starts_with("23")),
         _ => false,
     }
+}
+
+/// Most delta rows of one table one round applies; a larger backlog is split into rounds.
+const ROUND_BUDGET: u64 = 100_000;
+
+/// The transaction-id cut that keeps this round within `ROUND_BUDGET` rows per table, or None
+/// to apply everything visible in `cur`. The cut is valid only at or below `cur.xmin()`
+/// (nothing below it still running) and at or above every `prev.xmax()` (it must not go back).
+pub(crate) async fn bound(
+    stx: &tokio_postgres::Client,
+    scope: &Scope<'_>,
+    work: &[TableWork],
+    cur: &Snapshot,
+) -> Result<Option<i64>, PgError> {
+    if work.iter().all(|w| w.pending <= ROUND_BUDGET || w.truncate) {
+        return Ok(None);
+    }
+    let src = scope.src;
+    let mut cut = i64::MAX;
+    for (t, w) in scope.tables.iter().zip(work) {
+        if w.pending <= ROUND_BUDGET || w.truncate {
+            continue;
+        }
+        let row = stx
+            .query_opt(&t.budget_xid_sql(src, &w.prev, ROUND_BUDGET), &[])
+            .await
+            .map_err(|e| PgError::query(src, format!("split the backlog of {}", t.display), e))?;
+        if let Some(r) = row {
+            // Include that row's whole transaction: a cut must always move forward, even
+            // when one transaction wrote more rows than the budget.
+            cut = cut.min(r.get::<_, i64>(0) + 1);
+        }
+    }
+    let lower = work.iter().map(|w| w.prev.xmax()).max().unwrap_or(0);
+    let cut = cut.max(lower);
+    Ok((cut < cur.xmin()).then_some(cut))
 }
 
 #[cfg(test)]

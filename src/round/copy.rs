@@ -18,14 +18,13 @@ use crate::pg::connect::checkout;
 use crate::pg::copy::forward;
 use crate::pg::error::PgError;
 use crate::pg::ident::quote_literal;
-use crate::round::apply::{
-    apply_session, commit_apply, empty_table, Emptied, SourceSide, TargetSide,
-};
 use crate::round::copy_method::{self, CopyMethod};
 use crate::round::in_place;
 use crate::round::indexes;
 use crate::round::plan::TablePlan;
 use crate::round::rewind;
+use crate::round::session::{apply_session, commit_apply, empty_table, Emptied};
+use crate::round::side::{SourceSide, TargetSide};
 
 /// Tables copied at the same time (each holds a source and a target session).
 const PARALLEL: usize = 2;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::pg::connect::checkout;
 use crate::pg::instance::SESSION_OF_SQL;
-use crate::round::apply::TargetSide;
+use crate::round::side::TargetSide;
 
 /// The daemon that held the lease before this one took it.
 pub struct Former {

@@ -18,7 +18,7 @@ use tokio_postgres::Transaction;
 
 use crate::pg::connect::checkout;
 use crate::pg::error::PgError;
-use crate::round::apply::TargetSide;
+use crate::round::side::TargetSide;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Fence {

@@ -19,7 +19,6 @@ use tokio_postgres::error::SqlState;
 
 use crate::pg::error::PgError;
 use crate::round::plan::TablePlan;
-use crate::round::small::TextRow;
 
 /// `a.k1 = b.k1 AND ...` over the key columns.
 fn key_match(t: &TablePlan, a: &str, b: &str) -> String {
@@ -227,34 +226,6 @@ pub fn sync_from_temp(t: &TablePlan, dst: &str) -> String {
     sql
 }
 
-/// Typed VALUES list of `rows` (a VALUES list has no column types of its own), aliased `r`.
-pub fn values_from(t: &TablePlan, rows: &[TextRow]) -> String {
-    let values: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let vals: Vec<String> = r
-                .iter()
-                .zip(&t.column_types)
-                .map(|(v, ty)| crate::round::small::typed(v, ty))
-                .collect();
-            format!("({})", vals.join(", "))
-        })
-        .collect();
-    format!("(VALUES {}) AS r ({})", values.join(", "), t.columns)
-}
-
-/// The small path's in-place statements of one table's rows: the update, then the insert.
-pub fn upsert_sql(t: &TablePlan, rows: &[TextRow]) -> Vec<String> {
-    if rows.is_empty() {
-        return Vec::new();
-    }
-    let from = values_from(t, rows);
-    t.update_from(&from)
-        .into_iter()
-        .chain(std::iter::once(t.insert_new(&from)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,19 +235,6 @@ mod tests {
         let mut p = crate::round::plan::test_plan("s", "t", &[("a", "integer"), ("v", "text")], 1);
         p.target_oids = HashMap::from([("dst".to_string(), 7)]);
         p
-    }
-
-    #[test]
-    fn small_rows_update_then_insert_with_typed_values() {
-        let rows = vec![vec![Some("1".into()), None]];
-        let sql = upsert_sql(&plan(), &rows);
-        assert_eq!(
-            sql,
-            [
-                r#"UPDATE "s"."t" AS t SET "v" = r."v" FROM (VALUES ('1'::integer, NULL::text)) AS r ("a", "v") WHERE t."a" = r."a""#,
-                r#"INSERT INTO "s"."t" ("a", "v") OVERRIDING SYSTEM VALUE SELECT r."a", r."v" FROM (VALUES ('1'::integer, NULL::text)) AS r ("a", "v") WHERE NOT EXISTS (SELECT 1 FROM "s"."t" AS t WHERE t."a" = r."a")"#,
-            ]
-        );
     }
 
     #[test]

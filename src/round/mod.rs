@@ -11,10 +11,13 @@
 //! a round's steps, `backlog` keeps bounded rounds from wedging, `signature` notices column
 //! changes on a source between rounds, `rewind` stops rounds when a source or target moved
 //! backwards. `fence` refuses commits after a takeover; `evict` ends the transactions a
-//! frozen former holder left open.
+//! frozen former holder left open. `target` runs one target's round of a one-source sync (its
+//! own snapshot and transaction, within `limits`: lock and statement timeouts, a deadline).
 
 pub mod apply;
+pub mod apply_steps;
 pub mod backlog;
+pub mod conflict_log;
 pub mod copy;
 pub mod copy_method;
 pub mod evict;
@@ -23,17 +26,27 @@ pub mod gather;
 pub mod in_place;
 pub mod indexes;
 pub mod keys;
+pub mod limits;
 pub mod multi;
+pub mod multi_rewind;
+pub mod pending;
 pub mod plan;
+pub mod progress;
 pub mod purge;
+pub mod report;
 pub mod resolve;
 pub mod rewind;
 pub mod sequences;
+pub mod session;
+pub mod side;
 pub mod signature;
 pub mod small;
 pub mod snapshot;
+pub mod source_snapshot;
+pub mod target;
 pub mod timing;
 pub mod winners;
 
-pub use apply::{run_round, RoundInput, RoundReport, TargetReport};
+pub use apply::{run_round, RoundInput};
 pub use plan::TablePlan;
+pub use report::{RoundReport, TargetReport};

@@ -18,23 +18,21 @@ use crate::capture::partitions;
 use crate::pg::connect::{checkout, PooledClient};
 use crate::pg::copy::copy_in_bytes;
 use crate::pg::error::PgError;
-use crate::round::apply::{
-    apply_session, commit_apply, empty_table, RoundReport, SourceSide, TableCounts, TargetReport,
-    TargetSide,
-};
+use crate::round::conflict_log;
 use crate::round::gather::{self, Pending, SourceTable};
 use crate::round::in_place;
 use crate::round::keys::{copy_text, Key};
+use crate::round::multi_rewind;
 use crate::round::plan::TablePlan;
+use crate::round::progress::{self, load_progress, ProgressCache};
 use crate::round::purge;
-use crate::round::resolve::{decide, Strategies, Strategy};
-use crate::round::rewind;
-use crate::round::signature;
-use crate::round::snapshot::{ProgressCache, Snapshot};
+use crate::round::report::{ConflictRecord, RoundReport, TableCounts, TargetReport};
+use crate::round::resolve::{self, decide, Strategies, Strategy};
+use crate::round::session::{commit_apply, empty_table, limited_session};
+use crate::round::side::{SourceSide, TargetSide};
+use crate::round::snapshot::Snapshot;
+use crate::round::source_snapshot;
 use crate::round::winners::{drop_newer_local, winner_rows, Winner};
-
-/// How many conflicting keys an `abort` error lists.
-const ABORT_KEYS_SHOWN: usize = 20;
 
 pub struct MultiInput<'a> {
     pub sync: &'a str,
@@ -46,16 +44,7 @@ pub struct MultiInput<'a> {
     pub tables: &'a [Arc<TablePlan>],
     pub progress: &'a mut ProgressCache,
     pub strategy: &'a Strategies,
-}
-
-/// A resolved conflict, for the log and the counters.
-#[derive(Debug, Clone)]
-pub struct ConflictRecord {
-    pub table: String,
-    pub key: serde_json::Value,
-    pub winner: Option<String>,
-    pub involved: Vec<String>,
-    pub versions: serde_json::Value,
+    pub limits: &'a crate::round::limits::Limits,
 }
 
 /// One table's decisions for this round.
@@ -85,7 +74,7 @@ async fn multi_inner(mut input: MultiInput<'_>, report: &mut RoundReport) -> Res
     for s in input.sources {
         for d in input.databases.iter().filter(|d| d.name != s.name) {
             if !input.progress.is_loaded(&s.name, &d.name) {
-                crate::round::apply::load_progress(input.sync, &s.name, d, input.progress).await?;
+                load_progress(input.sync, &s.name, d, input.progress).await?;
             }
         }
     }
@@ -127,11 +116,48 @@ async fn read_and_apply(
     report: &mut RoundReport,
     clients: &mut [PooledClient<'_>],
 ) -> Result<(Vec<String>, HashMap<String, Snapshot>), PgError> {
+    let (txs, curs) = open_sources(input, clients).await?;
+    // Gather and decide, table by table.
+    let mut rounds: Vec<TableRound> = Vec::new();
+    let mut conflicts: Vec<ConflictRecord> = Vec::new();
+    for t in input.tables {
+        rounds.push(decide_table(input, t, &txs, report, &mut conflicts).await?);
+    }
+    // Conflicts on tables whose strategy is `abort` fail the whole round.
+    let aborting: Vec<ConflictRecord> = (conflicts.iter())
+        .filter(|c| *input.strategy.for_table(&c.table) == Strategy::Abort)
+        .cloned()
+        .collect();
+    if !aborting.is_empty() {
+        return Err(resolve::abort_error(&aborting));
+    }
+    report.conflicts = conflicts.clone();
+    let ctx = Decided {
+        rounds: &rounds,
+        conflicts: &conflicts,
+        curs: &curs,
+        txs: &txs,
+    };
+    let committed = apply_all(input, report, &ctx).await;
+    for tx in txs.txs {
+        tx.commit().await.ok();
+    }
+    Ok((committed, curs))
+}
+
+/// Opens each source's REPEATABLE READ snapshot, checks its column signatures, partitions and
+/// that no database moved backwards (`multi_rewind`).
+async fn open_sources<'c>(
+    input: &mut MultiInput<'_>,
+    clients: &'c mut [PooledClient<'_>],
+) -> Result<(SourceTxs<'c>, HashMap<String, Snapshot>), PgError> {
     let mut txs = SourceTxs {
         names: input.sources.iter().map(|s| s.name.clone()).collect(),
         txs: Vec::new(),
     };
     let mut curs: HashMap<String, Snapshot> = HashMap::new();
+    let receivers: Vec<&str> = input.databases.iter().map(|d| d.name.as_str()).collect();
+    let partitioned = crate::round::plan::partitioned(input.tables);
     for (s, c) in input.sources.iter().zip(clients.iter_mut()) {
         let tx = c
             .build_transaction()
@@ -141,137 +167,96 @@ async fn read_and_apply(
             .await
             .map_err(|e| PgError::query(&s.name, "begin the source snapshot", e))?;
         // With the tables' column signatures (`signature`).
-        let answer = tx
-            .simple_query(&signature::snapshot_sql("", &s.name, input.tables, ""))
-            .await
+        let sql = source_snapshot::snapshot_sql("", &s.name, input.tables, "");
+        let answer = (tx.simple_query(&sql).await)
             .map_err(|e| PgError::query(&s.name, "read the source snapshot", e))?;
-        let (cur, _) = signature::snapshot(&s.name, input.tables, answer)?;
-        let partitioned = crate::round::plan::partitioned(input.tables);
+        let (cur, _) = source_snapshot::snapshot(&s.name, input.tables, answer)?;
         partitions::check_captured(tx.client(), &s.name, &partitioned).await?;
-        let receivers: Vec<&str> = input.databases.iter().map(|d| d.name.as_str()).collect();
-        let on = rewind::OnSource {
+        let on = multi_rewind::OnSource {
             sync: input.sync,
             source: &s.name,
             cur: &cur,
         };
-        rewind::check_receivers(&tx, &on, &receivers, input.tables, input.progress).await?;
+        multi_rewind::check_receivers(&tx, &on, &receivers, input.tables, input.progress).await?;
         curs.insert(s.name.clone(), cur);
         txs.txs.push(tx);
     }
+    Ok((txs, curs))
+}
 
-    // Gather and decide, table by table.
+/// Gathers one table's pending keys on every source and decides each key's winner.
+async fn decide_table(
+    input: &MultiInput<'_>,
+    t: &Arc<TablePlan>,
+    txs: &SourceTxs<'_>,
+    report: &mut RoundReport,
+    conflicts: &mut Vec<ConflictRecord>,
+) -> Result<TableRound, PgError> {
     let sources: Vec<String> = input.sources.iter().map(|s| s.name.clone()).collect();
-    let mut rounds: Vec<TableRound> = Vec::new();
-    let mut conflicts: Vec<ConflictRecord> = Vec::new();
-    for t in input.tables {
-        let mut pending = Pending::new();
-        let mut tr = TableRound::default();
-        for s in input.sources {
-            let receivers: Vec<(String, Snapshot)> = input
-                .databases
-                .iter()
-                .filter(|d| d.name != s.name)
-                .map(|d| {
-                    (
-                        d.name.clone(),
-                        input.progress.get(&s.name, &d.name, &t.display),
-                    )
-                })
-                .collect();
-            let SourceTable {
-                truncate_to,
-                retained,
-            } = gather::pending_keys(
-                txs.get(&s.name).client(),
-                &s.name,
-                t,
-                &receivers,
-                &mut pending,
-            )
-            .await?;
-            if !truncate_to.is_empty() && tr.reload_from.is_none() {
-                tr.reload_from = Some(s.name.clone());
-            }
-            tr.retained.insert(s.name.clone(), retained);
-            let to = tr.pending_to.entry(s.name.clone()).or_default();
-            to.extend(truncate_to);
+    let mut pending = Pending::new();
+    let mut tr = TableRound::default();
+    for s in input.sources {
+        let receivers: Vec<(String, Snapshot)> = (input.databases.iter())
+            .filter(|d| d.name != s.name)
+            .map(|d| {
+                let prev = input.progress.get(&s.name, &d.name, &t.display);
+                (d.name.clone(), prev)
+            })
+            .collect();
+        let tx = txs.get(&s.name).client();
+        let SourceTable {
+            truncate_to,
+            retained,
+        } = gather::pending_keys(tx, &s.name, t, &receivers, &mut pending).await?;
+        if !truncate_to.is_empty() && tr.reload_from.is_none() {
+            tr.reload_from = Some(s.name.clone());
         }
-        let mut oldest = None;
-        let mut table_conflicts: BTreeMap<Vec<String>, Vec<(Key, Option<String>)>> =
-            BTreeMap::new();
-        for (key, changes) in &pending {
-            for (src, ch) in changes {
-                tr.pending_to
-                    .entry(src.clone())
-                    .or_default()
-                    .extend(ch.pending_to.iter().cloned());
-                oldest = Some(
-                    oldest.map_or(ch.changed_at, |o: chrono::DateTime<chrono::Utc>| {
-                        o.min(ch.changed_at)
-                    }),
-                );
-            }
-            let d = decide(changes, input.strategy.for_table(&t.display), &sources);
-            if let Some(w) = &d.winner {
-                tr.won.entry(w.clone()).or_default().push(key.clone());
-            }
-            if let Some(involved) = d.conflict {
-                table_conflicts
-                    .entry(involved)
-                    .or_default()
-                    .push((key.clone(), d.winner));
-            }
-        }
-        report
-            .pending
-            .insert(t.display.clone(), pending.len() as u64);
-        if let Some(o) = oldest {
-            report.oldest_pending = Some(
-                report
-                    .oldest_pending
-                    .map_or(o, |x: chrono::DateTime<chrono::Utc>| x.min(o)),
+        tr.retained.insert(s.name.clone(), retained);
+        let to = tr.pending_to.entry(s.name.clone()).or_default();
+        to.extend(truncate_to);
+    }
+    let mut oldest = None;
+    let mut table_conflicts: BTreeMap<Vec<String>, Vec<(Key, Option<String>)>> = BTreeMap::new();
+    for (key, changes) in &pending {
+        for (src, ch) in changes {
+            let to = tr.pending_to.entry(src.clone()).or_default();
+            to.extend(ch.pending_to.iter().cloned());
+            oldest = Some(
+                oldest.map_or(ch.changed_at, |o: chrono::DateTime<chrono::Utc>| {
+                    o.min(ch.changed_at)
+                }),
             );
         }
-        for (involved, keys) in table_conflicts {
-            conflicts.extend(conflict_records(t, &involved, &keys, &pending, &txs).await?);
+        let d = decide(changes, input.strategy.for_table(&t.display), &sources);
+        if let Some(w) = &d.winner {
+            tr.won.entry(w.clone()).or_default().push(key.clone());
         }
-        rounds.push(tr);
+        if let Some(involved) = d.conflict {
+            let keys = table_conflicts.entry(involved).or_default();
+            keys.push((key.clone(), d.winner));
+        }
     }
-    // Conflicts on tables whose strategy is `abort` fail the whole round.
-    let aborting: Vec<&ConflictRecord> = conflicts
-        .iter()
-        .filter(|c| *input.strategy.for_table(&c.table) == Strategy::Abort)
-        .collect();
-    if !aborting.is_empty() {
-        let mut shown: Vec<String> = aborting
-            .iter()
-            .map(|c| format!("{} {}", c.table, c.key))
-            .collect();
-        shown.sort();
-        shown.truncate(ABORT_KEYS_SHOWN);
-        let mut involved: Vec<String> = aborting.iter().flat_map(|c| c.involved.clone()).collect();
-        involved.sort();
-        involved.dedup();
-        return Err(PgError::Conflict {
-            databases: involved.join(", "),
-            message: format!(
-                "{} conflicting key(s) and conflict_strategy = \"abort\": nothing applied",
-                aborting.len(),
-            ),
-            keys: format!(
-                "; {}{}",
-                shown.join("; "),
-                if aborting.len() > ABORT_KEYS_SHOWN {
-                    "; ..."
-                } else {
-                    ""
-                }
-            ),
-        });
+    report.note(&t.display, pending.len() as u64, oldest);
+    for (involved, keys) in table_conflicts {
+        conflicts.extend(conflict_records(t, &involved, &keys, &pending, txs).await?);
     }
-    report.conflicts = conflicts.clone();
+    Ok(tr)
+}
 
-    // Apply to every database.
+/// What the round decided, for the applies.
+struct Decided<'a, 'c> {
+    rounds: &'a [TableRound],
+    conflicts: &'a [ConflictRecord],
+    curs: &'a HashMap<String, Snapshot>,
+    txs: &'a SourceTxs<'c>,
+}
+
+/// Applies to every database that needs it; returns those that committed.
+async fn apply_all(
+    input: &mut MultiInput<'_>,
+    report: &mut RoundReport,
+    dec: &Decided<'_, '_>,
+) -> Vec<String> {
     let mut committed: Vec<String> = Vec::new();
     for d in input.databases {
         let mut tr = TargetReport {
@@ -279,59 +264,65 @@ async fn read_and_apply(
             result: Ok(false),
             tables: HashMap::new(),
         };
-        let needed = rounds.iter().any(|r| {
-            r.won.keys().any(|w| *w != d.name)
-                || r.reload_from.as_ref().is_some_and(|s| *s != d.name)
-                || input.sources.iter().any(|s| {
-                    s.name != d.name
-                        && (r
-                            .pending_to
-                            .get(&s.name)
-                            .is_some_and(|p| p.contains(&d.name))
-                            || r.retained.get(&s.name).copied().unwrap_or(0) > 0)
-                })
-        }) || conflicts.iter().any(|c| c.involved.contains(&d.name));
-        if needed {
+        if needs_apply(input, d, dec) {
             let ctx = ApplyCtx {
                 input,
                 db: d,
-                rounds: &rounds,
-                conflicts: &conflicts,
-                curs: &curs,
-                txs: &txs,
+                rounds: dec.rounds,
+                conflicts: dec.conflicts,
+                curs: dec.curs,
+                txs: dec.txs,
             };
             tr.result = apply_db(&ctx, &mut tr.tables).await;
-            match &tr.result {
-                Ok(_) => {
-                    for s in input.sources.iter().filter(|s| s.name != d.name) {
-                        for t in input.tables {
-                            input
-                                .progress
-                                .set(&s.name, &d.name, &t.display, curs[&s.name].clone());
-                            let id = input.progress.identity.current(&s.name).map(str::to_string);
-                            input
-                                .progress
-                                .identity
-                                .record(&s.name, &d.name, &t.display, id);
-                        }
-                    }
-                    committed.push(d.name.clone());
-                }
-                Err(e) => {
-                    // The sync logs and counts it once with the round's other failures.
-                    tracing::debug!(sync = input.sync, database = %d.name, error = %e, "apply failed, rolled back");
-                    for s in input.sources {
-                        input.progress.invalidate(&s.name, &d.name);
-                    }
-                }
+            if record(input, d, dec.curs, &tr.result) {
+                committed.push(d.name.clone());
             }
         }
         report.targets.push(tr);
     }
-    for tx in txs.txs {
-        tx.commit().await.ok();
+    committed
+}
+
+/// Whether `d` has anything to receive this round.
+fn needs_apply(input: &MultiInput<'_>, d: &TargetSide, dec: &Decided<'_, '_>) -> bool {
+    dec.rounds.iter().any(|r| {
+        r.won.keys().any(|w| *w != d.name)
+            || r.reload_from.as_ref().is_some_and(|s| *s != d.name)
+            || input.sources.iter().any(|s| {
+                s.name != d.name
+                    && (r
+                        .pending_to
+                        .get(&s.name)
+                        .is_some_and(|p| p.contains(&d.name))
+                        || r.retained.get(&s.name).copied().unwrap_or(0) > 0)
+            })
+    }) || dec.conflicts.iter().any(|c| c.involved.contains(&d.name))
+}
+
+/// Records an apply's result in the cache; true when it committed.
+fn record(
+    input: &mut MultiInput<'_>,
+    d: &TargetSide,
+    curs: &HashMap<String, Snapshot>,
+    result: &Result<bool, PgError>,
+) -> bool {
+    if let Err(e) = result {
+        // The sync logs and counts it once with the round's other failures.
+        tracing::debug!(sync = input.sync, database = %d.name, error = %e, "apply failed, rolled back");
+        for s in input.sources {
+            input.progress.invalidate(&s.name, &d.name);
+        }
+        return false;
     }
-    Ok((committed, curs))
+    for s in input.sources.iter().filter(|s| s.name != d.name) {
+        let id = input.progress.identity.current(&s.name).map(str::to_string);
+        for t in input.tables {
+            let p = &mut *input.progress;
+            p.set(&s.name, &d.name, &t.display, curs[&s.name].clone());
+            p.identity.record(&s.name, &d.name, &t.display, id.clone());
+        }
+    }
+    true
 }
 
 /// Builds the conflict records of one table for one set of involved sources.
@@ -401,18 +392,22 @@ async fn apply_db(
 ) -> Result<bool, PgError> {
     let input = ctx.input;
     let dst = ctx.db.name.as_str();
-    let is_source = input.sources.iter().any(|s| s.name == dst);
     let mut client = checkout(&ctx.db.pool, dst).await?;
     let ttx = client
         .transaction()
         .await
         .map_err(|e| PgError::query(dst, "begin apply", e))?;
-    // FKs live here: update in place (see `in_place`).
-    let in_place = !ctx.db.replica_role.is_replica();
-    let mut setup = apply_session(input.sync, &ctx.db.replica_role);
+    let here = Here {
+        ttx: &ttx,
+        dst,
+        // FKs live here: update in place (see `in_place`).
+        in_place: !ctx.db.replica_role.is_replica(),
+        is_source: input.sources.iter().any(|s| s.name == dst),
+    };
+    let mut setup = limited_session(input.sync, &ctx.db.replica_role, input.limits);
     for t in input.tables {
         setup.push_str(&format!("{};", t.create_temp_keys(dst)));
-        if in_place {
+        if here.in_place {
             setup.push_str(&format!("{};", t.create_temp_rows(dst)));
         }
     }
@@ -420,67 +415,16 @@ async fn apply_db(
         .await
         .map_err(|e| PgError::query(dst, "prepare the apply session", e))?;
     check_progress(&ttx, ctx).await?;
-
     // Keys each winner sends here, after dropping keys changed here since the snapshot.
     let mut sends: Vec<BTreeMap<String, Vec<Key>>> = Vec::new();
     for (t, r) in input.tables.iter().zip(ctx.rounds).rev() {
         let c = counts.entry(t.display.clone()).or_default();
-        let mut from: BTreeMap<String, Vec<Key>> = BTreeMap::new();
-        if let Some(src) = r.reload_from.as_ref().filter(|s| **s != dst) {
-            empty_table(&ttx, dst, t).await?;
-            c.truncated = true;
-            from.insert(src.clone(), Vec::new());
-        } else if r.reload_from.is_none() {
-            for (w, keys) in r.won.iter().filter(|(w, _)| **w != dst) {
-                from.insert(w.clone(), keys.clone());
-            }
-            let all: Vec<&Key> = from.values().flatten().collect();
-            if !all.is_empty() {
-                c.pending = all.len() as u64;
-                copy_in_bytes(
-                    ttx.client(),
-                    dst,
-                    &t.keys_in(dst),
-                    copy_text(&all),
-                    "load winning keys",
-                )
-                .await?;
-                if is_source {
-                    let newer = drop_newer_local(&ttx, dst, t, &ctx.curs[dst]).await?;
-                    for keys in from.values_mut() {
-                        keys.retain(|k| !newer.contains(k));
-                    }
-                }
-                let delete = if in_place {
-                    // The winners' rows go to the temp table; only keys without one go.
-                    for (w, keys) in std::mem::take(&mut from) {
-                        let from = winner(ctx, r, &w, &keys);
-                        winner_rows(from, &ttx, dst, t, &t.rows_in_temp(dst)).await?;
-                    }
-                    t.delete_gone(dst)
-                } else {
-                    t.delete_keys(dst)
-                };
-                // Real row counts for the planner (no join switches: see `apply`).
-                let analyze = if in_place {
-                    t.analyze_temp(dst)
-                } else {
-                    format!("ANALYZE {}", t.temp_name("keys", dst))
-                };
-                ttx.batch_execute(&analyze)
-                    .await
-                    .map_err(|e| PgError::query(dst, "analyze the winning keys", e))?;
-                c.deleted = ttx.execute(&delete, &[]).await.map_err(|e| {
-                    PgError::query(dst, format!("delete changed rows of {}", t.display), e)
-                })?;
-            }
-        }
-        sends.push(from);
+        sends.push(delete_changed(ctx, &here, t, r, c).await?);
     }
     sends.reverse();
     for ((t, r), from) in input.tables.iter().zip(ctx.rounds).zip(&sends) {
         let c = counts.entry(t.display.clone()).or_default();
-        if in_place && r.reload_from.is_none() && c.pending > 0 {
+        if here.in_place && r.reload_from.is_none() && c.pending > 0 {
             let from = t.temp_rows_from(dst);
             if let Some(u) = t.update_from(&from) {
                 c.inserted += in_place::update_rows(&ttx, dst, t, u.as_str()).await?;
@@ -495,42 +439,83 @@ async fn apply_db(
             c.inserted += winner_rows(from, &ttx, dst, t, &t.rows_in()).await?;
         }
     }
-
-    let mine: Vec<serde_json::Value> = ctx
-        .conflicts
-        .iter()
-        .filter(|c| c.involved.iter().any(|i| i == dst))
-        .map(|c| serde_json::json!({"table_name": c.table, "key": c.key, "winner": c.winner, "versions": c.versions, "strategy": input.strategy.for_table(&c.table).as_str()}))
+    conflict_log::record(&ttx, dst, (input.sync, input.strategy), ctx.conflicts).await?;
+    let from: Vec<(&str, &Snapshot, Option<&str>)> = (input.sources.iter())
+        .filter(|s| s.name != dst)
+        .map(|s| {
+            let id = input.progress.identity.current(&s.name);
+            (s.name.as_str(), &ctx.curs[&s.name], id)
+        })
         .collect();
-    if !mine.is_empty() {
-        ttx.execute(
-            "INSERT INTO drover.conflicts (sync, table_name, key, winner, strategy, versions) \
-             SELECT $1, x.table_name, x.key, x.winner, x.strategy, x.versions \
-             FROM jsonb_to_recordset($2::text::jsonb) AS x(table_name text, key jsonb, winner text, versions jsonb, strategy text)",
-            &[&input.sync, &serde_json::Value::Array(mine).to_string()],
-        )
-        .await
-        .map_err(|e| PgError::query(dst, "log conflicts", e))?;
-    }
-    let names: Vec<&str> = input.tables.iter().map(|t| t.display.as_str()).collect();
-    for s in input.sources.iter().filter(|s| s.name != dst) {
-        ttx.execute(
-            "UPDATE drover.progress SET snapshot = $1, applied_at = now(), \
-             source_identity = coalesce($5, source_identity) \
-             WHERE sync = $2 AND source = $3 AND table_name = ANY($4)",
-            &[
-                &ctx.curs[&s.name].as_str(),
-                &input.sync,
-                &s.name,
-                &names,
-                &input.progress.identity.current(&s.name),
-            ],
-        )
-        .await
-        .map_err(|e| PgError::query(dst, "record progress", e))?;
-    }
+    progress::record_from(&ttx, dst, input.sync, input.tables, &from).await?;
     commit_apply(ttx, &ctx.db.replica_role, dst).await?;
     Ok(true)
+}
+
+/// The database an apply writes to, in its transaction.
+struct Here<'a> {
+    ttx: &'a Transaction<'a>,
+    dst: &'a str,
+    in_place: bool,
+    is_source: bool,
+}
+
+/// Empties a table reloaded from another master, or deletes the keys other winners send
+/// (children first); returns the keys each winner sends.
+async fn delete_changed(
+    ctx: &ApplyCtx<'_, '_, '_>,
+    here: &Here<'_>,
+    t: &TablePlan,
+    r: &TableRound,
+    c: &mut TableCounts,
+) -> Result<BTreeMap<String, Vec<Key>>, PgError> {
+    let (ttx, dst) = (here.ttx, here.dst);
+    let mut from: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+    if let Some(src) = r.reload_from.as_ref().filter(|s| **s != dst) {
+        empty_table(ttx, dst, t).await?;
+        c.truncated = true;
+        from.insert(src.clone(), Vec::new());
+        return Ok(from);
+    }
+    if r.reload_from.is_some() {
+        return Ok(from);
+    }
+    for (w, keys) in r.won.iter().filter(|(w, _)| **w != dst) {
+        from.insert(w.clone(), keys.clone());
+    }
+    let all: Vec<&Key> = from.values().flatten().collect();
+    if all.is_empty() {
+        return Ok(from);
+    }
+    c.pending = all.len() as u64;
+    let (keys_in, text) = (t.keys_in(dst), copy_text(&all));
+    copy_in_bytes(ttx.client(), dst, &keys_in, text, "load winning keys").await?;
+    if here.is_source {
+        let newer = drop_newer_local(ttx, dst, t, &ctx.curs[dst]).await?;
+        for keys in from.values_mut() {
+            keys.retain(|k| !newer.contains(k));
+        }
+    }
+    let (delete, analyze) = if here.in_place {
+        // The winners' rows go to the temp table; only keys without one go.
+        for (w, keys) in std::mem::take(&mut from) {
+            let rows = winner(ctx, r, &w, &keys);
+            winner_rows(rows, ttx, dst, t, &t.rows_in_temp(dst)).await?;
+        }
+        (t.delete_gone(dst), t.analyze_temp(dst))
+    } else {
+        let analyze = format!("ANALYZE {}", t.temp_name("keys", dst));
+        (t.delete_keys(dst), analyze)
+    };
+    // Real row counts for the planner (no join switches: see `apply`).
+    ttx.batch_execute(&analyze)
+        .await
+        .map_err(|e| PgError::query(dst, "analyze the winning keys", e))?;
+    c.deleted = ttx
+        .execute(&delete, &[])
+        .await
+        .map_err(|e| PgError::query(dst, format!("delete changed rows of {}", t.display), e))?;
+    Ok(from)
 }
 
 fn winner<'a, 'c>(

@@ -139,9 +139,15 @@ async fn flush_barrier(
     source: &str,
 ) -> Result<Vec<Horizon>, PgError> {
     let client = checkout(pool, target).await?;
+    // A transaction that only took an xid writes no WAL before its commit record, and
+    // PostgreSQL then commits it asynchronously whatever synchronous_commit says: the
+    // barrier must write. Touching the progress rows writes WAL and reads them in one step
+    // (the row lock waits for an apply in flight, which its own timeouts bound).
     let sql = format!(
-        "SELECT set_config('synchronous_commit', 'on', true); SELECT txid_current(); \
-         SELECT table_name, snapshot FROM drover.progress WHERE sync = {} AND source = {};",
+        "SELECT set_config('synchronous_commit', 'on', true); \
+         SELECT set_config('lock_timeout', '10s', true); \
+         UPDATE drover.progress SET applied_at = applied_at WHERE sync = {} AND source = {} \
+         RETURNING table_name, snapshot;",
         quote_literal(sync),
         quote_literal(source)
     );
@@ -149,7 +155,7 @@ async fn flush_barrier(
         .simple_query(&sql)
         .await
         .map_err(|e| PgError::query(target, "flush the target's WAL before purging", e))?;
-    // The rows of the last statement: the other two answer one column each.
+    // The rows of the last statement: the settings answer one column each.
     Ok(crate::pg::simple::rows(answer)
         .iter()
         .filter(|r| r.len() == 2)

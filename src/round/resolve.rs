@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
+use crate::pg::error::PgError;
+use crate::round::report::ConflictRecord;
+
 /// How conflicts are decided (the sync's `conflict_strategy`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Strategy {
@@ -127,6 +130,34 @@ fn latest<'a>(changes: &BTreeMap<String, Change>, among: &[&'a String]) -> Optio
             .cmp(&changes[*b].changed_at)
             .then_with(|| b.cmp(a))
     })
+}
+
+/// How many conflicting keys an `abort` error lists.
+const ABORT_KEYS_SHOWN: usize = 20;
+
+/// `conflict_strategy = "abort"` found conflicts: nothing is applied.
+pub fn abort_error(conflicts: &[ConflictRecord]) -> PgError {
+    let mut shown: Vec<String> = (conflicts.iter())
+        .map(|c| format!("{} {}", c.table, c.key))
+        .collect();
+    shown.sort();
+    shown.truncate(ABORT_KEYS_SHOWN);
+    let mut involved: Vec<String> = conflicts.iter().flat_map(|c| c.involved.clone()).collect();
+    involved.sort();
+    involved.dedup();
+    let more = if conflicts.len() > ABORT_KEYS_SHOWN {
+        "; ..."
+    } else {
+        ""
+    };
+    PgError::Conflict {
+        databases: involved.join(", "),
+        message: format!(
+            "{} conflicting key(s) and conflict_strategy = \"abort\": nothing applied",
+            conflicts.len(),
+        ),
+        keys: format!("; {}{more}", shown.join("; ")),
+    }
 }
 
 #[cfg(test)]

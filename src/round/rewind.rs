@@ -16,14 +16,12 @@
 //! resumes; after a failover to an up-to-date standby, clearing the recorded identity does.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use tokio_postgres::GenericClient;
 
 use crate::pg::error::PgError;
 use crate::pg::ident::quote_literal;
-use crate::round::plan::TablePlan;
-use crate::round::snapshot::{ProgressCache, Snapshot};
+use crate::round::snapshot::Snapshot;
 
 /// The source's timeline, readable by any role (`pg_control_checkpoint()` and
 /// `pg_control_system()` may be revoked from public on managed services).
@@ -230,64 +228,6 @@ fn deltas_purged(c: &Check<'_>, table: &str, prev: &Snapshot, horizon: i64) -> P
             prev = prev.as_str(),
         ),
     )
-}
-
-/// One source's round snapshot, for `check_receivers`.
-pub struct OnSource<'a> {
-    pub sync: &'a str,
-    pub source: &'a str,
-    pub cur: &'a Snapshot,
-}
-
-/// Multi-master: reads the source's identity and horizons inside its round transaction and
-/// checks every other database; on failure they re-read progress next round.
-pub async fn check_receivers(
-    tx: &impl GenericClient,
-    on: &OnSource<'_>,
-    databases: &[&str],
-    tables: &[Arc<TablePlan>],
-    progress: &mut ProgressCache,
-) -> Result<(), PgError> {
-    let id_sql = progress.identity.sql(tx, on.source).await?;
-    let what = |e| {
-        PgError::query(
-            on.source,
-            "read the source's identity and purge horizons",
-            e,
-        )
-    };
-    // One flight: both answer from the round's snapshot.
-    let id_sql = format!("SELECT {id_sql}");
-    let horizons_sql = horizons_sql(on.sync);
-    let (id, rows) = tokio::try_join!(
-        async { tx.query_one(&id_sql, &[]).await.map_err(what) },
-        async { tx.simple_query(&horizons_sql).await.map_err(what) },
-    )?;
-    progress.identity.set_current(on.source, id.get(0));
-    let horizons = parse_horizons(&crate::pg::simple::rows(rows));
-    for target in databases.iter().filter(|d| **d != on.source) {
-        let check = Check {
-            sync: on.sync,
-            source: on.source,
-            target,
-            cur: on.cur,
-            identities: &progress.identity,
-            horizons: &horizons,
-        };
-        let prevs = tables.iter().map(|t| {
-            (
-                t.display.as_str(),
-                progress.get(on.source, target, &t.display),
-            )
-        });
-        if let Err(e) = check_target(&check, prevs) {
-            for d in databases.iter().filter(|d| **d != on.source) {
-                progress.invalidate(on.source, d);
-            }
-            return Err(e);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::pg::connect::checkout;
 use crate::pg::error::PgError;
 use crate::pg::ident::{quote_literal, TableName};
-use crate::round::apply::{SourceSide, TargetSide};
+use crate::round::side::{SourceSide, TargetSide};
 
 /// Last value sent per (target, sequence): a target is only written when the source moved.
 pub type SentValues = HashMap<(String, String), (i64, bool)>;

@@ -16,16 +16,14 @@
 //! two-core machine): 0.1 ms per round, against 0.01 ms for `SELECT 1` (EXPLAIN: 0.04 ms to
 //! plan, 0.03 ms to run). Returning the columns as rows instead costs 0.05 ms less but sends
 //! every column name each round.
+//!
+//! `source_snapshot` builds and checks the round's batch.
 
-use std::sync::Arc;
-
-use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
+use tokio_postgres::Client;
 
 use crate::pg::error::PgError;
 use crate::pg::ident::quote_literal;
 use crate::pg::simple;
-use crate::round::plan::TablePlan;
-use crate::round::snapshot::Snapshot;
 
 /// A table's identity and columns on one source, as its plan saw them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,48 +34,13 @@ pub struct Signature {
 
 /// One row per relation of `rels` (an array expression), in order: number from 1, oid,
 /// signature (NULL when no such relation).
-fn sql(rels: &str) -> String {
+pub(crate) fn sql(rels: &str) -> String {
     format!(
         "SELECT u.i, u.rel::oid, (SELECT md5(string_agg(a.attname || ' ' || a.atttypid || ' ' || a.atttypmod, ',' \
          ORDER BY a.attnum)) FROM pg_catalog.pg_attribute a \
          WHERE a.attrelid = u.rel AND a.attnum > 0 AND NOT a.attisdropped) \
          FROM unnest({rels}) WITH ORDINALITY AS u(rel, i) ORDER BY u.i"
     )
-}
-
-/// The batch that opens a round's source snapshot: `begin` (empty when the transaction is
-/// already open), the snapshot with the `extra` columns of its row (`rewind`'s source
-/// identity), then the signatures of the round's tables in plan order.
-pub fn snapshot_sql(begin: &str, source: &str, tables: &[Arc<TablePlan>], extra: &str) -> String {
-    let oids: Vec<String> = tables
-        .iter()
-        .map(|t| t.signatures.get(source).map_or(0, |s| s.oid).to_string())
-        .collect();
-    let rels = format!("'{{{}}}'::pg_catalog.oid[]", oids.join(","));
-    format!(
-        "{begin}SELECT txid_current_snapshot()::text{sep}{extra}; {}",
-        sql(&rels),
-        sep = if extra.is_empty() { "" } else { ", " }
-    )
-}
-
-/// The answer of `snapshot_sql`: the round's snapshot, once every signature matched its plan,
-/// and the first `extra` column's value.
-pub fn snapshot(
-    source: &str,
-    tables: &[Arc<TablePlan>],
-    answer: Vec<SimpleQueryMessage>,
-) -> Result<(Snapshot, Option<String>), PgError> {
-    let rows = simple::rows(answer);
-    check(source, tables, rows.get(1..).unwrap_or_default())?;
-    let first = rows.first();
-    let text = first.and_then(|r| r.get(0)).unwrap_or_default();
-    let extra = first
-        .and_then(|r| r.try_get(1).ok().flatten())
-        .map(str::to_string);
-    let cur = Snapshot::parse(text)
-        .ok_or_else(|| PgError::setup(source, format!("unexpected snapshot text {text:?}")))?;
-    Ok((cur, extra))
 }
 
 /// Reads one table's signature on `database` by name (when a plan is prepared).
@@ -93,35 +56,6 @@ pub async fn read(client: &Client, database: &str, quoted: &str) -> Result<Signa
         oid: row.and_then(|r| simple::get(r, 1)).unwrap_or(0),
         md5: row.and_then(|r| r.get(2)).unwrap_or_default().to_string(),
     })
-}
-
-/// Compares the signatures a round read on `source` (the rows of `sql`) with the plans'; a
-/// difference is a schema error naming the table.
-fn check(source: &str, tables: &[Arc<TablePlan>], rows: &[SimpleQueryRow]) -> Result<(), PgError> {
-    if rows.len() != tables.len() {
-        return Err(PgError::setup(
-            source,
-            format!(
-                "column signatures: {} rows for {} tables",
-                rows.len(),
-                tables.len()
-            ),
-        ));
-    }
-    for (row, t) in rows.iter().zip(tables) {
-        let found = row.get(2);
-        if t.signatures.get(source).map(|s| s.md5.as_str()) != found {
-            return Err(PgError::setup(
-                source,
-                format!(
-                    "table {}: its columns changed on this source since the table plans were read; \
-                     reading them again (a column the targets lack stops the table until it is added there)",
-                    t.display
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -229,7 +229,7 @@ pub fn apply_batch(
     for c in changes {
         let t = &tables[c.table];
         if in_place {
-            for s in crate::round::in_place::upsert_sql(t, &c.rows) {
+            for s in upsert_sql(t, &c.rows) {
                 push(s, c.table, false);
             }
         } else if let Some(i) = insert_sql(t, &c.rows) {
@@ -247,6 +247,34 @@ pub fn affected(messages: &[SimpleQueryMessage]) -> Vec<u64> {
             SimpleQueryMessage::CommandComplete(n) => Some(*n),
             _ => None,
         })
+        .collect()
+}
+
+/// Typed VALUES list of `rows` (a VALUES list has no column types of its own), aliased `r`.
+pub fn values_from(t: &TablePlan, rows: &[TextRow]) -> String {
+    let values: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let vals: Vec<String> = r
+                .iter()
+                .zip(&t.column_types)
+                .map(|(v, ty)| typed(v, ty))
+                .collect();
+            format!("({})", vals.join(", "))
+        })
+        .collect();
+    format!("(VALUES {}) AS r ({})", values.join(", "), t.columns)
+}
+
+/// The small path's in-place statements of one table's rows: the update, then the insert.
+pub fn upsert_sql(t: &TablePlan, rows: &[TextRow]) -> Vec<String> {
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let from = values_from(t, rows);
+    t.update_from(&from)
+        .into_iter()
+        .chain(std::iter::once(t.insert_new(&from)))
         .collect()
 }
 
@@ -298,5 +326,24 @@ mod tests {
         t.whole_row = true;
         assert!(!eligible(&t, 1, false));
         assert!(eligible(&t, 0, false));
+    }
+
+    #[test]
+    fn small_rows_update_then_insert_with_typed_values() {
+        let rows = vec![vec![Some("1".into()), None]];
+        let sql = upsert_sql(&in_place_plan(), &rows);
+        assert_eq!(
+            sql,
+            [
+                r#"UPDATE "s"."t" AS t SET "v" = r."v" FROM (VALUES ('1'::integer, NULL::text)) AS r ("a", "v") WHERE t."a" = r."a""#,
+                r#"INSERT INTO "s"."t" ("a", "v") OVERRIDING SYSTEM VALUE SELECT r."a", r."v" FROM (VALUES ('1'::integer, NULL::text)) AS r ("a", "v") WHERE NOT EXISTS (SELECT 1 FROM "s"."t" AS t WHERE t."a" = r."a")"#,
+            ]
+        );
+    }
+
+    fn in_place_plan() -> TablePlan {
+        let mut p = crate::round::plan::test_plan("s", "t", &[("a", "integer"), ("v", "text")], 1);
+        p.target_oids = std::collections::HashMap::from([("dst".to_string(), 7)]);
+        p
     }
 }

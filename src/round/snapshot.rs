@@ -1,7 +1,4 @@
-//! Source snapshots (`txid_current_snapshot()` text, `xmin:xmax:xip,...`) as progress markers,
-//! and the cache of each target's progress that a sync keeps between rounds.
-
-use std::collections::HashMap;
+//! Source snapshots (`txid_current_snapshot()` text, `xmin:xmax:xip,...`) as progress markers.
 
 use crate::capture::sql::NOTHING_APPLIED;
 
@@ -61,56 +58,6 @@ impl Snapshot {
     }
 }
 
-/// Progress of one sync, per (source, target, table), as last read from or written to targets.
-#[derive(Debug, Default)]
-pub struct ProgressCache {
-    entries: HashMap<(String, String, String), Snapshot>,
-    loaded: HashMap<(String, String), bool>,
-    /// Sequence values last sent to each target.
-    pub sequences: crate::round::sequences::SentValues,
-    /// Applied horizons not yet purged on the source.
-    pub purge: crate::round::purge::PurgeDue,
-    /// Tables whose changes the next round reads in its first flight.
-    pub busy: crate::round::small::Busy,
-    /// Targets whose next round applies the whole backlog (see `backlog`).
-    pub unbounded: crate::round::backlog::Unbounded,
-    /// Source identities, current and as recorded with progress.
-    pub identity: crate::round::rewind::Identities,
-}
-
-impl ProgressCache {
-    pub fn is_loaded(&self, source: &str, target: &str) -> bool {
-        self.loaded
-            .get(&(source.to_string(), target.to_string()))
-            .copied()
-            .unwrap_or(false)
-    }
-
-    pub fn get(&self, source: &str, target: &str, table: &str) -> Snapshot {
-        self.entries
-            .get(&(source.to_string(), target.to_string(), table.to_string()))
-            .cloned()
-            .unwrap_or_else(Snapshot::nothing_applied)
-    }
-
-    pub fn set(&mut self, source: &str, target: &str, table: &str, snap: Snapshot) {
-        self.entries.insert(
-            (source.to_string(), target.to_string(), table.to_string()),
-            snap,
-        );
-    }
-
-    pub fn mark_loaded(&mut self, source: &str, target: &str, loaded: bool) {
-        self.loaded
-            .insert((source.to_string(), target.to_string()), loaded);
-    }
-
-    /// Forget a pair after an error, so the next round re-reads what the target really has.
-    pub fn invalidate(&mut self, source: &str, target: &str) {
-        self.mark_loaded(source, target, false);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,18 +70,5 @@ mod tests {
         assert!(Snapshot::parse("1:x:").is_none());
         assert!(Snapshot::parse("1:2:3,'").is_none());
         assert!(Snapshot::parse("'; drop table x; --:1:").is_none());
-    }
-
-    #[test]
-    fn cache_defaults_to_nothing_applied() {
-        let mut c = ProgressCache::default();
-        assert_eq!(c.get("a", "b", "t"), Snapshot::nothing_applied());
-        c.set("a", "b", "t", Snapshot::parse("5:9:").unwrap());
-        assert_eq!(c.get("a", "b", "t").xmin(), 5);
-        assert!(!c.is_loaded("a", "b"));
-        c.mark_loaded("a", "b", true);
-        assert!(c.is_loaded("a", "b"));
-        c.invalidate("a", "b");
-        assert!(!c.is_loaded("a", "b"));
     }
 }

@@ -370,13 +370,13 @@ fn statements(sync: &str, db: &Db, works: &[Work<'_>]) -> DatabaseRepair {
         };
         deletes.extend(small::delete_sql(&w.plan, &delete));
         if in_place {
-            inserts.extend(crate::round::in_place::upsert_sql(&w.plan, &rows));
+            inserts.extend(crate::round::small::upsert_sql(&w.plan, &rows));
         } else {
             inserts.extend(small::insert_sql(&w.plan, &rows));
         }
     }
     deletes.reverse();
-    let session = crate::round::apply::apply_session(sync, &db.role);
+    let session = crate::round::session::apply_session(sync, &db.role);
     let mut sql = String::new();
     for s in std::iter::once(session.trim_end().trim_end_matches(';').to_string())
         .chain(deletes)
@@ -422,5 +422,5 @@ async fn apply(db: &Db, sql: &str) -> Result<(), PgError> {
     tx.batch_execute(sql)
         .await
         .map_err(|e| PgError::query(&db.name, "apply the repair", e))?;
-    crate::round::apply::commit_apply(tx, &db.role, &db.name).await
+    crate::round::session::commit_apply(tx, &db.role, &db.name).await
 }

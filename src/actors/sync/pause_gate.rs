@@ -6,7 +6,7 @@
 
 use actix::prelude::*;
 
-use super::SyncActor;
+use super::{Phase, SyncActor};
 use crate::actors::database::{Kick, Waiting};
 use crate::metrics::failures::Stage;
 use crate::pause::{self, GateView, Pause};
@@ -23,59 +23,53 @@ pub struct SetPaused(pub bool);
 pub struct Retire;
 
 impl SyncActor {
-    /// Starts a round unless the sync is paused; plans are read again first when a
-    /// `drover ddl` ran (or the sync was resumed) since the last check.
-    pub(super) fn gated_start(&mut self, ctx: &mut Context<Self>) {
-        // Marks a round as running, so kicks meanwhile coalesce and Shutdown waits.
-        self.schedule.started();
+    /// Starts `lane`'s round unless the sync is paused; plans are read again first when a
+    /// `drover ddl` ran (or the sync was resumed) since the last check. The lane is already
+    /// marked running, so kicks meanwhile coalesce and Shutdown waits.
+    pub(super) fn gated_start(&mut self, lane: String, ctx: &mut Context<Self>) {
         let gate = self.gate.clone();
         let fut = async move { gate.enter().await };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
-            Ok(view) => act.gate_passed(view, ctx),
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(view) => act.gate_passed(lane, view, ctx),
             Err(e) => {
-                act.gate_closed();
+                // The 1 s poll kicks again; the lane is not running meanwhile.
+                act.gate_closed(&lane);
                 act.record_error(Stage::Round, &e);
-                let wait = act.schedule.failed();
-                ctx.run_later(wait, |act, ctx| {
-                    act.schedule.backoff_over();
-                    ctx.notify(Kick);
-                });
             }
         }));
     }
 
-    fn gate_passed(&mut self, view: GateView, ctx: &mut Context<Self>) {
+    fn gate_passed(&mut self, lane: String, view: GateView, ctx: &mut Context<Self>) {
         let was_paused = self.status.paused;
         let moved = self.ddl_mark.is_some_and(|m| m != view.ddl_mark);
         self.ddl_mark = Some(view.ddl_mark);
-        let paused = view.pause.is_some();
-        if paused || self.schedule.stopping {
-            self.gate_closed();
+        if view.pause.is_some() || self.phase == Phase::Stopping {
+            self.gate_closed(&lane);
             self.show_pause(view.pause);
             return;
         }
         self.show_pause(None);
         if moved || was_paused {
             // Columns may have changed while paused: read the plans before the next round.
-            self.gate_closed();
+            self.gate_closed(&lane);
             self.leave_gate(ctx);
             self.prepare(ctx);
             return;
         }
-        self.start_round(ctx);
+        self.start_lane(lane, ctx);
     }
 
-    /// No round runs after all: release Shutdown's waiters.
-    fn gate_closed(&mut self) {
-        self.schedule.running = false;
-        if self.schedule.stopping {
+    /// No round runs for `lane` after all: release Shutdown's waiters when none runs.
+    fn gate_closed(&mut self, lane: &str) {
+        self.lanes.closed(lane);
+        if self.phase == Phase::Stopping && !self.lanes.running() {
             for w in self.stop_waiters.drain(..) {
                 let _ = w.send(());
             }
         }
     }
 
-    /// The round ended: release the gate's shared lock.
+    /// A round ended: release its hold on the gate.
     pub(super) fn leave_gate(&mut self, ctx: &mut Context<Self>) {
         let gate = self.gate.clone();
         ctx.spawn(async move { gate.leave().await }.into_actor(self));
@@ -91,7 +85,7 @@ impl SyncActor {
         self.status.paused_by = pause.as_ref().map(|p| p.by.clone());
         self.status.paused_at = pause.as_ref().map(|p| p.at);
         self.status.pause_reason = pause.map(|p| p.reason);
-        if paused && !self.schedule.running {
+        if paused && !self.lanes.running() {
             self.status.state = "paused".into();
         } else if !paused && self.status.state == "paused" {
             self.status.state = "starting".into();
@@ -138,12 +132,12 @@ impl Handler<Retire> for SyncActor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Retire, _: &mut Context<Self>) -> Self::Result {
-        self.schedule.stopping = true;
+        self.phase = Phase::Stopping;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.schedule.running {
-            self.stop_waiters.push(tx);
-        } else {
+        if self.lanes.stop() {
             let _ = tx.send(());
+        } else {
+            self.stop_waiters.push(tx);
         }
         Box::pin(
             async move {

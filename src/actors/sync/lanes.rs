@@ -1,0 +1,247 @@
+//! A sync's lanes: one per target of a one-source sync (each target runs its own rounds, so a
+//! locked or dead one falls behind alone), or one lane for a multi-master sync's rounds. Each
+//! lane has its schedule and its status; the sync's status is their aggregate. Plain structs,
+//! driven by unit tests without an actor system.
+
+use chrono::{DateTime, Utc};
+
+use super::schedule::{Next, Schedule};
+use crate::status::TargetStatus;
+
+/// The lane of a multi-master sync: one round spans every database.
+pub const MULTI: &str = "*";
+
+/// What a finished round of one lane says, as the bookkeeping needs it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub good: bool,
+    /// The round committed rows.
+    pub moved: bool,
+    /// Good, but applied only a bounded part of the backlog (`backlog`).
+    pub behind: bool,
+    /// Age of the oldest change the round found pending.
+    pub lag: f64,
+    pub pending: u64,
+    /// (redacted, full) text of the round's first error.
+    pub error: Option<(String, String)>,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+struct Lane {
+    schedule: Schedule,
+    status: TargetStatus,
+}
+
+#[derive(Debug, Default)]
+pub struct Lanes {
+    lanes: Vec<Lane>,
+}
+
+impl Lanes {
+    pub fn new<I: IntoIterator<Item = String>>(names: I) -> Lanes {
+        let lanes = names
+            .into_iter()
+            .map(|target| Lane {
+                schedule: Schedule::default(),
+                status: TargetStatus {
+                    target,
+                    state: "starting".into(),
+                    ..TargetStatus::default()
+                },
+            })
+            .collect();
+        Lanes { lanes }
+    }
+
+    fn lane(&mut self, name: &str) -> Option<&mut Lane> {
+        self.lanes.iter_mut().find(|l| l.status.target == name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
+    }
+
+    /// A kick: the lanes that start a round now (the others coalesce it into a follow-up).
+    pub fn kicked(&mut self) -> Vec<String> {
+        let mut start = Vec::new();
+        for l in &mut self.lanes {
+            if l.schedule.kicked() {
+                l.schedule.started();
+                start.push(l.status.target.clone());
+            }
+        }
+        start
+    }
+
+    /// A kick for one lane (its previous round asked for another): true when it starts now.
+    pub fn kick(&mut self, name: &str) -> bool {
+        let Some(l) = self.lane(name) else {
+            return false;
+        };
+        let now = l.schedule.kicked();
+        if now {
+            l.schedule.started();
+        }
+        now
+    }
+
+    /// The gate refused a lane's round (paused, or plans to read again): it is not running.
+    pub fn closed(&mut self, name: &str) {
+        if let Some(l) = self.lane(name) {
+            l.schedule.running = false;
+            l.schedule.dirty = false;
+        }
+    }
+
+    /// Some lane's round is running.
+    pub fn running(&self) -> bool {
+        self.lanes.iter().any(|l| l.schedule.running)
+    }
+
+    /// A lane's round ended: updates its status and returns what the lane does next.
+    pub fn finished(&mut self, name: &str, o: &Outcome) -> Next {
+        let Some(l) = self.lane(name) else {
+            return Next::Idle;
+        };
+        let s = &mut l.status;
+        s.rounds += 1;
+        s.lag_seconds = o.lag;
+        s.pending_rows = if o.good { 0 } else { o.pending };
+        if o.good {
+            s.state = if o.behind { "behind" } else { "ok" }.into();
+            s.last_good = Some(o.now);
+        } else {
+            s.state = "failing".into();
+            if let Some((short, full)) = &o.error {
+                s.last_error = Some(short.clone());
+                s.last_error_full = Some(full.clone());
+            }
+        }
+        l.schedule.finished(o.good, o.moved)
+    }
+
+    pub fn backoff_over(&mut self, name: &str) {
+        if let Some(l) = self.lane(name) {
+            l.schedule.backoff_over();
+        }
+    }
+
+    /// Stop starting rounds; returns true when none runs any more.
+    pub fn stop(&mut self) -> bool {
+        for l in &mut self.lanes {
+            l.schedule.stopping = true;
+        }
+        !self.running()
+    }
+
+    /// No lane is failing (lanes that have not run yet do not count).
+    pub fn all_good(&self) -> bool {
+        self.lanes.iter().all(|l| l.status.state != "failing")
+    }
+
+    /// The largest lag over lanes: the sync is as far behind as its slowest target.
+    pub fn lag(&self) -> f64 {
+        self.lanes
+            .iter()
+            .map(|l| l.status.lag_seconds)
+            .fold(0.0, f64::max)
+    }
+
+    pub fn pending(&self) -> u64 {
+        self.lanes
+            .iter()
+            .map(|l| l.status.pending_rows)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether the sources' doorbells should ring: not while every lane either runs rounds back
+    /// to back (`Schedule::saturated`) or waits out a failure (its retry is timed).
+    pub fn waiting(&self) -> bool {
+        !self
+            .lanes
+            .iter()
+            .all(|l| l.schedule.saturated() || l.schedule.in_backoff)
+    }
+
+    pub fn statuses(&self) -> Vec<TargetStatus> {
+        self.lanes.iter().map(|l| l.status.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(good: bool) -> Outcome {
+        Outcome {
+            good,
+            moved: good,
+            behind: false,
+            lag: if good { 0.5 } else { 7.0 },
+            pending: 40,
+            error: (!good).then(|| ("locked".to_string(), "locked (detail)".to_string())),
+            now: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_failing_lane_backs_off_alone() {
+        let mut l = Lanes::new(["a".to_string(), "b".to_string()]);
+        assert_eq!(l.kicked(), vec!["a", "b"]);
+        assert!(matches!(l.finished("b", &outcome(false)), Next::After(_)));
+        assert_eq!(l.finished("a", &outcome(true)), Next::Now, "moved rows");
+        // A kick now starts only the healthy lane: the failing one waits for its retry.
+        assert_eq!(l.kicked(), vec!["a"]);
+        assert!(!l.all_good());
+        assert_eq!(l.lag(), 7.0);
+        assert_eq!(l.pending(), 40);
+        let st = l.statuses();
+        assert_eq!(
+            (st[0].state.as_str(), st[1].state.as_str()),
+            ("ok", "failing")
+        );
+        assert_eq!(st[1].last_error.as_deref(), Some("locked"));
+        l.backoff_over("b");
+        assert_eq!(l.kicked(), vec!["b"], "a is still running");
+    }
+
+    #[test]
+    fn recovery_and_behind() {
+        let mut l = Lanes::new(["a".to_string()]);
+        l.kicked();
+        l.finished("a", &outcome(false));
+        l.backoff_over("a");
+        l.kicked();
+        let mut o = outcome(true);
+        o.behind = true;
+        l.finished("a", &o);
+        assert!(l.all_good());
+        assert_eq!(l.statuses()[0].state, "behind");
+        assert_eq!(l.pending(), 0);
+    }
+
+    #[test]
+    fn stop_waits_for_running_lanes() {
+        let mut l = Lanes::new(["a".to_string(), "b".to_string()]);
+        assert_eq!(l.kicked().len(), 2);
+        l.finished("a", &outcome(true));
+        assert!(!l.stop(), "b still runs");
+        assert_eq!(l.finished("b", &outcome(true)), Next::Stop);
+        assert!(!l.running());
+        assert!(l.kicked().is_empty(), "no rounds once stopping");
+    }
+
+    #[test]
+    fn doorbell_not_needed_while_every_lane_is_busy_or_backing_off() {
+        let mut l = Lanes::new(["a".to_string(), "b".to_string()]);
+        assert!(l.waiting());
+        for _ in 0..2 {
+            l.kicked();
+            l.finished("a", &outcome(true));
+        }
+        l.finished("b", &outcome(false));
+        assert!(!l.waiting());
+    }
+}

@@ -1,0 +1,105 @@
+//! What a round reports: per target, what it committed or why it failed; per table, what was
+//! pending; the snapshot progress moved to; conflicts resolved (multi-master).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::pg::error::PgError;
+use crate::round::snapshot::Snapshot;
+
+/// Per-table counts of one target's apply.
+#[derive(Debug, Default, Clone)]
+pub struct TableCounts {
+    pub inserted: u64,
+    pub deleted: u64,
+    pub pending: u64,
+    pub truncated: bool,
+}
+
+#[derive(Debug)]
+pub struct TargetReport {
+    pub target: String,
+    /// Ok(true) when the target committed, Ok(false) when it had nothing to do.
+    pub result: Result<bool, PgError>,
+    pub tables: HashMap<String, TableCounts>,
+}
+
+#[derive(Debug)]
+pub struct RoundReport {
+    pub snapshot: Option<Snapshot>,
+    pub targets: Vec<TargetReport>,
+    /// Pending delta rows per table as the round found them (largest over targets).
+    pub pending: HashMap<String, u64>,
+    /// Oldest change not yet applied to some target when the round started.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    pub duration: Duration,
+    /// Set when the round could not even read the source.
+    pub source_error: Option<PgError>,
+    /// Conflicts resolved (multi-master rounds).
+    pub conflicts: Vec<ConflictRecord>,
+    /// Targets whose progress this round moved, and to where: the purge's input.
+    pub advanced: Vec<(String, Snapshot)>,
+    /// A target moved backwards: horizons collected for the purge must be dropped.
+    pub rewound: bool,
+}
+
+impl RoundReport {
+    pub fn empty() -> RoundReport {
+        RoundReport {
+            snapshot: None,
+            targets: Vec::new(),
+            pending: HashMap::new(),
+            oldest_pending: None,
+            duration: Duration::ZERO,
+            source_error: None,
+            conflicts: Vec::new(),
+            advanced: Vec::new(),
+            rewound: false,
+        }
+    }
+
+    /// Rows committed: a target whose apply rolled back counts none.
+    pub fn rows(&self) -> (u64, u64) {
+        self.targets
+            .iter()
+            .filter(|t| t.result.is_ok())
+            .flat_map(|t| t.tables.values())
+            .fold((0, 0), |(i, d), c| (i + c.inserted, d + c.deleted))
+    }
+
+    pub fn ok(&self) -> bool {
+        self.source_error.is_none() && self.targets.iter().all(|t| t.result.is_ok())
+    }
+
+    /// A table's pending rows and oldest change as one target's count found them.
+    pub fn note(&mut self, table: &str, pending: u64, oldest: Option<DateTime<Utc>>) {
+        let p = self.pending.entry(table.to_string()).or_default();
+        *p = (*p).max(pending);
+        if let Some(o) = oldest {
+            self.oldest_pending = Some(self.oldest_pending.map_or(o, |x| x.min(o)));
+        }
+    }
+
+    /// Nothing was pending for any table when the round read the source.
+    pub fn idle(&self) -> bool {
+        self.pending.values().all(|p| *p == 0)
+    }
+
+    pub fn first_error(&self) -> Option<&PgError> {
+        self.source_error
+            .as_ref()
+            .or_else(|| self.targets.iter().find_map(|t| t.result.as_ref().err()))
+    }
+}
+
+/// A resolved conflict, for the log and the counters.
+#[derive(Debug, Clone)]
+pub struct ConflictRecord {
+    pub table: String,
+    pub key: serde_json::Value,
+    pub winner: Option<String>,
+    pub involved: Vec<String>,
+    pub versions: serde_json::Value,
+}

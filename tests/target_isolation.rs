@@ -1,0 +1,133 @@
+//! One source, two targets: a locked or stopped target falls behind alone while the other
+//! keeps receiving changes, and catches up once it is free again.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::scenario::*;
+use support::*;
+
+const TABLE: &str = "public.herd";
+
+/// Source `src` and target `t1` on `a`, target `t2` on `b`, each with table `herd`.
+fn setup(a: &Cluster, b: &Cluster) -> (tempfile::TempDir, std::path::PathBuf, Daemon) {
+    let schema = "CREATE TABLE herd (id int PRIMARY KEY, v text)";
+    for (c, db) in [(a, "src"), (a, "t1"), (b, "t2")] {
+        c.create_db(db);
+        c.psql(db, schema);
+    }
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}{}[relgroups.g]\n\
+         tables = [\"{TABLE}\"]\n[syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\n\
+         targets = [\"t1\", \"t2\"]\n",
+        free_port(),
+        a.database_toml("src", "src"),
+        a.database_toml("t1", "t1"),
+        b.database_toml("t2", "t2"),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cfg, daemon) = install_and_run(dir.path(), &toml);
+    (dir, cfg, daemon)
+}
+
+fn md5(c: &Cluster, db: &str) -> String {
+    table_md5(c, db, TABLE, "id")
+}
+
+fn reaches(target: (&Cluster, &str), src: &Cluster, what: &str) {
+    eventually(Duration::from_secs(60), what, || {
+        md5(target.0, target.1) == md5(src, "src")
+    });
+}
+
+/// A psql session holding an ACCESS EXCLUSIVE lock on the table in an open transaction.
+fn hold_lock(c: &Cluster, db: &str) -> Child {
+    let mut child = Command::new("psql")
+        .args(["-XAtq", "-h", "127.0.0.1", "-p", &c.port.to_string()])
+        .args(["-U", "postgres", "-d", db])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run psql");
+    let stdin = child.stdin.as_mut().expect("psql stdin");
+    writeln!(stdin, "BEGIN; LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE;").expect("write");
+    stdin.flush().expect("flush");
+    child
+}
+
+#[test]
+fn locked_target_does_not_stall_the_other() {
+    let (a, b) = (Cluster::start(), Cluster::start());
+    let (_dir, cfg, mut daemon) = setup(&a, &b);
+    a.psql(
+        "src",
+        "INSERT INTO herd SELECT g, 'v' || g FROM generate_series(1, 100) g",
+    );
+    reaches((&a, "t1"), &a, "first rows on t1");
+    reaches((&b, "t2"), &a, "first rows on t2");
+
+    // t1 comes first in the sync's list of targets: a round that visits targets in turn
+    // stops at it.
+    let mut locker = hold_lock(&a, "t1");
+    eventually(Duration::from_secs(10), "the lock to be held", || {
+        a.psql(
+            "t1",
+            "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' \
+             AND relation = (SELECT oid FROM pg_class WHERE relname = 'herd') AND granted",
+        ) == "1"
+    });
+    for i in 0..3 {
+        a.psql(
+            "src",
+            &format!("UPDATE herd SET v = v || '{i}' WHERE id % 5 = {i}"),
+        );
+        reaches((&b, "t2"), &a, "t2 to receive changes while t1 is locked");
+    }
+    a.psql("src", "DELETE FROM herd WHERE id > 90");
+    reaches((&b, "t2"), &a, "t2 to receive a delete while t1 is locked");
+
+    // Released: the stalled target catches up.
+    drop(locker.stdin.take());
+    locker.wait().expect("psql exits");
+    reaches((&a, "t1"), &a, "t1 to catch up after the lock is released");
+    drover_wait(&cfg, "s", 60);
+    daemon.stop();
+}
+
+#[test]
+fn stopped_target_does_not_stall_the_other() {
+    let (a, b) = (Cluster::start(), Cluster::start());
+    let (_dir, cfg, mut daemon) = setup(&a, &b);
+    a.psql(
+        "src",
+        "INSERT INTO herd SELECT g, 'v' || g FROM generate_series(1, 100) g",
+    );
+    reaches((&b, "t2"), &a, "first rows on t2");
+
+    b.stop_immediate();
+    for i in 0..3 {
+        a.psql(
+            "src",
+            &format!("UPDATE herd SET v = v || '{i}' WHERE id % 7 = {i}"),
+        );
+        reaches((&a, "t1"), &a, "t1 to receive changes while t2 is down");
+    }
+    let s = sync_status(&cfg, "s");
+    assert!(
+        delta_rows(&a, "src") > 0,
+        "the source keeps t2's deltas: {s}"
+    );
+
+    b.restart();
+    reaches((&b, "t2"), &a, "t2 to catch up after its restart");
+    drover_wait(&cfg, "s", 60);
+    eventually(
+        Duration::from_secs(30),
+        "deltas purged once both applied",
+        || delta_rows(&a, "src") == 0,
+    );
+    daemon.stop();
+}
