@@ -7,6 +7,7 @@
 //! before the target commits leaves the table's progress untouched ("not copied").
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -325,16 +326,26 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     indexes::rebuild(&ttx, dst, t, &rebuild).await?;
     record_done(&ttx, run, dst, &t.display).await?;
     commit_apply(ttx, &job.target.replica_role, dst).await?;
+    log_loaded(
+        (sync, dst, &t.display),
+        rows,
+        loaded,
+        started.elapsed() - loaded,
+    );
+    Ok(true)
+}
+
+fn log_loaded((sync, dst, table): (&str, &str, &str), rows: u64, load: Duration, idx: Duration) {
+    let (load_ms, indexes_ms) = (load.as_millis() as u64, idx.as_millis() as u64);
     tracing::info!(
         sync,
         target = dst,
-        table = %t.display,
+        table,
         rows,
-        load_ms = loaded.as_millis() as u64,
-        indexes_ms = (started.elapsed() - loaded).as_millis() as u64,
+        load_ms,
+        indexes_ms,
         "initial copy done"
     );
-    Ok(true)
 }
 
 /// Adopts the copy's exported snapshot; returns the table's estimated row count there.
