@@ -287,18 +287,8 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     if mode != CopyMode::Forced && snap != NOTHING_APPLIED {
         return Ok(false);
     }
-    // Where FKs are live, emptying a referenced table would cascade to (or be refused by) its
-    // children: make it equal to the source in place instead.
-    if mode != CopyMode::IfEmpty
-        && !job.target.replica_role.is_replica()
-        && !t.whole_row
-        && in_place::referenced(&ttx, dst, t).await?
-    {
-        let rows = copy_in_place(stx.client(), src, &ttx, dst, t, board).await?;
-        record_done(&ttx, run, dst, &t.display).await?;
-        commit_apply(ttx, &job.target.replica_role, dst).await?;
-        tracing::info!(sync, target = dst, table = %t.display, rows, "initial copy done in place (foreign keys reference the table)");
-        return Ok(true);
+    if in_place_wanted(&ttx, mode, job).await? {
+        return copy_referenced(stx.client(), ttx, run, job).await;
     }
     let method = copy_method::decide(&ttx, dst, &t.quoted, total).await?;
     let rebuild_indexes = method == CopyMethod::RebuildIndexes;
@@ -332,6 +322,39 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
         loaded,
         started.elapsed() - loaded,
     );
+    Ok(true)
+}
+
+/// Where FKs are live, emptying a referenced table would cascade to (or be refused by) its
+/// children: such a table is made equal to the source in place instead.
+async fn in_place_wanted(
+    ttx: &Transaction<'_>,
+    mode: CopyMode,
+    job: &Job<'_>,
+) -> Result<bool, PgError> {
+    let (dst, t) = (job.target.name.as_str(), job.table);
+    if mode == CopyMode::IfEmpty || job.target.replica_role.is_replica() || t.whole_row {
+        return Ok(false);
+    }
+    in_place::referenced(ttx, dst, t).await
+}
+
+/// Copies a referenced table in place (`in_place_wanted`) and commits.
+async fn copy_referenced(
+    stx: &Client,
+    ttx: Transaction<'_>,
+    run: &CopyRun<'_>,
+    job: &Job<'_>,
+) -> Result<bool, PgError> {
+    let (src, dst, t) = (
+        run.source.name.as_str(),
+        job.target.name.as_str(),
+        job.table,
+    );
+    let rows = copy_in_place(stx, src, &ttx, dst, t, run.board).await?;
+    record_done(&ttx, run, dst, &t.display).await?;
+    commit_apply(ttx, &job.target.replica_role, dst).await?;
+    tracing::info!(sync = run.sync, target = dst, table = %t.display, rows, "initial copy done in place (foreign keys reference the table)");
     Ok(true)
 }
 
