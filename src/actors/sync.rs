@@ -257,7 +257,7 @@ impl SyncActor {
         });
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
             Ok(p) => {
-                act.setup.backoff_over();
+                act.setup = Schedule::default();
                 let first = act.prepared.is_none();
                 act.prepared = Some(Arc::new(p));
                 act.phase = act.phase.step_done(true);
@@ -276,7 +276,9 @@ impl SyncActor {
             }
             Err(e) => {
                 act.record_error(Stage::Prepare, &e);
-                act.phase = act.phase.step_done(act.prepared.is_some());
+                // No round or copy until plans are read and the fence taken: after a lease
+                // change, commits are refused until then.
+                act.phase = act.phase.step_done(false);
                 let wait = act.setup.failed();
                 ctx.run_later(wait, |act, ctx| act.prepare(ctx));
             }
@@ -335,6 +337,7 @@ impl SyncActor {
             act.status.copy_runs += 1;
             match res {
                 Ok(n) => {
+                    act.setup = Schedule::default();
                     if n > 0 {
                         tracing::info!(sync = %act.plan.name, tables = n, "initial copy finished");
                     }
