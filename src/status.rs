@@ -68,6 +68,24 @@ pub struct SyncStatus {
     /// multi-master sync's rounds (named "*").
     #[serde(default)]
     pub target_states: Vec<TargetStatus>,
+    /// Per table, from its TableActor: how rows are identified and what was applied.
+    #[serde(default)]
+    pub table_states: Vec<TableStatus>,
+}
+
+/// One table of a sync, as its TableActor keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TableStatus {
+    pub table: String,
+    /// Key columns (empty before the plan is read); for a key-less table, every column.
+    pub key: Vec<String>,
+    /// "key" (primary key, unique index or configured key) or "whole_row" (no key: rows are
+    /// matched by all their columns); "unknown" before the plan is read.
+    pub key_method: String,
+    /// Rows applied to every receiver together since the daemon started.
+    pub rows_inserted: u64,
+    pub rows_deleted: u64,
+    pub last_applied: Option<DateTime<Utc>>,
 }
 
 /// One target's rounds: a failing target falls behind alone while the others go on.

@@ -12,7 +12,7 @@ use chrono::Utc;
 
 use crate::actors::database::{DatabaseActor, Kick, Subscribe};
 use crate::actors::metrics::{LeaseMetrics, MetricsActor};
-use crate::actors::table::TableActor;
+use crate::actors::table::{GetTableStatus, TableActor};
 use crate::actors::target::TargetActor;
 use crate::metrics::failures::{self, Stage};
 use crate::pg::error::PgError;
@@ -145,6 +145,7 @@ impl SyncActor {
             copy_runs: 0,
             lease_holder: None,
             target_states: Vec::new(),
+            table_states: Vec::new(),
         };
         let lanes = if d.plan.sources.len() > 1 {
             Lanes::new([MULTI.to_string()])
@@ -458,13 +459,19 @@ impl Handler<LeaseLost> for SyncActor {
 }
 
 impl Handler<GetStatus> for SyncActor {
-    type Result = MessageResult<GetStatus>;
+    type Result = ResponseFuture<SyncStatus>;
 
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         let mut s = self.status.clone();
         s.target_states = self.lanes.statuses();
         s.copy = self.copy_board.lock().expect("copy board lock").clone();
-        MessageResult(s)
+        let asks: Vec<_> = self.tables.iter().map(|t| t.send(GetTableStatus)).collect();
+        Box::pin(async move {
+            // A table actor that is gone has nothing to show.
+            let tables = futures::future::join_all(asks).await;
+            s.table_states = tables.into_iter().filter_map(Result::ok).collect();
+            s
+        })
     }
 }
 
