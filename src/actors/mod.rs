@@ -6,6 +6,7 @@
 //! - `TableActor`, one per (sync, table): the table's plan (columns, key, SQL) and counters.
 //! - `SyncActor`, one per sync: the lease, round scheduling, status, error backoff.
 //! - `MetricsActor`: the only writer of the Prometheus recorder.
+//! - `WatchdogActor`: systemd's watchdog pings, only while this System runs (`crate::systemd`).
 //!
 //! A round runs inside its SyncActor as one future that spans every table, so one target's
 //! round is always one transaction. `daemon` wires them together and handles signals;
@@ -18,3 +19,4 @@ pub mod metrics;
 pub mod reload;
 pub mod sync;
 pub mod table;
+pub mod watchdog;

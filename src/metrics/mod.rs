@@ -1,9 +1,11 @@
 //! Metric names (one constant each, with type and labels) and the Prometheus recorder setup.
 //! The MetricsActor updates these, except `drover_errors_total`, which `failures::failed`
 //! counts where the failure is logged; the Grafana dashboard and alert rules use these names.
+//! Process metrics (`process_cpu_seconds_total`, ...) come from the `metrics-process` crate,
+//! collected by the MetricsActor.
 
 pub mod failures;
-pub mod process;
+pub mod initial;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -74,27 +76,6 @@ pub fn install() -> Result<PrometheusHandle, String> {
     describe_gauge!(LAST_GOOD, Unit::Seconds, "Unix time of the last good round");
     describe_histogram!(ROUND_DURATION, Unit::Seconds, "Round duration");
     describe_gauge!(BUILD_INFO, "Build information");
-    describe_gauge!(
-        "process_resident_memory_bytes",
-        Unit::Bytes,
-        "Resident memory"
-    );
-    describe_gauge!(
-        "process_resident_memory_max_bytes",
-        Unit::Bytes,
-        "Peak resident memory"
-    );
-    describe_gauge!("process_open_fds", "Open file descriptors");
-    describe_gauge!(
-        "process_cpu_seconds_total",
-        Unit::Seconds,
-        "User and system CPU time"
-    );
-    describe_gauge!(
-        "process_start_time_seconds",
-        Unit::Seconds,
-        "Start time, unix seconds"
-    );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
 }
