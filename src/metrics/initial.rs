@@ -1,7 +1,7 @@
 //! The counter series known before anything happens, exported at 0 from startup so that
 //! panels show 0 instead of "No data" and `rate()`/`increase()` see the first increment
 //! (Prometheus' advice on missing metrics). Known in advance: every sync, its tables, its
-//! databases and receivers, the configured conflict strategy, and the fixed values of the
+//! databases and receivers, each table's conflict strategy, and the fixed values of the
 //! `kind`, `stage`, `result` and `winner` labels. Series that depend on what happens (a
 //! database only one stage ever touches) are still listed: a 0 is true for them too.
 
@@ -94,7 +94,7 @@ fn conflicts(p: &SyncPlan, out: &mut Vec<Series>) {
                 vec![
                     ("sync", p.name.clone()),
                     ("table", t.to_string()),
-                    ("strategy", p.strategy.as_str().into()),
+                    ("strategy", p.strategy_for(t).as_str().into()),
                     ("winner", winner.into()),
                 ],
             ));
@@ -119,6 +119,7 @@ fn errors(sync: &str, database: &str, stage: Stage, out: &mut Vec<Series>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SequenceMode;
     use crate::pg::ident::TableName;
     use crate::round::copy::CopyMode;
     use crate::round::resolve::Strategy;
@@ -133,6 +134,9 @@ mod tests {
             sources: sources.iter().map(|s| s.to_string()).collect(),
             targets: targets.iter().map(|s| s.to_string()).collect(),
             strategy: Strategy::Latest,
+            table_strategy: Default::default(),
+            sequence_mode: SequenceMode::Follow,
+            sequence_step: 1,
             initial_copy: CopyMode::Never,
         }
     }
