@@ -17,5 +17,6 @@ pub mod pause;
 pub mod pg;
 pub mod round;
 pub mod status;
+pub mod systemd;
 pub mod topology;
 pub mod verify;

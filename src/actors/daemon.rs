@@ -10,10 +10,12 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::actors::metrics::MetricsActor;
 use crate::actors::reload::{Reload, Supervisor};
 use crate::actors::sync::Shutdown;
+use crate::actors::watchdog::WatchdogActor;
 use crate::config::Config;
 use crate::http::guard::Policy;
 use crate::http::listener;
 use crate::http::server::Routes;
+use crate::systemd;
 
 /// How long SIGTERM waits for running rounds before exiting anyway.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,8 +38,8 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
     // Before anything else: SIGHUP's default action would end the process.
     let signals = Signals::new()?;
     let handle = crate::metrics::install().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
-    let metrics = MetricsActor.start();
-    let supervisor = Supervisor::new(config.clone(), metrics)?;
+    let metrics = MetricsActor::default().start();
+    let supervisor = Supervisor::new(config.clone(), metrics.clone())?;
     let syncs = supervisor.syncs();
     let supervisor = supervisor.start();
 
@@ -54,6 +56,7 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
         syncs: syncs.clone(),
         reload: Some(supervisor.clone().recipient()),
         metrics: handle,
+        metrics_actor: metrics.clone(),
         policy: Policy {
             token,
             for_reads: config.daemon.api_token_for_reads,
@@ -61,8 +64,13 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
         },
     };
     actix_rt::spawn(listener::serve(tcp, routes));
+    // Serving and every sync actor started: tell systemd (Type=notify), then keep its
+    // watchdog fed from inside this System.
+    let _watchdog = WatchdogActor::start_if_enabled();
+    systemd::notify_or_warn("READY=1\nSTATUS=replicating");
 
     signals.until_stop(&supervisor).await;
+    systemd::notify_or_warn("STOPPING=1\nSTATUS=finishing running rounds");
     tracing::info!("stopping: letting running rounds finish");
     let sync_addrs = syncs.borrow().clone();
     let stops = sync_addrs.iter().map(|(name, a)| {

@@ -9,6 +9,7 @@
 //! - `TargetActor`, one per (sync, target) of a one-source sync: that target's progress and
 //!   rounds, each under its own source snapshot and within the round deadline.
 //! - `MetricsActor`: the only writer of the Prometheus recorder.
+//! - `WatchdogActor`: systemd's watchdog pings, only while this System runs (`crate::systemd`).
 //!
 //! A target's round runs inside its TargetActor as one future that spans every table, so it
 //! is always one transaction; targets run concurrently. A multi-master round runs inside its
@@ -23,3 +24,4 @@ pub mod reload;
 pub mod sync;
 pub mod table;
 pub mod target;
+pub mod watchdog;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::database::DatabaseActor;
-use crate::actors::metrics::MetricsActor;
+use crate::actors::metrics::{MetricsActor, ZeroSeries};
 use crate::actors::sync::{Retire, SyncActor, SyncDeps};
 use crate::actors::table::TableActor;
 use crate::config::{self, Config, Database};
@@ -107,6 +107,8 @@ impl Supervisor {
             limits: crate::round::limits::Limits::from_config(&config.daemon),
         })
         .start();
+        let zeros = crate::metrics::initial::counter_series(std::slice::from_ref(&plan));
+        self.metrics.do_send(ZeroSeries(zeros));
         self.syncs.borrow_mut().push((name.clone(), addr));
         self.plans.insert(name, plan);
         Ok(())

@@ -5,6 +5,7 @@ mod check;
 mod check_copy;
 mod copy;
 mod ddl;
+mod generate;
 mod init;
 mod install;
 mod interleave;
@@ -158,6 +159,14 @@ enum Command {
         #[arg(long, requires = "repair")]
         dry_run: bool,
     },
+    /// Print the shell completion script (e.g. `drover completions bash >
+    /// /usr/share/bash-completion/completions/drover`). Needs no config file.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page drover(1) in roff (`drover man | man -l -`). Needs no config file.
+    Man,
 }
 
 /// Runs the command line; returns the exit code.
@@ -169,6 +178,9 @@ pub fn main() -> i32 {
             return if e.use_stderr() { EXIT_CONFIG } else { EXIT_OK };
         }
     };
+    if let Some(code) = generate(&cli.command) {
+        return code;
+    }
     // `init` writes a config: it needs none.
     if let Command::Init {
         source,
@@ -249,6 +261,7 @@ pub fn main() -> i32 {
             };
             block_on(verify::run(&config, &sync, table.as_deref(), json, repair))
         }
+        Command::Completions { .. } | Command::Man => unreachable!("handled by generate"),
     };
     match result {
         Ok(code) => code,
@@ -257,6 +270,23 @@ pub fn main() -> i32 {
             EXIT_PROBLEM
         }
     }
+}
+
+/// The commands that print generated files and need no config; None for every other one.
+fn generate(command: &Command) -> Option<i32> {
+    let mut out = std::io::stdout().lock();
+    let written = match command {
+        Command::Completions { shell } => generate::completions(*shell, &mut out),
+        Command::Man => generate::man(&mut out),
+        _ => return None,
+    };
+    Some(match written {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("drover: cannot write to stdout: {e}");
+            EXIT_PROBLEM
+        }
+    })
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(f: F) -> anyhow::Result<i32> {

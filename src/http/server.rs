@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::guard::{self, Policy};
 use super::listener::{BODY_READ_TIMEOUT, MAX_BODY_BYTES};
 use crate::actors::database::Kick;
+use crate::actors::metrics::{CollectProcess, MetricsActor};
 use crate::actors::reload::{Reload, SyncList};
 use crate::actors::sync::{ForceCopy, GetStatus, SetPaused, SyncActor};
 use crate::status::StatusDoc;
@@ -23,6 +24,8 @@ pub struct Routes {
     /// Where `POST /reload` goes.
     pub reload: Option<Recipient<Reload>>,
     pub metrics: PrometheusHandle,
+    /// Collects the process metrics before each render.
+    pub metrics_actor: Addr<MetricsActor>,
     /// Token, read-token mode and loopback: see [`guard::check`].
     pub policy: Policy,
 }
@@ -49,7 +52,8 @@ pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<F
     };
     match (&method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => {
-            crate::metrics::process::update();
+            // The metrics actor is the recorder's writer; a stopped one leaves the last values.
+            let _ = routes.metrics_actor.send(CollectProcess).await;
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
