@@ -1,8 +1,12 @@
-//! MetricsActor: turns round reports into Prometheus updates. Failures are counted where they
-//! are logged (`metrics::failures`), not here.
+//! MetricsActor: turns round reports into Prometheus updates, exports the counters known in
+//! advance at 0 when it starts (`metrics::initial`), and reads the process metrics
+//! (`metrics-process`) when `/metrics` is scraped. Failures are counted where they are logged
+//! (`metrics::failures`), not here.
 
 use actix::prelude::*;
+use metrics_process::Collector;
 
+use crate::metrics::initial::Series;
 use crate::metrics::*;
 
 /// What a finished round changed, per table and target.
@@ -28,7 +32,42 @@ pub struct RoundMetrics {
     pub targets: Vec<(String, bool)>,
 }
 
-pub struct MetricsActor;
+#[derive(Default)]
+pub struct MetricsActor {
+    process: Collector,
+}
+
+/// Counter series to export at 0 (`metrics::initial`), sent for each sync as it starts, at
+/// startup and on reload; a series that already counts keeps its value.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ZeroSeries(pub Vec<Series>);
+
+impl Handler<ZeroSeries> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, m: ZeroSeries, _: &mut Context<Self>) {
+        // increment(0) creates the series at 0 without resetting one that already counts.
+        for (name, labels) in m.0 {
+            metrics::counter!(name, &labels).increment(0);
+        }
+    }
+}
+
+/// Reads the process metrics (CPU, memory, file descriptors, threads) into the recorder; the
+/// `/metrics` handler awaits it before rendering.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct CollectProcess;
+
+impl Handler<CollectProcess> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CollectProcess, _: &mut Context<Self>) {
+        self.process.collect();
+        crate::metrics::record_peak_rss();
+    }
+}
 
 /// This daemon took (true) or lost / could not take (false) a sync's lease.
 #[derive(Message, Debug)]
@@ -73,6 +112,11 @@ impl Handler<HeldMetrics> for MetricsActor {
 
 impl Actor for MetricsActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.process.describe();
+        self.process.collect();
+    }
 }
 
 impl Handler<RoundMetrics> for MetricsActor {

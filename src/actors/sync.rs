@@ -12,7 +12,7 @@ use chrono::Utc;
 
 use crate::actors::database::{DatabaseActor, Kick, Subscribe};
 use crate::actors::metrics::{LeaseMetrics, MetricsActor};
-use crate::actors::table::TableActor;
+use crate::actors::table::{GetTableStatus, TableActor};
 use crate::actors::target::TargetActor;
 use crate::metrics::failures::{self, Stage};
 use crate::pg::error::PgError;
@@ -30,6 +30,7 @@ use crate::topology::SyncPlan;
 mod held;
 pub mod lanes;
 pub mod lease;
+mod pause_gate;
 mod phase;
 mod prepare;
 mod report;
@@ -38,6 +39,7 @@ mod schedule;
 pub use held::RetryHeld;
 use lanes::{Lanes, MULTI};
 use lease::{Attempt, Lease};
+pub use pause_gate::{Retire, SetPaused};
 pub use phase::Phase;
 use prepare::Prepared;
 pub use schedule::{Next, Schedule};
@@ -50,12 +52,6 @@ const LEASE_RETRY: Duration = Duration::from_secs(2);
 #[derive(Message)]
 #[rtype(result = "SyncStatus")]
 pub struct GetStatus;
-
-/// Pause (true) or resume (false) a sync: a paused sync runs no rounds; its changes wait in
-/// the delta tables.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetPaused(pub bool);
 
 /// Truncate and copy tables (all when empty) into the receive-only databases, between rounds.
 #[derive(Message)]
@@ -104,6 +100,10 @@ pub struct SyncActor {
     /// What the sources' doorbells were last told (see `report_waiting`).
     waiting_reported: Option<bool>,
     stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// The round gate and stored pause (`pause_gate`).
+    gate: crate::pause::Gate,
+    /// The newest `drover.ddl_log` id the gate has seen (plans are read again when it moves).
+    ddl_mark: Option<i64>,
 }
 
 pub struct SyncDeps {
@@ -140,17 +140,24 @@ impl SyncActor {
             rounds: 0,
             last_round_ms: None,
             paused: false,
+            paused_by: None,
+            paused_at: None,
+            pause_reason: None,
             copy: Vec::new(),
             copy_runs: 0,
             lease_holder: None,
             target_states: Vec::new(),
+            table_states: Vec::new(),
         };
         let lanes = if d.plan.sources.len() > 1 {
             Lanes::new([MULTI.to_string()])
         } else {
             Lanes::new(d.plan.receivers_of(&d.plan.sources[0]).map(str::to_string))
         };
+        let gate = crate::pause::Gate::new(d.lease_endpoint.clone(), &d.plan.name);
         SyncActor {
+            gate,
+            ddl_mark: None,
             plan: d.plan,
             lease_endpoint: d.lease_endpoint,
             databases: d.databases,
@@ -253,7 +260,7 @@ impl SyncActor {
         });
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
             Ok(p) => {
-                act.setup.backoff_over();
+                act.setup = Schedule::default();
                 let first = act.prepared.is_none();
                 act.prepared = Some(Arc::new(p));
                 act.phase = act.phase.step_done(true);
@@ -272,7 +279,9 @@ impl SyncActor {
             }
             Err(e) => {
                 act.record_error(Stage::Prepare, &e);
-                act.phase = act.phase.step_done(act.prepared.is_some());
+                // No round or copy until plans are read and the fence taken: after a lease
+                // change, commits are refused until then.
+                act.phase = act.phase.step_done(false);
                 let wait = act.setup.failed();
                 ctx.run_later(wait, |act, ctx| act.prepare(ctx));
             }
@@ -331,6 +340,7 @@ impl SyncActor {
             act.status.copy_runs += 1;
             match res {
                 Ok(n) => {
+                    act.setup = Schedule::default();
                     if n > 0 {
                         tracing::info!(sync = %act.plan.name, tables = n, "initial copy finished");
                     }
@@ -435,20 +445,6 @@ impl Handler<ForceCopy> for SyncActor {
     }
 }
 
-impl Handler<SetPaused> for SyncActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
-        if self.status.paused != msg.0 {
-            tracing::info!(sync = %self.plan.name, paused = msg.0, "sync {}", if msg.0 { "paused" } else { "resumed" });
-        }
-        self.status.paused = msg.0;
-        if !msg.0 {
-            ctx.notify(Kick);
-        }
-    }
-}
-
 impl Handler<LeaseLost> for SyncActor {
     type Result = ();
 
@@ -465,13 +461,19 @@ impl Handler<LeaseLost> for SyncActor {
 }
 
 impl Handler<GetStatus> for SyncActor {
-    type Result = MessageResult<GetStatus>;
+    type Result = ResponseFuture<SyncStatus>;
 
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         let mut s = self.status.clone();
         s.target_states = self.lanes.statuses();
         s.copy = self.copy_board.lock().expect("copy board lock").clone();
-        MessageResult(s)
+        let asks: Vec<_> = self.tables.iter().map(|t| t.send(GetTableStatus)).collect();
+        Box::pin(async move {
+            // A table actor that is gone has nothing to show.
+            let tables = futures::future::join_all(asks).await;
+            s.table_states = tables.into_iter().filter_map(Result::ok).collect();
+            s
+        })
     }
 }
 

@@ -136,6 +136,8 @@ CREATE TABLE IF NOT EXISTS drover.lease_epoch (
     ) + super::partition_list::CATALOG
         + super::apply_errors::CATALOG
         + super::secret::CREATE
+        + crate::pause::CATALOG
+        + crate::ddl::CATALOG
 }
 
 /// Names of the objects that capture one table, from its catalog id.

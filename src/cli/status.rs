@@ -1,10 +1,11 @@
-//! `drover status` and `drover kick`: ask the running daemon over `daemon.listen`.
+//! `drover status` and `drover kick`: ask the running daemon over `daemon.listen`. When no
+//! daemon answers, `status` reads the databases instead (`status_offline`) and exits 1.
 
 use chrono::{DateTime, Local, Utc};
 
 use crate::cli::{require_sync, EXIT_OK, EXIT_PROBLEM};
 use crate::config::Config;
-use crate::http::client::api;
+use crate::http::client::{api, ClientError};
 use crate::http::server::percent_encode;
 use crate::status::{StatusDoc, SyncStatus};
 
@@ -16,13 +17,22 @@ pub async fn status(config: &Config, sync: Option<&str>, json: bool) -> anyhow::
         }
         None => "/status".to_string(),
     };
-    let (code, body) = api(config, "GET", &path).await?;
+    let (code, body) = match api(config, "GET", &path).await {
+        Ok(answer) => answer,
+        Err(e @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. })) => {
+            return super::status_offline::status(config, sync, json, &e.to_string()).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     if code != 200 {
         anyhow::bail!("the daemon answered {code}: {}", body.trim());
     }
     let doc: StatusDoc = serde_json::from_str(&body)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        // Where the status came from; the database-read fallback says "databases".
+        let mut v = serde_json::to_value(&doc)?;
+        v["source"] = "daemon".into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else if let (Some(_), Some(s)) = (sync, doc.syncs.first()) {
         print!("{}", detail(s));
     } else {

@@ -107,6 +107,14 @@ impl Endpoint {
         Ok(client)
     }
 
+    /// A session with the server's and role's own defaults, none of drover's pinned settings:
+    /// for a user's script (`drover ddl`), which expects its usual `search_path`.
+    pub async fn connect_unpinned(&self, purpose: &str) -> Result<Client, PgError> {
+        let mut ep = self.clone();
+        ep.pg.options("");
+        ep.connect(purpose).await
+    }
+
     /// A dedicated session whose connection the caller drives (LISTEN needs its messages).
     pub async fn connect_raw(
         &self,

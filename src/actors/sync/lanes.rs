@@ -86,6 +86,14 @@ impl Lanes {
         now
     }
 
+    /// The gate refused a lane's round (paused, or plans to read again): it is not running.
+    pub fn closed(&mut self, name: &str) {
+        if let Some(l) = self.lane(name) {
+            l.schedule.running = false;
+            l.schedule.dirty = false;
+        }
+    }
+
     /// Some lane's round is running.
     pub fn running(&self) -> bool {
         self.lanes.iter().any(|l| l.schedule.running)

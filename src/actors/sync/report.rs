@@ -64,6 +64,7 @@ pub fn metrics(
     report: &RoundReport,
     lag: f64,
 ) -> (RoundMetrics, Vec<(usize, u64, u64)>) {
+    let strategies = plan.strategies();
     let mut m = RoundMetrics {
         sync: plan.name.clone(),
         source: plan.sources.join(","),
@@ -72,7 +73,11 @@ pub fn metrics(
             .iter()
             .map(|c| {
                 let winner = c.winner.clone().unwrap_or_else(|| "none".into());
-                (c.table.clone(), plan.strategy.as_str().to_string(), winner)
+                (
+                    c.table.clone(),
+                    strategies.for_table(&c.table).as_str().to_string(),
+                    winner,
+                )
             })
             .collect(),
         good: report.ok(),

@@ -21,12 +21,12 @@ use crate::round::RoundReport;
 
 impl SyncActor {
     /// No round while plans are read again (after a schema error: it would use the old ones),
-    /// while tables are copied or a copy waits, while paused or without the lease.
+    /// while tables are copied or a copy waits, or without the lease. The stored pause is
+    /// checked by the round gate at each round start (`pause_gate`).
     pub(super) fn may_run(&self) -> bool {
         self.phase == Phase::Running
             && self.prepared.is_some()
             && self.lease.is_some()
-            && !self.status.paused
             && self.forced_copy.is_none()
     }
 
@@ -36,18 +36,18 @@ impl SyncActor {
             return;
         }
         for lane in self.lanes.kicked() {
-            self.start_lane(lane, ctx);
+            self.gated_start(lane, ctx);
         }
     }
 
     /// A kick for one lane (its last round asked for another, or its backoff is over).
     pub(super) fn kick_lane(&mut self, lane: String, ctx: &mut Context<Self>) {
         if self.may_run() && self.lanes.kick(&lane) {
-            self.start_lane(lane, ctx);
+            self.gated_start(lane, ctx);
         }
     }
 
-    fn start_lane(&mut self, lane: String, ctx: &mut Context<Self>) {
+    pub(super) fn start_lane(&mut self, lane: String, ctx: &mut Context<Self>) {
         let Some(prepared) = self.prepared.clone() else {
             return;
         };
@@ -80,11 +80,8 @@ impl SyncActor {
             return;
         };
         let mut cache = std::mem::take(&mut self.multi_progress);
-        let (sync, strategy, limits) = (
-            self.plan.name.clone(),
-            self.plan.strategy.clone(),
-            self.limits,
-        );
+        let (sync, strategy, limits) =
+            (self.plan.name.clone(), self.plan.strategies(), self.limits);
         let fut = async move {
             let round = run_multi_round(MultiInput {
                 sync: &sync,
@@ -116,6 +113,7 @@ impl SyncActor {
     }
 
     fn lane_done(&mut self, lane: String, report: RoundReport, ctx: &mut Context<Self>) {
+        self.leave_gate(ctx);
         let now = Utc::now();
         let outcome = report::outcome(&report, now);
         let (inserted, deleted) = report.rows();
