@@ -56,7 +56,7 @@ pub fn who(via: &str) -> String {
 
 fn missing(db: &str, e: tokio_postgres::Error, what: &'static str) -> PgError {
     if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
-        return PgError::setup(
+        return PgError::install(
             db,
             "table drover.sync_pause is missing (an older install): run `drover install` to add it",
         );
@@ -96,9 +96,9 @@ pub async fn write(
         )
         .await
         .map_err(|e| missing(db, e, "write drover.sync_pause"))?;
-    read(client, db, sync)
-        .await?
-        .ok_or_else(|| PgError::setup(db, format!("the pause of {sync} vanished while written")))
+    read(client, db, sync).await?.ok_or_else(|| {
+        PgError::concurrency(db, format!("the pause of {sync} vanished while written"))
+    })
 }
 
 /// Deletes the stored pause; true when there was one.
@@ -131,7 +131,7 @@ pub async fn wait_idle(
         .await
         .map_err(|e| {
             if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-                PgError::setup(
+                PgError::concurrency(
                     db,
                     format!(
                         "a round of {sync} still ran after {} s: try again, or raise --timeout",
@@ -248,7 +248,7 @@ impl Gate {
 
 fn missing_gate_table(db: &str, e: tokio_postgres::Error) -> PgError {
     if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
-        return PgError::setup(
+        return PgError::install(
             db,
             "table drover.sync_pause or drover.ddl_log is missing (an older install): \
              run `drover install` to add them",

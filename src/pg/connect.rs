@@ -56,7 +56,7 @@ impl Endpoint {
     /// Builds the connection settings; resolves the password (config, env, ~/.pgpass).
     pub fn new(name: &str, db: &Database) -> Result<Endpoint, PgError> {
         let (tls, ssl_mode) =
-            tls::connector(&db.tls_options()).map_err(|e| PgError::setup(name, e.to_string()))?;
+            tls::connector(&db.tls_options()).map_err(|e| PgError::config(name, e.to_string()))?;
         let mut pg = PgConfig::new();
         pg.host(&db.host)
             .port(db.port)
@@ -74,7 +74,7 @@ impl Endpoint {
             .application_name("drover");
         let password = db
             .resolve_password(name)
-            .map_err(|e| PgError::setup(name, e.to_string()))?;
+            .map_err(|e| PgError::config(name, e.to_string()))?;
         match password {
             Some(p) => {
                 pg.password(p.expose());

@@ -410,7 +410,7 @@ async fn lock_progress(
             "no progress row for {} of sync {sync}: run drover install",
             t.display
         );
-        PgError::setup(dst, msg)
+        PgError::install(dst, msg)
     })
 }
 

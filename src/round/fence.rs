@@ -88,7 +88,7 @@ pub async fn check(ttx: &Transaction<'_>, db: &str) -> Result<(), PgError> {
     if expected.is_some() && expected == found {
         return Ok(());
     }
-    Err(PgError::setup(
+    Err(PgError::concurrency(
         db,
         format!(
             "sync {sync}: this daemon no longer holds the lease (another daemon took it over): \
@@ -99,7 +99,7 @@ pub async fn check(ttx: &Transaction<'_>, db: &str) -> Result<(), PgError> {
 
 fn catalog_error(db: &str, e: tokio_postgres::Error) -> PgError {
     if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
-        return PgError::setup(
+        return PgError::install(
             db,
             "table drover.lease_epoch is missing: run `drover install` to add it",
         );

@@ -559,13 +559,13 @@ async fn check_progress(ttx: &Transaction<'_>, ctx: &ApplyCtx<'_, '_, '_>) -> Re
             let expected = input.progress.get(s, dst, &t.display);
             match found.get(&(s.to_string(), t.display.clone())) {
                 None => {
-                    return Err(PgError::setup(
+                    return Err(PgError::install(
                         dst,
                         format!("no progress row for {} from {s} in sync {}: run drover install", t.display, input.sync),
                     ))
                 }
                 Some(snap) if snap != expected.as_str() => {
-                    return Err(PgError::setup(
+                    return Err(PgError::concurrency(
                         dst,
                         format!("progress of {} from {s} moved under this daemon (another daemon running this sync?): will re-read", t.display),
                     ))

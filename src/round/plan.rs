@@ -82,11 +82,11 @@ impl TablePlan {
             let meta = schema::describe(&client, side.name, table, side.version_num, configured)
                 .await?
                 .ok_or_else(|| {
-                    PgError::setup(side.name, format!("table {display} does not exist"))
+                    PgError::schema(side.name, format!("table {display} does not exist"))
                 })?;
             crate::pg::key_nulls::refuse_nullable(&client, side.name, &meta).await?;
             if meta.whole_row() && sources.len() > 1 {
-                return Err(PgError::setup(
+                return Err(PgError::schema(
                     side.name,
                     format!("table {display} has no key: multi-master needs one (a primary key, a unique index on NOT NULL columns, or [relgroups.*.keys])"),
                 ));
@@ -351,7 +351,7 @@ fn images_match(db: &str, meta: &TableMeta, recorded: &[String]) -> Result<(), P
     if !meta.whole_row() || recorded.iter().skip(1).map(String::as_str).eq(now) {
         return Ok(());
     }
-    Err(PgError::setup(
+    Err(PgError::install(
         db,
         format!(
             "table {} has no key and its columns changed since drover install, whose capture \
@@ -428,7 +428,7 @@ impl Found {
             "table {display} differs from database \"{ref_db}\": {}",
             diffs.join("; ")
         );
-        Err(PgError::setup(db, msg))
+        Err(PgError::schema(db, msg))
     }
 
     fn plan(self, table: &TableName) -> TablePlan {
@@ -486,7 +486,7 @@ async fn delta_table(
         images_match(db, meta, recorded)?;
     }
     let (delta, _) = delta.ok_or_else(|| {
-        PgError::setup(
+        PgError::install(
             db,
             format!("table {display} is not captured: run drover install"),
         )

@@ -58,7 +58,7 @@ pub async fn prepare(i: Inputs) -> Result<Prepared, PgError> {
                 let h = addr
                     .send(GetHandle)
                     .await
-                    .map_err(|e| PgError::setup(db, format!("database actor gone: {e}")))??;
+                    .map_err(|e| PgError::internal(db, format!("database actor gone: {e}")))??;
                 Ok::<_, PgError>((db.to_string(), h))
             }
         }))
@@ -77,7 +77,7 @@ pub async fn prepare(i: Inputs) -> Result<Prepared, PgError> {
             let p = t
                 .send(msg)
                 .await
-                .map_err(|e| PgError::setup(first, format!("table actor gone: {e}")))??;
+                .map_err(|e| PgError::internal(first, format!("table actor gone: {e}")))??;
             Ok::<_, PgError>((*p).clone())
         }
     }))

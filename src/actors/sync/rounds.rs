@@ -67,7 +67,7 @@ impl SyncActor {
             let report = res.unwrap_or_else(|e| {
                 let mut r = RoundReport::empty();
                 let msg = format!("target actor gone: {e}");
-                r.source_error = Some(crate::pg::error::PgError::setup(&lane, msg));
+                r.source_error = Some(crate::pg::error::PgError::internal(&lane, msg));
                 r
             });
             act.lane_done(lane, report, ctx);
