@@ -159,7 +159,7 @@ fn silent_target_is_abandoned_at_the_round_deadline() {
         &format!("port = {}", proxy.port),
     );
     let toml = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{}\"\nround_deadline = \"2s\"\n{}{}{t2}[relgroups.g]\n\
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\nround_deadline = \"2s\"\nlock_timeout = \"1s\"\n{}{}{t2}[relgroups.g]\n\
          tables = [\"{TABLE}\"]\n[syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\n\
          targets = [\"t1\", \"t2\"]\n",
         free_port(),
