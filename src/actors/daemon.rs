@@ -73,14 +73,17 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
     systemd::notify_or_warn("STOPPING=1\nSTATUS=finishing running rounds");
     tracing::info!("stopping: letting running rounds finish");
     let sync_addrs = syncs.borrow().clone();
-    let stops = sync_addrs.iter().map(|(name, a)| {
-        let name = name.clone();
-        let a = a.clone();
-        async move {
-            match tokio::time::timeout(SHUTDOWN_TIMEOUT, a.send(Shutdown)).await {
-                Ok(_) => None,
-                Err(_) => Some(name),
-            }
+    stop_syncs(sync_addrs).await;
+    System::current().stop();
+    Ok(0)
+}
+
+/// Asks every sync to finish its running round, waiting at most `SHUTDOWN_TIMEOUT` each.
+async fn stop_syncs(syncs: Vec<(String, Addr<crate::actors::sync::SyncActor>)>) {
+    let stops = syncs.into_iter().map(|(name, a)| async move {
+        match tokio::time::timeout(SHUTDOWN_TIMEOUT, a.send(Shutdown)).await {
+            Ok(_) => None,
+            Err(_) => Some(name),
         }
     });
     let unfinished: Vec<String> = futures::future::join_all(stops)
@@ -91,8 +94,6 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
     if !unfinished.is_empty() {
         tracing::warn!(syncs = ?unfinished, "rounds still running at exit: they roll back and rerun on next start");
     }
-    System::current().stop();
-    Ok(0)
 }
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the config and never stops it.

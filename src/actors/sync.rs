@@ -18,12 +18,12 @@ use crate::metrics::failures::{self, Stage};
 use crate::pg::error::PgError;
 use crate::pg::Endpoint;
 use crate::round::copy::{initial_copy, CopyBoard, CopyMode};
+use crate::round::fence;
 use crate::round::limits::Limits;
 use crate::round::progress::ProgressCache;
 use crate::round::purge::PurgeDue;
 use crate::round::side::TargetSide;
 use crate::round::TablePlan;
-use crate::round::{evict, fence};
 use crate::status::SyncStatus;
 use crate::topology::SyncPlan;
 
@@ -36,6 +36,7 @@ mod prepare;
 mod report;
 mod rounds;
 mod schedule;
+mod target_prep;
 pub use held::RetryHeld;
 use lanes::{Lanes, MULTI};
 use lease::{Attempt, Lease};
@@ -79,6 +80,8 @@ pub struct SyncActor {
     targets: HashMap<String, Addr<TargetActor>>,
     /// Bumped when plans are read again or tables copied: targets re-read their progress.
     generation: u64,
+    /// Counts the sync's readings of its plans (`Prepared::read`).
+    plans_read: u64,
     /// Per target (or the one multi-master lane): schedule and status.
     lanes: Lanes,
     /// A multi-master sync's progress (its rounds run here).
@@ -166,6 +169,7 @@ impl SyncActor {
             prepared: None,
             targets: HashMap::new(),
             generation: 0,
+            plans_read: 0,
             lanes,
             multi_progress: ProgressCache::default(),
             purge_due: PurgeDue::default(),
@@ -248,20 +252,21 @@ impl SyncActor {
             return;
         }
         self.phase = Phase::Preparing;
-        let former = self.lease.as_ref().and_then(|l| l.former.clone());
         let fut = prepare::prepare(prepare::Inputs {
             plan: self.plan.clone(),
             databases: self.databases.clone(),
             tables: self.tables.clone(),
-            former: former.map(|instance| evict::Former {
-                instance,
-                lease_timeout: self.lease_timeout,
-            }),
+            former: self.former(),
+            term: self.lease_generation,
+            targets: self.targets_to_prepare(),
         });
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
-            Ok(p) => {
+            Ok(mut p) => {
                 act.setup = Schedule::default();
                 let first = act.prepared.is_none();
+                act.plans_read += 1;
+                p.read = act.plans_read;
+                let unprepared = std::mem::take(&mut p.unprepared);
                 act.prepared = Some(Arc::new(p));
                 act.phase = act.phase.step_done(true);
                 act.forget_progress();
@@ -275,6 +280,7 @@ impl SyncActor {
                     }
                     ctx.run_interval(POLL_INTERVAL, |_, ctx| ctx.notify(Kick));
                 }
+                act.targets_unprepared(unprepared, ctx);
                 act.start_copy(ctx);
             }
             Err(e) => {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::actors::database::DbHandle;
 use crate::pg::error::PgError;
 use crate::pg::ident::TableName;
-use crate::round::plan::{Side, TablePlan};
+use crate::round::plan::{Side, TablePlan, TargetTable};
 use crate::status::TableStatus;
 
 /// Builds (or rebuilds, after a schema error) the table's plan.
@@ -20,6 +20,11 @@ pub struct Prepare {
     pub sources: Vec<DbHandle>,
     pub targets: Vec<DbHandle>,
 }
+
+/// Checks one target against the table's plan (`TablePlan::check_target`), after `Prepare`.
+#[derive(Message)]
+#[rtype(result = "Result<TargetTable, PgError>")]
+pub struct PrepareTarget(pub DbHandle);
 
 /// Rows a round applied to this table.
 #[derive(Message)]
@@ -116,6 +121,23 @@ impl Handler<Prepare> for TableActor {
             }
             res
         }))
+    }
+}
+
+impl Handler<PrepareTarget> for TableActor {
+    type Result = ResponseFuture<Result<TargetTable, PgError>>;
+
+    fn handle(&mut self, msg: PrepareTarget, _: &mut Context<Self>) -> Self::Result {
+        let plan = self.plan.clone();
+        let key = self.configured_key.clone();
+        let display = self.table.to_string();
+        Box::pin(async move {
+            let Some(plan) = plan else {
+                let text = format!("table {display}: plans not read yet");
+                return Err(PgError::internal(&msg.0.name, text));
+            };
+            plan.check_target(key.as_deref(), &side(&msg.0)).await
+        })
     }
 }
 

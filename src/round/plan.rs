@@ -13,6 +13,9 @@ use crate::pg::Pool;
 use crate::round::signature;
 use crate::round::snapshot::Snapshot;
 
+mod target;
+pub use target::TargetTable;
+
 #[derive(Debug, Clone)]
 pub struct TablePlan {
     pub name: TableName,
@@ -44,6 +47,8 @@ pub struct TablePlan {
     pub partitioned: bool,
     /// Source database name -> the table's column signature there (`round::signature`).
     pub signatures: HashMap<String, signature::Signature>,
+    /// The first database's table, which a target prepared later is checked against.
+    pub reference: Option<std::sync::Arc<(String, TableMeta)>>,
 }
 
 /// The delta rows a round applies for one table: those committed after `prev` and, when a
@@ -432,7 +437,7 @@ impl Found {
     }
 
     fn plan(self, table: &TableName) -> TablePlan {
-        let (_, meta) = self.reference.expect("a sync has at least two databases");
+        let (ref_db, meta) = self.reference.expect("a sync has at least one database");
         let quoted = |cols: &mut dyn Iterator<Item = &String>| -> Vec<String> {
             cols.map(|c| quote_ident(c)).collect()
         };
@@ -462,6 +467,7 @@ impl Found {
             whole_row: meta.whole_row(),
             partitioned: self.partitioned,
             signatures: self.signatures,
+            reference: Some(std::sync::Arc::new((ref_db, meta.clone()))),
         }
     }
 }
@@ -522,6 +528,7 @@ pub(crate) fn test_plan(
         whole_row: false,
         partitioned: false,
         signatures: HashMap::new(),
+        reference: None,
     }
 }
 

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use super::schedule::{Next, Schedule};
+use crate::pg::error::PgError;
 use crate::status::TargetStatus;
 
 /// The lane of a multi-master sync: one round spans every database.
@@ -92,6 +93,39 @@ impl Lanes {
             l.schedule.running = false;
             l.schedule.dirty = false;
         }
+    }
+
+    /// `name`'s round (or preparation) is running.
+    pub fn is_running(&self, name: &str) -> bool {
+        (self.lanes.iter()).any(|l| l.status.target == name && l.schedule.running)
+    }
+
+    /// A lane's target could not be prepared: it is failing with that error and retries
+    /// after a pause.
+    pub fn unprepared(&mut self, name: &str, e: &PgError) -> Next {
+        let Some(l) = self.lane(name) else {
+            return Next::Idle;
+        };
+        l.schedule.running = false;
+        l.status.state = "failing".into();
+        l.status.last_error = Some(e.redacted());
+        l.status.last_error_full = Some(e.to_string());
+        if l.schedule.stopping {
+            return Next::Stop;
+        }
+        Next::After(l.schedule.failed())
+    }
+
+    /// A lane's target was prepared: its rounds start.
+    pub fn prepared(&mut self, name: &str) -> Next {
+        let Some(l) = self.lane(name) else {
+            return Next::Idle;
+        };
+        l.schedule.running = false;
+        if l.schedule.stopping {
+            return Next::Stop;
+        }
+        Next::Now
     }
 
     /// Some lane's round is running.
@@ -243,6 +277,26 @@ mod tests {
         assert!(l.all_good());
         assert_eq!(l.statuses()[0].state, "behind");
         assert_eq!(l.pending(), 0);
+    }
+
+    #[test]
+    fn an_unprepared_target_fails_alone_and_starts_once_prepared() {
+        let mut l = Lanes::new(["a".to_string(), "b".to_string()]);
+        let e = PgError::config("b", "cannot connect");
+        assert!(matches!(l.unprepared("b", &e), Next::After(_)));
+        assert_eq!(l.kicked(), vec!["a"], "b waits for its retry");
+        let st = l.statuses();
+        assert_eq!(st[1].state, "failing");
+        assert!(st[1]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("cannot connect"));
+        l.backoff_over("b");
+        assert!(l.kick("b") && l.is_running("b"), "the retry prepares b");
+        assert_eq!(l.prepared("b"), Next::Now);
+        assert!(!l.is_running("b"));
+        assert!(l.kick("b"), "then its rounds start");
     }
 
     #[test]

@@ -54,8 +54,10 @@ impl SyncActor {
         if lane == MULTI {
             return self.start_multi(ctx);
         }
-        let (Some(addr), Some(l)) = (self.targets.get(&lane), prepared.lane(&self.plan, &lane))
-        else {
+        let Some(l) = prepared.lane(&self.plan, &lane) else {
+            return self.prepare_lane(lane, prepared, ctx);
+        };
+        let Some(addr) = self.targets.get(&lane) else {
             return;
         };
         let msg = RunRound {
@@ -148,7 +150,13 @@ impl SyncActor {
     }
 
     /// What a lane does after its round: another now, a retry later, or nothing.
-    fn after_lane(&mut self, lane: String, next: Next, reprepare: bool, ctx: &mut Context<Self>) {
+    pub(super) fn after_lane(
+        &mut self,
+        lane: String,
+        next: Next,
+        reprepare: bool,
+        ctx: &mut Context<Self>,
+    ) {
         if !self.lanes.running() {
             if self.phase == Phase::Stopping {
                 for w in self.stop_waiters.drain(..) {
