@@ -20,12 +20,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from drover_bench import procs, report, workloads  # noqa: E402
+from drover_bench import multitarget, procs, report, workloads  # noqa: E402
 from drover_bench.cluster import INITDB_ARGS, SETTINGS, run, server_version  # noqa: E402
+from drover_bench.workloads import MAIN_SCALE  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCK = os.path.join(tempfile.gettempdir(), "drover-bench.lock")
-WORKLOADS = ["overhead", "catchup", "lag", "copy", "cost", "multimaster"]
+WORKLOADS = ["overhead", "catchup", "lag", "copy", "cost", "multimaster", "fanout", "isolation"]
 EXTRA_WORKLOADS = ["capture"]  # run only when named in --only
 PEERS = ["drover", "native", "bucardo"]
 
@@ -50,6 +51,13 @@ class Params:
         self.copy_scales = [10] if quick else [10, 50]
         self.mm_seconds = 10 if quick else 20
         self.mm_timeout = 60 if quick else 120
+        # Issue 12: fan-out (1 vs 4 targets) and isolation (2 targets, one troubled).
+        self.fanout_scale = 1 if quick else MAIN_SCALE
+        self.fanout_transactions = 2000 if quick else 10000
+        self.fanout_timeout = 120 if quick else 300
+        self.isolation_seconds = 15 if quick else 60
+        self.isolation_rate = 500
+        self.isolation_settle_timeout = 120 if quick else 300
 
     def as_dict(self):
         return dict(self.__dict__)
@@ -179,6 +187,10 @@ def main():
         plan.append(("initial_copy", "4. initial copy", lambda: workloads.initial_copy(ctx)))
     if "multimaster" in only:
         plan.append(("multi_master", "6. multi-master", lambda: workloads.multi_master(ctx)))
+    if "fanout" in only:
+        plan.append(("fanout", "7. fan-out, 1 vs 4 targets", lambda: multitarget.fan_out(ctx)))
+    if "isolation" in only:
+        plan.append(("isolation", "8. target isolation", lambda: multitarget.isolation(ctx)))
     rc = 0
     try:
         for key, title, fn in plan:

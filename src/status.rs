@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncStatus {
     pub name: String,
-    /// "good" | "bad" | "starting" | "standby" (another daemon holds the lease: not a fault)
+    /// "good" | "bad" | "starting" | "standby" (another daemon holds the lease: not a fault) |
+    /// "paused" (stored pause honoured, no round running)
     pub state: String,
     pub last_good: Option<DateTime<Utc>>,
     pub last_bad: Option<DateTime<Utc>>,
@@ -41,9 +42,19 @@ pub struct SyncStatus {
     /// Duration of the last round, in milliseconds.
     #[serde(default)]
     pub last_round_ms: Option<f64>,
-    /// Paused through `POST /syncs/{name}/pause`: no rounds until resumed.
+    /// Paused (a row in `drover.sync_pause`, or `POST /syncs/{name}/pause`): no rounds until
+    /// resumed.
     #[serde(default)]
     pub paused: bool,
+    /// Who paused it (e.g. `alice via drover pause`), when paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
+    /// When it was paused, when paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Why (`ddl`, or `drover pause --reason`), when paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_reason: Option<String>,
     /// Initial copies of this daemon's life: per (target, table), state and rows copied/total.
     #[serde(default)]
     pub copy: Vec<crate::round::copy::CopyStatus>,
@@ -57,6 +68,24 @@ pub struct SyncStatus {
     /// multi-master sync's rounds (named "*").
     #[serde(default)]
     pub target_states: Vec<TargetStatus>,
+    /// Per table, from its TableActor: how rows are identified and what was applied.
+    #[serde(default)]
+    pub table_states: Vec<TableStatus>,
+}
+
+/// One table of a sync, as its TableActor keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TableStatus {
+    pub table: String,
+    /// Key columns (empty before the plan is read); for a key-less table, every column.
+    pub key: Vec<String>,
+    /// "key" (primary key, unique index or configured key) or "whole_row" (no key: rows are
+    /// matched by all their columns); "unknown" before the plan is read.
+    pub key_method: String,
+    /// Rows applied to every receiver together since the daemon started.
+    pub rows_inserted: u64,
+    pub rows_deleted: u64,
+    pub last_applied: Option<DateTime<Utc>>,
 }
 
 /// One target's rounds: a failing target falls behind alone while the others go on.
@@ -64,7 +93,8 @@ pub struct SyncStatus {
 pub struct TargetStatus {
     pub target: String,
     /// "starting" | "ok" | "behind" (its last round applied a bounded part of a backlog) |
-    /// "failing" (its last round failed; it is retried)
+    /// "failing" (its last round failed; it is retried) | "held" (good, but some tables are
+    /// held: see `held`)
     pub state: String,
     pub last_good: Option<DateTime<Utc>>,
     /// As the sync's `last_error`: redacted unless the reader has the token.
@@ -75,6 +105,9 @@ pub struct TargetStatus {
     pub lag_seconds: f64,
     pub pending_rows: u64,
     pub rounds: u64,
+    /// Tables this target refused rows of, held back while the others go on (`drover retry`).
+    #[serde(default)]
+    pub held: Vec<crate::round::hold::HeldTable>,
 }
 
 /// The daemon holding a sync's lease, from its heartbeat row in `drover.leases`.
@@ -89,6 +122,13 @@ impl SyncStatus {
     /// The status as a reader may see it: with the full error text when `trusted` (the
     /// request carried the API token), else with the redacted one.
     pub fn for_reader(mut self, trusted: bool) -> Self {
+        for h in self
+            .target_states
+            .iter_mut()
+            .flat_map(|t| t.held.iter_mut())
+        {
+            h.for_reader(trusted);
+        }
         if trusted {
             if let Some(full) = self.last_error_full.take() {
                 self.last_error = Some(full);

@@ -213,6 +213,17 @@ fn status_pause_resume_and_kick() {
     assert_eq!(s["relgroup"], "herd");
     assert_eq!(s["sources"], serde_json::json!(["legacy"]));
     assert_eq!(s["targets"], serde_json::json!(["new"]));
+    // Each table's actor keeps its own counters and key method.
+    let tables = s["table_states"].as_array().expect("table_states");
+    let items = tables
+        .iter()
+        .find(|t| t["table"] == "public.items")
+        .unwrap_or_else(|| panic!("no public.items in {s}"));
+    assert_eq!(items["key_method"], "key", "{items}");
+    assert_eq!(items["key"], serde_json::json!(["id"]), "{items}");
+    assert_eq!(items["rows_inserted"], 7, "{items}");
+    assert_eq!(items["rows_deleted"], 2, "{items}");
+    assert!(items["last_applied"].is_string(), "{items}");
     assert_eq!(s["tables"], 1);
     assert_eq!(s["paused"], false);
     assert!(s["rounds"].as_u64().unwrap() >= 1, "{s}");

@@ -144,3 +144,39 @@ fn libpq_environment_alone_supplies_host_port_and_user() {
         "{err}"
     );
 }
+
+/// A service's setting beats the matching libpq variable, as libpq documents ("a service file
+/// setting overrides the corresponding environment variable"): with `PGPORT` pointing at a
+/// port where nothing listens, psql and drover both reach the service's server.
+#[test]
+fn service_beats_libpq_environment_as_psql_does() {
+    let c = cluster_with_tables();
+    let dir = tempfile::tempdir().unwrap();
+    let services = dir.path().join("services.conf");
+    let section = |db: &str| format!("[{db}svc]\nhost=127.0.0.1\nport={}\ndbname={db}\n", c.port);
+    std::fs::write(&services, format!("{}\n{}", section("src"), section("dst"))).unwrap();
+    let env = [
+        ("PGSERVICEFILE", services.display().to_string()),
+        ("PGPORT", free_port().to_string()),
+        ("PGUSER", "postgres".to_owned()),
+        ("PGCONNECT_TIMEOUT", "10".to_owned()),
+    ];
+
+    let mut psql = Command::new(Path::new(DEFAULT_BIN_DIR).join("psql"));
+    psql.args(["-XAtq", "-d", "service=srcsvc", "-c", "SHOW port"]);
+    for var in LIBPQ_VARS {
+        psql.env_remove(var);
+    }
+    psql.envs(env.iter().map(|(k, v)| (k, v)));
+    let shown = ok(run_with_timeout(&mut psql, None, DROVER_TIMEOUT), "psql");
+    assert_eq!(shown.trim(), c.port.to_string(), "psql took PGPORT");
+
+    let toml = format!(
+        "[databases.src]\nservice = \"srcsvc\"\n[databases.dst]\nservice = \"dstsvc\"\n{RELGROUP}"
+    );
+    let cfg = write_config(dir.path(), &toml);
+    let check = ok(drover_env(&cfg, &["check"], &env), "check");
+    assert!(check.contains("no problems found"), "{check}");
+    assert!(check.contains("port: service srcsvc"), "{check}");
+    assert!(check.contains("user: PGUSER"), "{check}");
+}

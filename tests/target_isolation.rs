@@ -131,3 +131,85 @@ fn stopped_target_does_not_stall_the_other() {
     );
     daemon.stop();
 }
+
+/// Oldest open transaction of the daemon's sessions on the source, in seconds (0 if none).
+fn oldest_drover_transaction(c: &Cluster) -> f64 {
+    c.psql(
+        "src",
+        "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0) FROM pg_stat_activity \
+         WHERE datname = 'src' AND application_name LIKE 'drover:%' AND xact_start IS NOT NULL",
+    )
+    .parse()
+    .expect("seconds")
+}
+
+#[test]
+fn silent_target_is_abandoned_at_the_round_deadline() {
+    let a = Cluster::start();
+    let schema = "CREATE TABLE herd (id int PRIMARY KEY, v text)";
+    for db in ["src", "t1", "t2"] {
+        a.create_db(db);
+        a.psql(db, schema);
+    }
+    // t2 is reached through a proxy that can stop answering (a frozen server or a network
+    // that swallows packets: the TCP timeouts never fire).
+    let proxy = support::proxy::Proxy::start(a.port);
+    let t2 = a.database_toml("t2", "t2").replace(
+        &format!("port = {}", a.port),
+        &format!("port = {}", proxy.port),
+    );
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\nround_deadline = \"2s\"\nlock_timeout = \"1s\"\n{}{}{t2}[relgroups.g]\n\
+         tables = [\"{TABLE}\"]\n[syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\n\
+         targets = [\"t1\", \"t2\"]\n",
+        free_port(),
+        a.database_toml("src", "src"),
+        a.database_toml("t1", "t1"),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cfg, mut daemon) = install_and_run(dir.path(), &toml);
+    a.psql(
+        "src",
+        "INSERT INTO herd SELECT g, 'v' || g FROM generate_series(1, 100) g",
+    );
+    reaches((&a, "t2"), &a, "first rows on t2");
+
+    proxy.blackhole();
+    for i in 0..3 {
+        a.psql(
+            "src",
+            &format!("UPDATE herd SET v = v || '{i}' WHERE id % 3 = {i}"),
+        );
+        reaches(
+            (&a, "t1"),
+            &a,
+            "t1 to receive changes while t2 does not answer",
+        );
+    }
+    eventually(
+        Duration::from_secs(60),
+        "t2's round to pass its deadline",
+        || {
+            let s = sync_status(&cfg, "s");
+            let t2 = s["target_states"]
+                .as_array()
+                .and_then(|v| v.iter().find(|t| t["target"] == "t2").cloned());
+            t2.is_some_and(|t| {
+                t["state"] == "failing"
+                    && t["last_error"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("round_deadline")
+            })
+        },
+    );
+    // The silent target's rounds do not hold a source transaction past the deadline.
+    let oldest = oldest_drover_transaction(&a);
+    assert!(oldest < 10.0, "a source transaction open for {oldest} s");
+
+    proxy.restore();
+    proxy.cut();
+    reaches((&a, "t2"), &a, "t2 to catch up once it answers again");
+    drover_wait(&cfg, "s", 60);
+    daemon.stop();
+}

@@ -110,6 +110,15 @@ class Cluster:
             )
         procs.unregister(self._entry)
 
+    def restart(self):
+        """Starts a cluster stopped with `stop` again, on the same port and data."""
+        run(
+            as_postgres([f"{PG_BIN}/pg_ctl", "start", "-w", "-t", "60", "-D", self.data, "-l", self.log], self.work),
+            cwd=self.work,
+            timeout=90,
+        )
+        self._entry = procs.register(f"cluster {self.name}", self.stop)
+
     def destroy(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -86,9 +86,11 @@ class Drover(Peer):
     trigger_prefix = "drover_capture"
 
     def __init__(self, work, source, target, binary, databases=None, sources=("src",), targets=("tgt",),
-                 tables=TABLES, extra=""):
+                 tables=TABLES, extra="", dbnames=None):
         """`databases` maps config names to clusters (default src/tgt);
-        `extra` is appended to the sync section (e.g. a conflict strategy)."""
+        `dbnames` maps some of those names to a database other than DB (several
+        targets in one cluster); `extra` is appended to the sync section (e.g.
+        a conflict strategy)."""
         super().__init__(work, source, target)
         self.binary = binary
         self.dir = os.path.join(work, "drover")
@@ -101,7 +103,8 @@ class Drover(Peer):
         listen = procs.free_port()
         text = f'[daemon]\nlisten = "127.0.0.1:{listen}"\n\n'
         for name, c in self.databases.items():
-            text += f'[databases.{name}]\nhost = "127.0.0.1"\nport = {c.port}\ndbname = "{DB}"\nuser = "postgres"\n\n'
+            dbname = (dbnames or {}).get(name, DB)
+            text += f'[databases.{name}]\nhost = "127.0.0.1"\nport = {c.port}\ndbname = "{dbname}"\nuser = "postgres"\n\n'
         quoted = lambda xs: ", ".join(f'"{x}"' for x in xs)
         text += f"[relgroups.herd]\ntables = [{quoted(tables)}]\n\n"
         text += f'[syncs.{SYNC}]\nrelgroup = "herd"\nsources = [{quoted(sources)}]\ntargets = [{quoted(targets)}]\n{extra}'

@@ -60,6 +60,12 @@ def render(results, peers):
     parts.append(targets(w))
     if "multi_master" in w:
         parts.append(multi_master(w["multi_master"], peers))
+    from . import report_multitarget
+
+    if "fanout" in w:
+        parts.append(report_multitarget.fanout(w["fanout"]))
+    if "isolation" in w:
+        parts.append(report_multitarget.isolation(w["isolation"]))
     return "\n\n".join(parts)
 
 
@@ -317,6 +323,10 @@ def targets(w):
             bc = median([x["daemon_cpu_s"] / x["transactions"] for x in b])
             m = dc / bc if bc else None
             add("daemon CPU per replicated transaction <= half of Bucardo's", f"drover/Bucardo {f(m, 3)}", m is not None and m <= 0.5)
+    from . import report_multitarget
+
+    for row in report_multitarget.target_rows(w):
+        add(*row)
     if not rows:
-        return "### Targets (issue 6)\nnothing measured"
-    return "### Targets (issue 6), as measured in this run\n" + table(["target", "measured", "met"], rows)
+        return "### Targets (issues 6 and 12)\nnothing measured"
+    return "### Targets (issues 6 and 12), as measured in this run\n" + table(["target", "measured", "met"], rows)

@@ -1,21 +1,21 @@
-//! `drover run`: starts the actors for a config, the HTTP listener, and waits for SIGINT or
-//! SIGTERM, after which every sync finishes its current round (bounded by a timeout).
+//! `drover run`: starts the actors for a config (`reload::Supervisor`), the HTTP listener, and
+//! waits for SIGINT or SIGTERM, after which every sync finishes its current round (bounded by
+//! a timeout). SIGHUP reloads the config.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::actors::database::DatabaseActor;
 use crate::actors::metrics::MetricsActor;
-use crate::actors::sync::{Shutdown, SyncActor, SyncDeps};
-use crate::actors::table::TableActor;
+use crate::actors::reload::{Reload, Supervisor};
+use crate::actors::sync::Shutdown;
+use crate::actors::watchdog::WatchdogActor;
 use crate::config::Config;
 use crate::http::guard::Policy;
 use crate::http::listener;
 use crate::http::server::Routes;
-use crate::pg::Endpoint;
-use crate::topology;
+use crate::systemd;
 
 /// How long SIGTERM waits for running rounds before exiting anyway.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,41 +35,13 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
             config.daemon.listen
         );
     }
+    // Before anything else: SIGHUP's default action would end the process.
+    let signals = Signals::new()?;
     let handle = crate::metrics::install().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
-    let syncs = topology::syncs(&config);
-
-    let mut endpoints = HashMap::new();
-    let mut databases = HashMap::new();
-    for (name, db) in &config.databases {
-        if !syncs.iter().any(|s| s.involves(name)) {
-            continue;
-        }
-        let ep = Endpoint::new(name, db)?;
-        databases.insert(name.clone(), DatabaseActor::new(ep.clone()).start());
-        endpoints.insert(name.clone(), ep);
-    }
-    let metrics = MetricsActor.start();
-    let mut sync_addrs = Vec::new();
-    for plan in syncs {
-        let tables = plan
-            .tables
-            .iter()
-            .map(|t| TableActor::new(t.clone(), plan.keys.get(t).cloned()).start())
-            .collect();
-        let lease_endpoint = endpoints[&plan.sources[0]].clone();
-        let name = plan.name.clone();
-        let addr = SyncActor::new(SyncDeps {
-            plan,
-            lease_endpoint,
-            lease_timeout: config.daemon.lease_timeout,
-            databases: databases.clone(),
-            tables,
-            metrics: metrics.clone(),
-            limits: crate::round::limits::Limits::from_config(&config.daemon),
-        })
-        .start();
-        sync_addrs.push((name, addr));
-    }
+    let metrics = MetricsActor::default().start();
+    let supervisor = Supervisor::new(config.clone(), metrics.clone())?;
+    let syncs = supervisor.syncs();
+    let supervisor = supervisor.start();
 
     let tcp = tokio::net::TcpListener::bind(config.daemon.listen)
         .await
@@ -79,10 +51,12 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
                 config.daemon.listen
             )
         })?;
-    tracing::info!(listen = %config.daemon.listen, syncs = sync_addrs.len(), "drover running");
+    tracing::info!(listen = %config.daemon.listen, syncs = syncs.borrow().len(), "drover running");
     let routes = Routes {
-        syncs: sync_addrs.clone(),
+        syncs: syncs.clone(),
+        reload: Some(supervisor.clone().recipient()),
         metrics: handle,
+        metrics_actor: metrics.clone(),
         policy: Policy {
             token,
             for_reads: config.daemon.api_token_for_reads,
@@ -90,17 +64,26 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
         },
     };
     actix_rt::spawn(listener::serve(tcp, routes));
+    // Serving and every sync actor started: tell systemd (Type=notify), then keep its
+    // watchdog fed from inside this System.
+    let _watchdog = WatchdogActor::start_if_enabled();
+    systemd::notify_or_warn("READY=1\nSTATUS=replicating");
 
-    wait_for_signal().await;
+    signals.until_stop(&supervisor).await;
+    systemd::notify_or_warn("STOPPING=1\nSTATUS=finishing running rounds");
     tracing::info!("stopping: letting running rounds finish");
-    let stops = sync_addrs.iter().map(|(name, a)| {
-        let name = name.clone();
-        let a = a.clone();
-        async move {
-            match tokio::time::timeout(SHUTDOWN_TIMEOUT, a.send(Shutdown)).await {
-                Ok(_) => None,
-                Err(_) => Some(name),
-            }
+    let sync_addrs = syncs.borrow().clone();
+    stop_syncs(sync_addrs).await;
+    System::current().stop();
+    Ok(0)
+}
+
+/// Asks every sync to finish its running round, waiting at most `SHUTDOWN_TIMEOUT` each.
+async fn stop_syncs(syncs: Vec<(String, Addr<crate::actors::sync::SyncActor>)>) {
+    let stops = syncs.into_iter().map(|(name, a)| async move {
+        match tokio::time::timeout(SHUTDOWN_TIMEOUT, a.send(Shutdown)).await {
+            Ok(_) => None,
+            Err(_) => Some(name),
         }
     });
     let unfinished: Vec<String> = futures::future::join_all(stops)
@@ -111,16 +94,36 @@ async fn run_in_system(config: Config) -> anyhow::Result<i32> {
     if !unfinished.is_empty() {
         tracing::warn!(syncs = ?unfinished, "rounds still running at exit: they roll back and rerun on next start");
     }
-    System::current().stop();
-    Ok(0)
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+/// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the config and never stops it.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        let on = |kind| signal(kind).map_err(|e| anyhow::anyhow!("signal handler: {e}"));
+        Ok(Signals {
+            term: on(SignalKind::terminate())?,
+            int: on(SignalKind::interrupt())?,
+            hup: on(SignalKind::hangup())?,
+        })
+    }
+
+    async fn until_stop(mut self, supervisor: &Addr<Supervisor>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    // The supervisor logs the outcome (a rejected config, or what changed).
+                    let _ = supervisor.send(Reload).await;
+                }
+            }
+        }
     }
 }

@@ -290,6 +290,8 @@ impl Handler<Subscribe> for DatabaseActor {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) {
+        // Syncs stopped by a reload leave their recipient behind.
+        self.subscribers.retain(|s| s.connected());
         self.subscribers.push(msg.kicks);
         let next = self.bell.subscribe(&msg.sync);
         self.ring(next, ctx);

@@ -1,8 +1,12 @@
-//! MetricsActor: turns round reports into Prometheus updates. Failures are counted where they
-//! are logged (`metrics::failures`), not here.
+//! MetricsActor: turns round reports into Prometheus updates, exports the counters known in
+//! advance at 0 when it starts (`metrics::initial`), and reads the process metrics
+//! (`metrics-process`) when `/metrics` is scraped. Failures are counted where they are logged
+//! (`metrics::failures`), not here.
 
 use actix::prelude::*;
+use metrics_process::Collector;
 
+use crate::metrics::initial::Series;
 use crate::metrics::*;
 
 /// What a finished round changed, per table and target.
@@ -28,7 +32,42 @@ pub struct RoundMetrics {
     pub targets: Vec<(String, bool)>,
 }
 
-pub struct MetricsActor;
+#[derive(Default)]
+pub struct MetricsActor {
+    process: Collector,
+}
+
+/// Counter series to export at 0 (`metrics::initial`), sent for each sync as it starts, at
+/// startup and on reload; a series that already counts keeps its value.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ZeroSeries(pub Vec<Series>);
+
+impl Handler<ZeroSeries> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, m: ZeroSeries, _: &mut Context<Self>) {
+        // increment(0) creates the series at 0 without resetting one that already counts.
+        for (name, labels) in m.0 {
+            metrics::counter!(name, &labels).increment(0);
+        }
+    }
+}
+
+/// Reads the process metrics (CPU, memory, file descriptors, threads) into the recorder; the
+/// `/metrics` handler awaits it before rendering.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct CollectProcess;
+
+impl Handler<CollectProcess> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CollectProcess, _: &mut Context<Self>) {
+        self.process.collect();
+        crate::metrics::record_peak_rss();
+    }
+}
 
 /// This daemon took (true) or lost / could not take (false) a sync's lease.
 #[derive(Message, Debug)]
@@ -46,8 +85,38 @@ impl Handler<LeaseMetrics> for MetricsActor {
     }
 }
 
+/// Which tables of a target are held (`round::hold`): `drover_table_held`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct HeldMetrics {
+    pub sync: String,
+    pub target: String,
+    /// (table, held) for every table of the sync.
+    pub tables: Vec<(String, bool)>,
+}
+
+impl Handler<HeldMetrics> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, m: HeldMetrics, _: &mut Context<Self>) {
+        for (table, held) in m.tables {
+            let labels = [
+                ("sync", m.sync.clone()),
+                ("table", table),
+                ("target", m.target.clone()),
+            ];
+            metrics::gauge!(TABLE_HELD, &labels).set(if held { 1.0 } else { 0.0 });
+        }
+    }
+}
+
 impl Actor for MetricsActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.process.describe();
+        self.process.collect();
+    }
 }
 
 impl Handler<RoundMetrics> for MetricsActor {

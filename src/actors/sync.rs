@@ -12,30 +12,35 @@ use chrono::Utc;
 
 use crate::actors::database::{DatabaseActor, Kick, Subscribe};
 use crate::actors::metrics::{LeaseMetrics, MetricsActor};
-use crate::actors::table::TableActor;
+use crate::actors::table::{GetTableStatus, TableActor};
 use crate::actors::target::TargetActor;
 use crate::metrics::failures::{self, Stage};
 use crate::pg::error::PgError;
 use crate::pg::Endpoint;
 use crate::round::copy::{initial_copy, CopyBoard, CopyMode};
+use crate::round::fence;
 use crate::round::limits::Limits;
 use crate::round::progress::ProgressCache;
 use crate::round::purge::PurgeDue;
 use crate::round::side::TargetSide;
 use crate::round::TablePlan;
-use crate::round::{evict, fence};
 use crate::status::SyncStatus;
 use crate::topology::SyncPlan;
 
+mod held;
 pub mod lanes;
 pub mod lease;
+mod pause_gate;
 mod phase;
 mod prepare;
 mod report;
 mod rounds;
 mod schedule;
+mod target_prep;
+pub use held::RetryHeld;
 use lanes::{Lanes, MULTI};
 use lease::{Attempt, Lease};
+pub use pause_gate::{Retire, SetPaused};
 pub use phase::Phase;
 use prepare::Prepared;
 pub use schedule::{Next, Schedule};
@@ -48,12 +53,6 @@ const LEASE_RETRY: Duration = Duration::from_secs(2);
 #[derive(Message)]
 #[rtype(result = "SyncStatus")]
 pub struct GetStatus;
-
-/// Pause (true) or resume (false) a sync: a paused sync runs no rounds; its changes wait in
-/// the delta tables.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetPaused(pub bool);
 
 /// Truncate and copy tables (all when empty) into the receive-only databases, between rounds.
 #[derive(Message)]
@@ -81,6 +80,8 @@ pub struct SyncActor {
     targets: HashMap<String, Addr<TargetActor>>,
     /// Bumped when plans are read again or tables copied: targets re-read their progress.
     generation: u64,
+    /// Counts the sync's readings of its plans (`Prepared::read`).
+    plans_read: u64,
     /// Per target (or the one multi-master lane): schedule and status.
     lanes: Lanes,
     /// A multi-master sync's progress (its rounds run here).
@@ -102,6 +103,10 @@ pub struct SyncActor {
     /// What the sources' doorbells were last told (see `report_waiting`).
     waiting_reported: Option<bool>,
     stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// The round gate and stored pause (`pause_gate`).
+    gate: crate::pause::Gate,
+    /// The newest `drover.ddl_log` id the gate has seen (plans are read again when it moves).
+    ddl_mark: Option<i64>,
 }
 
 pub struct SyncDeps {
@@ -138,17 +143,24 @@ impl SyncActor {
             rounds: 0,
             last_round_ms: None,
             paused: false,
+            paused_by: None,
+            paused_at: None,
+            pause_reason: None,
             copy: Vec::new(),
             copy_runs: 0,
             lease_holder: None,
             target_states: Vec::new(),
+            table_states: Vec::new(),
         };
         let lanes = if d.plan.sources.len() > 1 {
             Lanes::new([MULTI.to_string()])
         } else {
             Lanes::new(d.plan.receivers_of(&d.plan.sources[0]).map(str::to_string))
         };
+        let gate = crate::pause::Gate::new(d.lease_endpoint.clone(), &d.plan.name);
         SyncActor {
+            gate,
+            ddl_mark: None,
             plan: d.plan,
             lease_endpoint: d.lease_endpoint,
             databases: d.databases,
@@ -157,6 +169,7 @@ impl SyncActor {
             prepared: None,
             targets: HashMap::new(),
             generation: 0,
+            plans_read: 0,
             lanes,
             multi_progress: ProgressCache::default(),
             purge_due: PurgeDue::default(),
@@ -239,20 +252,21 @@ impl SyncActor {
             return;
         }
         self.phase = Phase::Preparing;
-        let former = self.lease.as_ref().and_then(|l| l.former.clone());
         let fut = prepare::prepare(prepare::Inputs {
             plan: self.plan.clone(),
             databases: self.databases.clone(),
             tables: self.tables.clone(),
-            former: former.map(|instance| evict::Former {
-                instance,
-                lease_timeout: self.lease_timeout,
-            }),
+            former: self.former(),
+            term: self.lease_generation,
+            targets: self.targets_to_prepare(),
         });
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
-            Ok(p) => {
-                act.setup.backoff_over();
+            Ok(mut p) => {
+                act.setup = Schedule::default();
                 let first = act.prepared.is_none();
+                act.plans_read += 1;
+                p.read = act.plans_read;
+                let unprepared = std::mem::take(&mut p.unprepared);
                 act.prepared = Some(Arc::new(p));
                 act.phase = act.phase.step_done(true);
                 act.forget_progress();
@@ -266,11 +280,14 @@ impl SyncActor {
                     }
                     ctx.run_interval(POLL_INTERVAL, |_, ctx| ctx.notify(Kick));
                 }
+                act.targets_unprepared(unprepared, ctx);
                 act.start_copy(ctx);
             }
             Err(e) => {
                 act.record_error(Stage::Prepare, &e);
-                act.phase = act.phase.step_done(act.prepared.is_some());
+                // No round or copy until plans are read and the fence taken: after a lease
+                // change, commits are refused until then.
+                act.phase = act.phase.step_done(false);
                 let wait = act.setup.failed();
                 ctx.run_later(wait, |act, ctx| act.prepare(ctx));
             }
@@ -329,6 +346,7 @@ impl SyncActor {
             act.status.copy_runs += 1;
             match res {
                 Ok(n) => {
+                    act.setup = Schedule::default();
                     if n > 0 {
                         tracing::info!(sync = %act.plan.name, tables = n, "initial copy finished");
                     }
@@ -433,20 +451,6 @@ impl Handler<ForceCopy> for SyncActor {
     }
 }
 
-impl Handler<SetPaused> for SyncActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
-        if self.status.paused != msg.0 {
-            tracing::info!(sync = %self.plan.name, paused = msg.0, "sync {}", if msg.0 { "paused" } else { "resumed" });
-        }
-        self.status.paused = msg.0;
-        if !msg.0 {
-            ctx.notify(Kick);
-        }
-    }
-}
-
 impl Handler<LeaseLost> for SyncActor {
     type Result = ();
 
@@ -463,13 +467,19 @@ impl Handler<LeaseLost> for SyncActor {
 }
 
 impl Handler<GetStatus> for SyncActor {
-    type Result = MessageResult<GetStatus>;
+    type Result = ResponseFuture<SyncStatus>;
 
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         let mut s = self.status.clone();
         s.target_states = self.lanes.statuses();
         s.copy = self.copy_board.lock().expect("copy board lock").clone();
-        MessageResult(s)
+        let asks: Vec<_> = self.tables.iter().map(|t| t.send(GetTableStatus)).collect();
+        Box::pin(async move {
+            // A table actor that is gone has nothing to show.
+            let tables = futures::future::join_all(asks).await;
+            s.table_states = tables.into_iter().filter_map(Result::ok).collect();
+            s
+        })
     }
 }
 

@@ -2,12 +2,17 @@
 //! session state (its progress cache: progress rows, sent sequence values, backlog and
 //! small-round memory) and runs that target's rounds when its SyncActor asks, each under its
 //! own source snapshot and within the round deadline (`round::target`). Targets of a sync run
-//! their rounds concurrently: a locked or dead target only falls behind itself.
+//! their rounds concurrently: a locked or dead target only falls behind itself. It also owns
+//! the target's held tables (`round::hold`; `drover retry` in `hold`).
+
+mod hold;
+pub use hold::RetryHeld;
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::round::hold::Holds;
 use crate::round::limits::Limits;
 use crate::round::progress::ProgressCache;
 use crate::round::target::{run_target_round, Lane};
@@ -27,6 +32,12 @@ pub struct TargetActor {
     /// None while a round runs (the round holds it).
     progress: Option<ProgressCache>,
     generation: u64,
+    /// None while a round runs (the round holds it); kept across generations.
+    holds: Option<Holds>,
+    /// `drover retry` requests that arrived during a round: (table or all).
+    asked: Vec<Option<String>>,
+    /// Tables held after the last round (what a retry request matches while a round runs).
+    held_now: Vec<String>,
 }
 
 impl TargetActor {
@@ -35,6 +46,9 @@ impl TargetActor {
             limits,
             progress: Some(ProgressCache::default()),
             generation: 0,
+            holds: Some(Holds::default()),
+            asked: Vec::new(),
+            held_now: Vec::new(),
         }
     }
 }
@@ -54,17 +68,19 @@ impl Handler<RunRound> for TargetActor {
             _ => ProgressCache::default(),
         };
         let limits = self.limits;
+        let mut holds = self.holds.take().unwrap_or_default();
         let round = async move {
-            let report = run_target_round(&msg.lane, &mut cache, &limits).await;
-            (report, cache, msg.generation)
+            let report = run_target_round(&msg.lane, &mut cache, &limits, &mut holds).await;
+            (report, cache, holds, msg.generation)
         };
         Box::pin(
             round
                 .into_actor(self)
-                .map(|(report, cache, generation), act, _| {
+                .map(|(report, cache, holds, generation), act, _| {
                     if generation == act.generation {
                         act.progress = Some(cache);
                     }
+                    act.holds_back(holds, &report);
                     report
                 }),
         )

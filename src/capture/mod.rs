@@ -2,6 +2,7 @@
 //! `drover uninstall` removes. Each database is changed in one transaction, so a failed install
 //! leaves it as it was; re-running after a config change adds new tables and drops removed ones.
 
+pub mod apply_errors;
 pub mod images;
 pub mod partition_list;
 pub mod partitions;
@@ -178,9 +179,9 @@ async fn install_capture(
         let configured = wanted.keys.get(table).map(Vec::as_slice);
         let meta = schema::describe(tx.client(), db, table, facts.version_num, configured)
             .await?
-            .ok_or_else(|| PgError::setup(db, format!("table {name} does not exist")))?;
+            .ok_or_else(|| PgError::schema(db, format!("table {name} does not exist")))?;
         if meta.method == KeyMethod::Configured && meta.key_columns().len() != meta.key.len() {
-            return Err(PgError::setup(
+            return Err(PgError::schema(
                 db,
                 format!(
                     "table {name}: a key column configured under [relgroups.*.keys] does not exist"

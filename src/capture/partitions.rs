@@ -115,7 +115,7 @@ pub async fn is_partitioned(
     match row.map(|r| r.get::<_, bool>(0)) {
         None => Ok(false),
         Some(true) => Ok(true),
-        Some(false) => Err(PgError::setup(
+        Some(false) => Err(PgError::install(
             db,
             partition_list::unrecorded_message(display),
         )),
@@ -256,7 +256,7 @@ pub async fn check_captured(
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(PgError::setup(db, problems.join("; ")))
+        Err(PgError::install(db, problems.join("; ")))
     }
 }
 

@@ -134,7 +134,10 @@ CREATE TABLE IF NOT EXISTS drover.lease_epoch (
         v = quote_literal(SCHEMA_VERSION),
         nothing = quote_literal(NOTHING_APPLIED),
     ) + super::partition_list::CATALOG
+        + super::apply_errors::CATALOG
         + super::secret::CREATE
+        + crate::pause::CATALOG
+        + crate::ddl::CATALOG
 }
 
 /// Names of the objects that capture one table, from its catalog id.

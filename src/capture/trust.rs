@@ -29,7 +29,7 @@ pub async fn check_schema(tx: &Transaction<'_>, db: &str) -> Result<(), PgError>
     let (owner, trusted, creators): (String, bool, Vec<String>) =
         (row.get(0), row.get(1), row.get(2));
     if !trusted {
-        return Err(PgError::setup(
+        return Err(PgError::install(
             db,
             format!(
                 "schema \"drover\" exists and is owned by \"{owner}\", which is neither a \
@@ -40,7 +40,7 @@ pub async fn check_schema(tx: &Transaction<'_>, db: &str) -> Result<(), PgError>
         ));
     }
     if !creators.is_empty() {
-        return Err(PgError::setup(
+        return Err(PgError::install(
             db,
             format!(
                 "schema \"drover\" lets {} create objects in it: revoke that \

@@ -37,6 +37,19 @@ async fn uncaptured_partitions(
     }
 }
 
+/// A target's extra columns that rows can leave to their default: tolerated, but said.
+fn drift_note(db: &str, source: &TableMeta, target: &TableMeta) -> Option<String> {
+    let extra = schema::tolerated_extra(source, target);
+    (!extra.is_empty()).then(|| {
+        let names: Vec<String> = extra.iter().map(|c| format!("\"{c}\"")).collect();
+        format!(
+            "database \"{db}\" has columns the source lacks: {} (nullable or with a default: \
+             tolerated, they get their default)",
+            names.join(", ")
+        )
+    })
+}
+
 /// Where each connection setting came from (never the password itself).
 fn print_sources(db: &crate::config::Database) {
     println!("  connection settings from:");
@@ -129,6 +142,7 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
         for table in &sync.tables {
             let mut reference: Option<(String, TableMeta)> = None;
             let mut table_ok = true;
+            let mut notes: Vec<String> = Vec::new();
             for db in sync.databases() {
                 let (Some(client), Some(f)) = (clients.get(db), server.get(db)) else {
                     continue;
@@ -167,6 +181,8 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                                 let mut diffs = schema::differences(rmeta, &meta);
                                 if sync.sources.iter().any(|s| s == db) {
                                     diffs.extend(schema::only_here(rmeta, &meta));
+                                } else {
+                                    notes.extend(drift_note(db, rmeta, &meta));
                                 }
                                 if !diffs.is_empty() {
                                     table_ok = false;
@@ -190,6 +206,9 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                 (Some(_), true) => format!("ok, {key}"),
             };
             println!("  {table}: {verdict}");
+            for n in &notes {
+                println!("    information: {n}");
+            }
         }
         crate::cli::check_copy::print_copy_methods(sync, &clients).await;
     }
@@ -216,10 +235,19 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                     ));
                 }
             }
-            if sync.sources.len() > 1 {
+            if sync.interleaves() {
+                let found = crate::cli::interleave::check(sync, seq, &clients).await;
+                if found.is_empty() {
+                    println!(
+                        "  sequence {seq}: interleaved on the masters, INCREMENT BY {}",
+                        sync.sequence_step
+                    );
+                }
+                problems.extend(found);
+            } else if sync.sources.len() > 1 {
                 problems.push(format!(
-                    "sync {}: sequence {seq}: sequences follow one source; with several masters give each its own range (e.g. INCREMENT BY / START WITH) instead",
-                    sync.name
+                    "sync {}: sequence {seq}: sequences follow one source; with several masters set sequence_mode = \"interleave\" in [relgroups.{}] and run drover install (or remove the sequence and give each master its own range)",
+                    sync.name, sync.relgroup
                 ));
             } else {
                 println!("  sequence {seq}: follows {}", sync.sources[0]);

@@ -53,6 +53,7 @@ pub async fn install(config: &Config) -> anyhow::Result<i32> {
             }
         }
     }
+    failed += crate::cli::interleave::install(config, &syncs).await;
     Ok(if failed == 0 { EXIT_OK } else { EXIT_PROBLEM })
 }
 

@@ -1,10 +1,11 @@
-//! `drover status` and `drover kick`: ask the running daemon over `daemon.listen`.
+//! `drover status` and `drover kick`: ask the running daemon over `daemon.listen`. When no
+//! daemon answers, `status` reads the databases instead (`status_offline`) and exits 1.
 
 use chrono::{DateTime, Local, Utc};
 
 use crate::cli::{require_sync, EXIT_OK, EXIT_PROBLEM};
 use crate::config::Config;
-use crate::http::client::api;
+use crate::http::client::{api, ClientError};
 use crate::http::server::percent_encode;
 use crate::status::{StatusDoc, SyncStatus};
 
@@ -16,13 +17,22 @@ pub async fn status(config: &Config, sync: Option<&str>, json: bool) -> anyhow::
         }
         None => "/status".to_string(),
     };
-    let (code, body) = api(config, "GET", &path).await?;
+    let (code, body) = match api(config, "GET", &path).await {
+        Ok(answer) => answer,
+        Err(e @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. })) => {
+            return super::status_offline::status(config, sync, json, &e.to_string()).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     if code != 200 {
         anyhow::bail!("the daemon answered {code}: {}", body.trim());
     }
     let doc: StatusDoc = serde_json::from_str(&body)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        // Where the status came from; the database-read fallback says "databases".
+        let mut v = serde_json::to_value(&doc)?;
+        v["source"] = "daemon".into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else if let (Some(_), Some(s)) = (sync, doc.syncs.first()) {
         print!("{}", detail(s));
     } else {
@@ -49,6 +59,36 @@ pub async fn kick(config: &Config, sync: &str) -> anyhow::Result<i32> {
         );
         Ok(EXIT_PROBLEM)
     }
+}
+
+/// One line per held table: where, why, since when (`drover retry` releases them).
+fn held_lines(s: &SyncStatus) -> String {
+    let mut out = String::new();
+    for t in &s.target_states {
+        for h in &t.held {
+            let with = h
+                .held_with
+                .as_ref()
+                .map(|w| format!(" (with {w})"))
+                .unwrap_or_default();
+            let keys = h
+                .keys
+                .as_ref()
+                .map(|k| format!(" key {k}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{:<25}: {} on {}{with}: SQLSTATE {}{keys}, since {}, {} attempt(s): {}\n",
+                "Held table",
+                h.table,
+                t.target,
+                h.sqlstate,
+                when(&Some(h.since)),
+                h.count,
+                h.error
+            ));
+        }
+    }
+    out
 }
 
 fn when(t: &Option<DateTime<Utc>>) -> String {
@@ -118,6 +158,7 @@ fn detail(s: &SyncStatus) -> String {
     for (k, v) in rows {
         out.push_str(&format!("{k:<25}: {v}\n"));
     }
+    out.push_str(&held_lines(s));
     out.push_str(&line);
     out.push('\n');
     out

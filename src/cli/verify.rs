@@ -1,6 +1,7 @@
 //! `drover verify SYNC [--table T] [--json]`: compares every table of the sync across its
 //! databases (see `crate::verify`) and prints the differing keys. Exit 0 when identical, 1 when
 //! something differs or a table cannot be compared, 2 for a `--table` outside the sync.
+//! `--repair [--dry-run]` is `verify_repair`.
 
 use std::fmt::Write;
 
@@ -10,11 +11,19 @@ use crate::pg::ident::TableName;
 use crate::topology;
 use crate::verify::{self, Report, TableReport};
 
+/// `--repair` and `--dry-run`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Repair {
+    pub enabled: bool,
+    pub dry_run: bool,
+}
+
 pub async fn run(
     config: &Config,
     sync: &str,
     table: Option<&str>,
     json: bool,
+    repair: Repair,
 ) -> anyhow::Result<i32> {
     require_sync(config, sync)?;
     let plan = topology::syncs(config)
@@ -43,6 +52,9 @@ pub async fn run(
             Ok(name) => vec![name],
         },
     };
+    if repair.enabled {
+        return super::verify_repair::run(config, &plan, &tables, json, repair.dry_run).await;
+    }
     let report = verify::run(config, &plan, &tables).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -57,7 +69,7 @@ pub async fn run(
 }
 
 /// The report for people.
-fn text(r: &Report) -> String {
+pub(super) fn text(r: &Report) -> String {
     let mut s = String::new();
     let others = &r.databases[1.min(r.databases.len())..];
     let _ = writeln!(

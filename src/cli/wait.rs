@@ -151,7 +151,7 @@ async fn owed(
                     .map(|r| r.get(0))
                     .unwrap_or_else(|| NOTHING_APPLIED.to_string());
                 let progress = Snapshot::parse(&progress).ok_or_else(|| {
-                    PgError::setup(target, format!("bad progress snapshot {progress:?}"))
+                    PgError::protocol(target, format!("bad progress snapshot {progress:?}"))
                 })?;
                 let p = progress.sql();
                 let sql = format!(

@@ -1,5 +1,5 @@
 //! Keys whose value is one of a fixed set of words (`log_format`,
-//! `replica_role`, `conflict_strategy`, `initial_copy`): their model enums,
+//! `replica_role`, `conflict_strategy`, `initial_copy`, `sequence_mode`): their model enums,
 //! defaults, spellings, and the one parser the validator uses for all of
 //! them, so a value's spelling lives in exactly one `as_str`.
 
@@ -119,6 +119,41 @@ impl Choice for ConflictStrategy {
         ConflictStrategy::Abort,
         ConflictStrategy::Skip,
     ];
+    fn spelling(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// Default `relgroups.*.sequence_mode`: sequences follow the one source, as
+/// before the key existed.
+pub const DEFAULT_SEQUENCE_MODE: SequenceMode = SequenceMode::Follow;
+
+/// `relgroups.*.sequence_mode`: how a relgroup's `sequences` are kept
+/// collision-free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SequenceMode {
+    /// `follow`: each round moves the targets' sequences up to the one
+    /// source's values; refused by `check` in a multi-master sync.
+    Follow,
+    /// `interleave`: in a multi-master sync each master's sequence counts in
+    /// steps of `sequence_step` from its own residue, so masters never hand
+    /// out the same value; nothing is copied between masters.
+    Interleave,
+}
+
+impl SequenceMode {
+    /// The config-file spelling: `follow` or `interleave`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SequenceMode::Follow => "follow",
+            SequenceMode::Interleave => "interleave",
+        }
+    }
+}
+
+impl Choice for SequenceMode {
+    const KEY: &'static str = "sequence_mode";
+    const ALL: &'static [Self] = &[SequenceMode::Follow, SequenceMode::Interleave];
     fn spelling(self) -> &'static str {
         self.as_str()
     }

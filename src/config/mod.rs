@@ -10,8 +10,8 @@
 //!   or `DROVER__SYNCS__LEDGER__PRIORITY=legacy,new` (a comma inside a
 //!   double-quoted table name does not split). Variable names are
 //!   case-insensitive; values are taken verbatim (a password `007` stays the
-//!   string `007`). The `[relgroups.NAME.keys]` sub-table is the one thing
-//!   only the file can set.
+//!   string `007`). The `[relgroups.NAME.keys]` and `[syncs.NAME.table_strategy]`
+//!   sub-tables are the things only the file can set.
 //! * libpq's conventions (module `libpq`): `url`, `conninfo`, `service` and the `PGHOST`-style
 //!   variables fill the connection keys a database leaves unset.
 //!
@@ -28,6 +28,7 @@ mod libpq;
 mod model;
 mod raw;
 mod strict;
+mod timeouts;
 mod validate;
 
 use std::collections::BTreeSet;
@@ -37,15 +38,16 @@ use std::path::{Path, PathBuf};
 use config::Source as _;
 
 pub use choices::{
-    ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, DEFAULT_CONFLICT_STRATEGY,
-    DEFAULT_INITIAL_COPY, DEFAULT_LOG_FORMAT, DEFAULT_REPLICA_ROLE,
+    ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, SequenceMode,
+    DEFAULT_CONFLICT_STRATEGY, DEFAULT_INITIAL_COPY, DEFAULT_LOG_FORMAT, DEFAULT_REPLICA_ROLE,
+    DEFAULT_SEQUENCE_MODE,
 };
 pub use libpq::{ConnectionSources, Source as ConnectionSource};
 pub use model::{
     Config, Daemon, Database, Relgroup, Secret, SyncConfig, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN,
-    DEFAULT_LOCK_TIMEOUT, DEFAULT_PORT, DEFAULT_ROUND_DEADLINE, DEFAULT_SSLMODE,
-    DEFAULT_STATEMENT_TIMEOUT,
+    DEFAULT_PORT, DEFAULT_SSLMODE,
 };
+pub use timeouts::{DEFAULT_LOCK_TIMEOUT, DEFAULT_ROUND_DEADLINE, DEFAULT_STATEMENT_TIMEOUT};
 
 /// Config file used when neither `--config` nor `$DROVER_CONFIG` is given:
 /// relative to the working directory, like the repository layout.
@@ -213,6 +215,12 @@ pub fn load(cli_path: Option<&Path>) -> Result<Config, ConfigError> {
 /// [`Config::path`].
 pub fn load_from_str(text: &str, path_for_messages: &Path) -> Result<Config, ConfigError> {
     load_text(text, path_for_messages, None, &|_| None)
+}
+
+/// Loads TOML text with libpq's environment (`PGPASSWORD`, `PGUSER`, ...) as fallbacks but
+/// no `DROVER__` overrides: for a command that builds its own settings (`drover init`).
+pub fn load_with_libpq_env(text: &str, path_for_messages: &Path) -> Result<Config, ConfigError> {
+    load_text(text, path_for_messages, None, &libpq::process_env)
 }
 
 fn environment() -> config::Environment {

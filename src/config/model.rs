@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::choices::{
-    ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, DEFAULT_LOG_FORMAT,
+    ConflictStrategy, InitialCopy, LogFormat, ReplicaRoleConfig, SequenceMode, DEFAULT_LOG_FORMAT,
 };
 use super::ConfigError;
 use crate::pg::ident::TableName;
@@ -76,17 +76,21 @@ pub struct Daemon {
     /// after it. A duration such as "10s" or "1500ms". Default
     /// [`DEFAULT_LEASE_TIMEOUT`].
     pub lease_timeout: Duration,
-    /// `lock_timeout`: how long an apply waits for a lock on a target before the
-    /// round fails (and is retried); the other targets go on. Default
-    /// [`DEFAULT_LOCK_TIMEOUT`].
+    /// `lock_timeout`: how long a target's apply may wait for a lock before
+    /// its round fails and is retried (PostgreSQL's `lock_timeout` of the
+    /// apply session). Default [`super::timeouts::DEFAULT_LOCK_TIMEOUT`].
     pub lock_timeout: Duration,
-    /// `statement_timeout`: longest statement of an apply on a target; "0" turns
-    /// it off. Default [`DEFAULT_STATEMENT_TIMEOUT`].
-    pub statement_timeout: Duration,
-    /// `round_deadline`: a target's round still running after this is abandoned
-    /// (its source and target transactions rolled back), so a stuck target never
-    /// holds the source's snapshot longer. Default [`DEFAULT_ROUND_DEADLINE`].
+    /// `statement_timeout`: the longest one statement of a round may run
+    /// (PostgreSQL's `statement_timeout`); `None` when set to `0` (off).
+    /// Default [`super::timeouts::DEFAULT_STATEMENT_TIMEOUT`].
+    pub statement_timeout: Option<Duration>,
+    /// `round_deadline`: how long one round may take, source snapshot
+    /// included, before it is abandoned (so a stuck target cannot hold the
+    /// source's snapshot open). Default [`super::timeouts::DEFAULT_ROUND_DEADLINE`].
     pub round_deadline: Duration,
+    /// `auto_install`: when true, a reload (SIGHUP, `drover reload`) runs `drover install`
+    /// itself before starting what the new config adds. Default false.
+    pub auto_install: bool,
 }
 
 /// Default `daemon.lease_timeout`: long enough that a busy server or a short
@@ -94,17 +98,6 @@ pub struct Daemon {
 /// of it), short enough that a frozen holder stops replication for seconds,
 /// not minutes.
 pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Default `daemon.lock_timeout`: a round's locks are row locks held for
-/// milliseconds; waiting longer means someone holds the table (a DDL, a LOCK).
-pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Default `daemon.statement_timeout`: far above any bounded round's statement.
-pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Default `daemon.round_deadline`: longer than the statement timeout, so a slow
-/// but progressing round ends by its own error first.
-pub const DEFAULT_ROUND_DEADLINE: Duration = Duration::from_secs(900);
 
 impl Default for Daemon {
     fn default() -> Self {
@@ -115,9 +108,10 @@ impl Default for Daemon {
             api_token_for_reads: false,
             log_format: DEFAULT_LOG_FORMAT,
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
-            round_deadline: DEFAULT_ROUND_DEADLINE,
+            lock_timeout: super::timeouts::DEFAULT_LOCK_TIMEOUT,
+            statement_timeout: Some(super::timeouts::DEFAULT_STATEMENT_TIMEOUT),
+            round_deadline: super::timeouts::DEFAULT_ROUND_DEADLINE,
+            auto_install: false,
         }
     }
 }
@@ -277,6 +271,14 @@ pub struct Relgroup {
     /// quotes), each at most once, at least one. Default empty: every table
     /// uses its primary key. Not settable from the environment.
     pub keys: BTreeMap<TableName, Vec<String>>,
+    /// `sequence_mode`: `follow` or `interleave` (see [`SequenceMode`]).
+    /// Default [`DEFAULT_SEQUENCE_MODE`](super::DEFAULT_SEQUENCE_MODE) (`follow`).
+    pub sequence_mode: SequenceMode,
+    /// `sequence_step`: with `interleave`, the `INCREMENT BY` of every
+    /// master's sequences; at least the number of masters of each
+    /// multi-master sync of this relgroup (a larger one leaves residues free
+    /// for masters added later). Default `None`: the sync's number of masters.
+    pub sequence_step: Option<i64>,
 }
 
 /// `[syncs.NAME]`: replicate one relgroup between databases.
@@ -306,9 +308,22 @@ pub struct SyncConfig {
     /// `never`, `if-empty` or `always` (see [`InitialCopy`]). Default
     /// [`DEFAULT_INITIAL_COPY`](super::DEFAULT_INITIAL_COPY) (`never`).
     pub initial_copy: InitialCopy,
+    /// `[syncs.NAME.table_strategy]`: per-table overrides of
+    /// `conflict_strategy`, e.g. `"public.accounts" = "priority"`. Each table
+    /// is one of the relgroup's; `priority` needs the sync's `priority` list.
+    /// Default empty. Not settable from the environment.
+    pub table_strategy: BTreeMap<TableName, ConflictStrategy>,
 }
 
 impl SyncConfig {
+    /// The strategy deciding conflicts on `table`: its `table_strategy`
+    /// entry, else the sync's `conflict_strategy`.
+    pub fn strategy_for(&self, table: &TableName) -> &ConflictStrategy {
+        self.table_strategy
+            .get(table)
+            .unwrap_or(&self.conflict_strategy)
+    }
+
     /// The databases this sync writes into: its targets, plus its sources
     /// when it has more than one (multi-master).
     pub fn written_databases(&self) -> impl Iterator<Item = &str> {
@@ -427,6 +442,7 @@ mod tests {
             },
             priority: strings(priority),
             initial_copy: DEFAULT_INITIAL_COPY,
+            table_strategy: BTreeMap::new(),
         }
     }
 

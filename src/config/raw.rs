@@ -36,6 +36,7 @@ pub(super) struct RawDaemon {
     pub lock_timeout: Option<Str>,
     pub statement_timeout: Option<Str>,
     pub round_deadline: Option<Str>,
+    pub auto_install: Option<Bool>,
 }
 
 /// `[databases.NAME]`. Not `Debug`: it holds the password.
@@ -70,6 +71,8 @@ pub(super) struct RawRelgroup {
     pub tables: Option<StrList>,
     pub sequences: Option<StrList>,
     pub keys: Option<KeyLists>,
+    pub sequence_mode: Option<Str>,
+    pub sequence_step: Option<Int>,
 }
 
 /// `[syncs.NAME]`.
@@ -82,6 +85,8 @@ pub(super) struct RawSync {
     pub conflict_strategy: Option<Str>,
     pub priority: Option<StrList>,
     pub initial_copy: Option<Str>,
+    /// `[syncs.NAME.table_strategy]`: `"schema.table" = "strategy"`, kept as written.
+    pub table_strategy: Option<BTreeMap<String, Str>>,
 }
 
 /// What the loader needs to know about a raw section struct beyond serde.
@@ -98,7 +103,7 @@ pub(super) trait Section: DeserializeOwned + Default {
 
 impl Section for RawDaemon {
     const WHAT: &'static str = "daemon section";
-    const BOOL_KEYS: &'static [&'static str] = &["api_token_for_reads"];
+    const BOOL_KEYS: &'static [&'static str] = &["api_token_for_reads", "auto_install"];
 }
 impl Section for RawDatabase {
     const WHAT: &'static str = "database";
@@ -107,6 +112,7 @@ impl Section for RawDatabase {
 impl Section for RawRelgroup {
     const WHAT: &'static str = "relgroup";
     const LIST_KEYS: &'static [&'static str] = &["tables", "sequences"];
+    const INT_KEYS: &'static [&'static str] = &["sequence_step"];
 }
 impl Section for RawSync {
     const WHAT: &'static str = "sync";

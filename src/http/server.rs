@@ -1,9 +1,10 @@
 //! HTTP/1.1 server on hyper, running inside the actix System (single thread, so handlers may
 //! hold actor addresses and `Rc`s). Routes: GET /metrics, /status[?sync=], /health;
-//! POST /syncs/{name}/kick|pause|resume|copy[?table=T]. Every request passes [`guard::check`]
+//! POST /syncs/{name}/kick|pause|resume|copy[?table=T]|retry[?table=T&target=D], /reload. Every
+//! request passes [`guard::check`]
 //! first; the accept loop and its limits live in [`super::listener`].
 
-use actix::Addr;
+use actix::{Addr, Recipient};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -13,17 +14,28 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::guard::{self, Policy};
 use super::listener::{BODY_READ_TIMEOUT, MAX_BODY_BYTES};
 use crate::actors::database::Kick;
+use crate::actors::metrics::{CollectProcess, MetricsActor};
+use crate::actors::reload::{Reload, SyncList};
 use crate::actors::sync::{ForceCopy, GetStatus, SetPaused, SyncActor};
 use crate::status::StatusDoc;
 
 pub struct Routes {
-    pub syncs: Vec<(String, Addr<SyncActor>)>,
+    /// The running syncs (a reload changes them).
+    pub syncs: SyncList,
+    /// Where `POST /reload` goes.
+    pub reload: Option<Recipient<Reload>>,
     pub metrics: PrometheusHandle,
+    /// Collects the process metrics before each render.
+    pub metrics_actor: Addr<MetricsActor>,
     /// Token, read-token mode and loopback: see [`guard::check`].
     pub policy: Policy,
 }
 
-fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+pub(super) fn reply(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
@@ -41,7 +53,8 @@ pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<F
     };
     match (&method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => {
-            crate::metrics::process::update();
+            // The metrics actor is the recorder's writer; a stopped one leaves the last values.
+            let _ = routes.metrics_actor.send(CollectProcess).await;
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -68,16 +81,18 @@ pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<F
                 .filter(|s| s.state == "bad")
                 .map(|s| s.name.as_str())
                 .collect();
-            let body = if bad.is_empty() {
-                "ok\n".to_string()
+            let mut body = if bad.is_empty() {
+                "ok".to_string()
             } else {
-                format!("ok; bad syncs: {}\n", bad.join(", "))
+                format!("ok; bad syncs: {}", bad.join(", "))
             };
+            body.push_str(&crate::http::retry::held_syncs(&doc));
+            body.push('\n');
             reply(StatusCode::OK, "text/plain", body)
         }
         (&Method::POST, ["syncs", name, "copy"]) => {
             let name = percent_decode(name);
-            let Some((_, addr)) = routes.syncs.iter().find(|(n, _)| *n == name) else {
+            let Some(addr) = find(routes, &name) else {
                 return reply(StatusCode::NOT_FOUND, "text/plain", "no such sync\n");
             };
             let tables: Vec<String> = query
@@ -88,15 +103,26 @@ pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<F
             addr.do_send(ForceCopy(tables));
             reply(StatusCode::ACCEPTED, "text/plain", "copy scheduled\n")
         }
-        (&Method::POST, ["syncs", name, action @ ("kick" | "pause" | "resume")]) => {
+        (&Method::POST, ["syncs", name, "retry"]) => {
             let name = percent_decode(name);
-            let Some((_, addr)) = routes.syncs.iter().find(|(n, _)| *n == name) else {
+            let Some(addr) = find(routes, &name) else {
                 return reply(StatusCode::NOT_FOUND, "text/plain", "no such sync\n");
             };
-            match *action {
-                "kick" => addr.do_send(Kick),
-                "pause" => addr.do_send(SetPaused(true)),
-                _ => addr.do_send(SetPaused(false)),
+            crate::http::retry::route(&addr, &query).await
+        }
+        (&Method::POST, ["syncs", name, action @ ("kick" | "pause" | "resume")]) => {
+            let name = percent_decode(name);
+            let Some(addr) = find(routes, &name) else {
+                return reply(StatusCode::NOT_FOUND, "text/plain", "no such sync\n");
+            };
+            if *action == "kick" {
+                addr.do_send(Kick);
+            } else if let Err(e) = set_paused(&addr, *action == "pause").await {
+                return reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("{e}\n"),
+                );
             }
             let done = match *action {
                 "kick" => "kicked",
@@ -105,8 +131,24 @@ pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<F
             };
             reply(StatusCode::ACCEPTED, "text/plain", format!("{done}\n"))
         }
+        (&Method::POST, ["reload"]) => super::reload::reload(routes).await,
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+fn find(routes: &Routes, name: &str) -> Option<Addr<SyncActor>> {
+    let syncs = routes.syncs.borrow();
+    syncs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, a)| a.clone())
+}
+
+/// Stores (or deletes) the sync's pause through its actor; an error names the cause.
+async fn set_paused(addr: &Addr<SyncActor>, paused: bool) -> Result<(), String> {
+    addr.send(SetPaused(paused))
+        .await
+        .map_err(|e| format!("sync actor gone: {e}"))?
 }
 
 /// Passes the request through [`guard::check`] and reads its body (no endpoint takes one)
@@ -142,7 +184,8 @@ async fn admit(
 /// The status of every sync (or `only` one); error texts in full only for `trusted` callers.
 async fn status(routes: &Routes, only: Option<&str>, trusted: bool) -> StatusDoc {
     let mut syncs = Vec::new();
-    for (name, addr) in &routes.syncs {
+    let running = routes.syncs.borrow().clone();
+    for (name, addr) in &running {
         if only.is_some_and(|o| o != name) {
             continue;
         }

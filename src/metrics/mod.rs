@@ -1,11 +1,27 @@
 //! Metric names (one constant each, with type and labels) and the Prometheus recorder setup.
 //! The MetricsActor updates these, except `drover_errors_total`, which `failures::failed`
 //! counts where the failure is logged; the Grafana dashboard and alert rules use these names.
+//! Process metrics (`process_cpu_seconds_total`, ...) come from the `metrics-process` crate,
+//! collected by the MetricsActor.
 
 pub mod failures;
-pub mod process;
+pub mod initial;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Peak resident memory, kept beside `metrics-process`'s gauges (a name users already scrape).
+pub const PEAK_RSS: &str = "process_resident_memory_max_bytes";
+
+/// Sets [`PEAK_RSS`] from /proc/self/status; nothing where /proc has no VmHWM (non-Linux).
+pub fn record_peak_rss() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = (status.lines())
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok());
+    if let Some(kib) = kib {
+        metrics::gauge!(PEAK_RSS).set(kib * 1024.0);
+    }
+}
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Counter {sync, table, target}: rows written into targets (an update counts as one delete
@@ -29,6 +45,9 @@ pub const SYNC_STATE: &str = "drover_sync_state";
 /// Gauge {sync, target}: 1 when the target's last round was good, 0 when it failed (the
 /// sync's other targets go on without it).
 pub const TARGET_STATE: &str = "drover_target_state";
+/// Gauge {sync, table, target}: 1 while the target refuses the table's rows and the table is
+/// held there (`round::hold`), 0 otherwise; every table of a one-source sync from its first round.
+pub const TABLE_HELD: &str = "drover_table_held";
 /// Gauge {sync}: 1 on the daemon holding the sync's lease (it runs the sync), 0 on a standby.
 pub const LEASE_HELD: &str = "drover_lease_held";
 /// Gauge {sync}: unix time of the last good round.
@@ -75,6 +94,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "Target state: 1 when its last round was good, 0 when it failed"
     );
     describe_gauge!(
+        TABLE_HELD,
+        "1 while a table is held on a target (its rows refused there), 0 otherwise"
+    );
+    describe_gauge!(
         LEASE_HELD,
         "1 on the daemon holding the sync's lease, 0 on a standby"
     );
@@ -82,25 +105,9 @@ pub fn install() -> Result<PrometheusHandle, String> {
     describe_histogram!(ROUND_DURATION, Unit::Seconds, "Round duration");
     describe_gauge!(BUILD_INFO, "Build information");
     describe_gauge!(
-        "process_resident_memory_bytes",
+        PEAK_RSS,
         Unit::Bytes,
-        "Resident memory"
-    );
-    describe_gauge!(
-        "process_resident_memory_max_bytes",
-        Unit::Bytes,
-        "Peak resident memory"
-    );
-    describe_gauge!("process_open_fds", "Open file descriptors");
-    describe_gauge!(
-        "process_cpu_seconds_total",
-        Unit::Seconds,
-        "User and system CPU time"
-    );
-    describe_gauge!(
-        "process_start_time_seconds",
-        Unit::Seconds,
-        "Start time, unix seconds"
+        "Peak resident memory (VmHWM): metrics-process has no such gauge"
     );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)

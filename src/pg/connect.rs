@@ -56,7 +56,7 @@ impl Endpoint {
     /// Builds the connection settings; resolves the password (config, env, ~/.pgpass).
     pub fn new(name: &str, db: &Database) -> Result<Endpoint, PgError> {
         let (tls, ssl_mode) =
-            tls::connector(&db.tls_options()).map_err(|e| PgError::setup(name, e.to_string()))?;
+            tls::connector(&db.tls_options()).map_err(|e| PgError::config(name, e.to_string()))?;
         let mut pg = PgConfig::new();
         pg.host(&db.host)
             .port(db.port)
@@ -74,7 +74,7 @@ impl Endpoint {
             .application_name("drover");
         let password = db
             .resolve_password(name)
-            .map_err(|e| PgError::setup(name, e.to_string()))?;
+            .map_err(|e| PgError::config(name, e.to_string()))?;
         match password {
             Some(p) => {
                 pg.password(p.expose());
@@ -105,6 +105,14 @@ impl Endpoint {
             }
         });
         Ok(client)
+    }
+
+    /// A session with the server's and role's own defaults, none of drover's pinned settings:
+    /// for a user's script (`drover ddl`), which expects its usual `search_path`.
+    pub async fn connect_unpinned(&self, purpose: &str) -> Result<Client, PgError> {
+        let mut ep = self.clone();
+        ep.pg.options("");
+        ep.connect(purpose).await
     }
 
     /// A dedicated session whose connection the caller drives (LISTEN needs its messages).

@@ -109,7 +109,7 @@ pub async fn read(
         ReplicaRoleConfig::Off => ReplicaRole::OriginOnly,
         ReplicaRoleConfig::Set => {
             probe(client, &set).await.map_err(|e| {
-                PgError::setup(database, format!("replica_role = \"set\" but {e}: grant it, or use replica_role = \"function:NAME\" or \"off\""))
+                PgError::config(database, format!("replica_role = \"set\" but {e}: grant it, or use replica_role = \"function:NAME\" or \"off\""))
             })?;
             set
         }
@@ -119,7 +119,7 @@ pub async fn read(
                 origin: replica_role.sql_call("origin"),
             };
             probe(client, &f).await.map_err(|e| {
-                PgError::setup(
+                PgError::config(
                     database,
                     format!("replica_role = \"{replica_role}\" does not work: {e}"),
                 )

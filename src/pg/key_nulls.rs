@@ -35,7 +35,7 @@ pub async fn refuse_nullable(
         .collect();
     match problem(&meta.name.to_string(), &nullable) {
         None => Ok(()),
-        Some(message) => Err(PgError::setup(database, message)),
+        Some(message) => Err(PgError::schema(database, message)),
     }
 }
 

@@ -219,6 +219,15 @@ pub fn differences(source: &TableMeta, target: &TableMeta) -> Vec<String> {
     out
 }
 
+/// Columns only the target has that rows from the source can leave to their default
+/// (nullable or with a default): tolerated drift, Bucardo's `strict_checking = false`.
+pub fn tolerated_extra<'a>(source: &'a TableMeta, target: &'a TableMeta) -> Vec<&'a str> {
+    only_on(target, source)
+        .filter(|c| !c.needs_value)
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
 /// Columns of `here` that `reference` lacks, as differences: for a database that is itself a
 /// source (multi-master), whose every column must replicate.
 pub fn only_here(reference: &TableMeta, here: &TableMeta) -> Vec<String> {

@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn only_a_bounded_constraint_failure_lifts_the_bound() {
         let mut u = Unbounded::default();
-        let other = Err(PgError::setup("dst", "progress moved"));
+        let other = Err(PgError::concurrency("dst", "progress moved"));
         u.record("s", ("src", "dst"), true, &other);
         assert!(!u.wanted("src", "dst"));
         u.0.insert(("src".into(), "dst".into()));

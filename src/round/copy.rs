@@ -7,10 +7,11 @@
 //! before the target commits leaves the table's progress untouched ("not copied").
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{Client, IsolationLevel};
+use tokio_postgres::{Client, IsolationLevel, Transaction};
 
 use crate::capture::sql::NOTHING_APPLIED;
 use crate::metrics::failures::{self, Stage};
@@ -266,23 +267,7 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
         .start()
         .await
         .map_err(|e| PgError::query(src, "begin copy", e))?;
-    stx.batch_execute(&format!(
-        "SET TRANSACTION SNAPSHOT {}",
-        quote_literal(exported)
-    ))
-    .await
-    .map_err(|e| PgError::query(src, "adopt the copy snapshot", e))?;
-    let total: f64 = stx
-        .query_one(
-            &format!(
-                "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = {}::regclass",
-                quote_literal(&t.quoted)
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| PgError::query(src, "estimate table size", e))?
-        .get(0);
+    let total = adopt_snapshot(&stx, src, exported, t).await?;
     set_board(board, dst, &t.display, |c| {
         c.state = "copying".into();
         c.rows_copied = 0;
@@ -298,78 +283,22 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     ttx.batch_execute(&setup)
         .await
         .map_err(|e| PgError::query(dst, "mark the copy session as drover's", e))?;
-    // Locks out rounds of a running daemon until this copy commits.
-    let snap: Option<String> = ttx
-        .query_opt(
-            "SELECT snapshot FROM drover.progress WHERE sync = $1 AND source = $2 AND table_name = $3 FOR UPDATE",
-            &[&sync, &src, &t.display],
-        )
-        .await
-        .map_err(|e| PgError::query(dst, "lock progress", e))?
-        .map(|r| r.get(0));
-    let Some(snap) = snap else {
-        return Err(PgError::setup(
-            dst,
-            format!(
-                "no progress row for {} of sync {sync}: run drover install",
-                t.display
-            ),
-        ));
-    };
+    let snap = lock_progress(&ttx, (sync, src, dst), t).await?;
     if mode != CopyMode::Forced && snap != NOTHING_APPLIED {
         return Ok(false);
     }
-    // Where FKs are live, emptying a referenced table would cascade to (or be refused by) its
-    // children: make it equal to the source in place instead.
-    if mode != CopyMode::IfEmpty
-        && !job.target.replica_role.is_replica()
-        && !t.whole_row
-        && in_place::referenced(&ttx, dst, t).await?
-    {
-        let rows = copy_in_place(stx.client(), src, &ttx, dst, t, board).await?;
-        record_done(&ttx, run, dst, &t.display).await?;
-        commit_apply(ttx, &job.target.replica_role, dst).await?;
-        tracing::info!(sync, target = dst, table = %t.display, rows, "initial copy done in place (foreign keys reference the table)");
-        return Ok(true);
+    if in_place_wanted(&ttx, mode, job).await? {
+        return copy_referenced(stx.client(), ttx, run, job).await;
     }
     let method = copy_method::decide(&ttx, dst, &t.quoted, total).await?;
     let rebuild_indexes = method == CopyMethod::RebuildIndexes;
     if let CopyMethod::IndexesInPlace(why) = &method {
         tracing::debug!(sync, target = dst, table = %t.display, why, "copy loads with indexes in place");
     }
-    let mut emptied = None;
-    if mode == CopyMode::IfEmpty {
-        let empty: bool = ttx
-            .query_one(
-                &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", t.quoted),
-                &[],
-            )
-            .await
-            .map_err(|e| PgError::query(dst, format!("check whether {} is empty", t.display), e))?
-            .get(0);
-        if !empty {
-            tracing::warn!(sync, target = dst, table = %t.display, "initial_copy = \"if-empty\": target table is not empty, not copied; changes since install will be applied");
-            record(
-                &ttx,
-                sync,
-                src,
-                dst,
-                &t.display,
-                None,
-                "skipped: target not empty",
-            )
-            .await?;
-            commit_apply(ttx, &job.target.replica_role, dst).await?;
-            return Ok(false);
-        }
-        // Truncating the empty table lets the load use FREEZE; the index drop below locks
-        // it as exclusively anyway (and needs its owner, who may truncate).
-        if rebuild_indexes {
-            emptied = Some(empty_table(&ttx, dst, t).await?);
-        }
-    } else {
-        emptied = Some(empty_table(&ttx, dst, t).await?);
-    }
+    let Some(emptied) = empty_for_load(&ttx, run, job, rebuild_indexes).await? else {
+        commit_apply(ttx, &job.target.replica_role, dst).await?;
+        return Ok(false);
+    };
     // The table is empty now (truncated, or found empty): large loads rebuild indexes after.
     let rebuild = if rebuild_indexes {
         indexes::drop_for_load(&ttx, dst, t).await?
@@ -387,16 +316,132 @@ async fn copy_inner(run: &CopyRun<'_>, job: &Job<'_>) -> Result<bool, PgError> {
     indexes::rebuild(&ttx, dst, t, &rebuild).await?;
     record_done(&ttx, run, dst, &t.display).await?;
     commit_apply(ttx, &job.target.replica_role, dst).await?;
+    log_loaded(
+        (sync, dst, &t.display),
+        rows,
+        loaded,
+        started.elapsed() - loaded,
+    );
+    Ok(true)
+}
+
+/// Where FKs are live, emptying a referenced table would cascade to (or be refused by) its
+/// children: such a table is made equal to the source in place instead.
+async fn in_place_wanted(
+    ttx: &Transaction<'_>,
+    mode: CopyMode,
+    job: &Job<'_>,
+) -> Result<bool, PgError> {
+    let (dst, t) = (job.target.name.as_str(), job.table);
+    if mode == CopyMode::IfEmpty || job.target.replica_role.is_replica() || t.whole_row {
+        return Ok(false);
+    }
+    in_place::referenced(ttx, dst, t).await
+}
+
+/// Copies a referenced table in place (`in_place_wanted`) and commits.
+async fn copy_referenced(
+    stx: &Client,
+    ttx: Transaction<'_>,
+    run: &CopyRun<'_>,
+    job: &Job<'_>,
+) -> Result<bool, PgError> {
+    let (src, dst, t) = (
+        run.source.name.as_str(),
+        job.target.name.as_str(),
+        job.table,
+    );
+    let rows = copy_in_place(stx, src, &ttx, dst, t, run.board).await?;
+    record_done(&ttx, run, dst, &t.display).await?;
+    commit_apply(ttx, &job.target.replica_role, dst).await?;
+    tracing::info!(sync = run.sync, target = dst, table = %t.display, rows, "initial copy done in place (foreign keys reference the table)");
+    Ok(true)
+}
+
+fn log_loaded((sync, dst, table): (&str, &str, &str), rows: u64, load: Duration, idx: Duration) {
+    let (load_ms, indexes_ms) = (load.as_millis() as u64, idx.as_millis() as u64);
     tracing::info!(
         sync,
         target = dst,
-        table = %t.display,
+        table,
         rows,
-        load_ms = loaded.as_millis() as u64,
-        indexes_ms = (started.elapsed() - loaded).as_millis() as u64,
+        load_ms,
+        indexes_ms,
         "initial copy done"
     );
-    Ok(true)
+}
+
+/// Adopts the copy's exported snapshot; returns the table's estimated row count there.
+async fn adopt_snapshot(
+    stx: &Transaction<'_>,
+    src: &str,
+    exported: &str,
+    t: &TablePlan,
+) -> Result<f64, PgError> {
+    let adopt = format!("SET TRANSACTION SNAPSHOT {}", quote_literal(exported));
+    (stx.batch_execute(&adopt).await)
+        .map_err(|e| PgError::query(src, "adopt the copy snapshot", e))?;
+    let sql = format!(
+        "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = {}::regclass",
+        quote_literal(&t.quoted)
+    );
+    let row = (stx.query_one(&sql, &[]).await)
+        .map_err(|e| PgError::query(src, "estimate table size", e))?;
+    Ok(row.get(0))
+}
+
+/// Locks the table's progress row, which locks out rounds of a running daemon until this
+/// copy commits; returns it.
+async fn lock_progress(
+    ttx: &Transaction<'_>,
+    (sync, src, dst): (&str, &str, &str),
+    t: &TablePlan,
+) -> Result<String, PgError> {
+    let snap: Option<String> = ttx
+        .query_opt(
+            "SELECT snapshot FROM drover.progress WHERE sync = $1 AND source = $2 AND table_name = $3 FOR UPDATE",
+            &[&sync, &src, &t.display.as_str()],
+        )
+        .await
+        .map_err(|e| PgError::query(dst, "lock progress", e))?
+        .map(|r| r.get(0));
+    snap.ok_or_else(|| {
+        let msg = format!(
+            "no progress row for {} of sync {sync}: run drover install",
+            t.display
+        );
+        PgError::install(dst, msg)
+    })
+}
+
+/// Empties the target table for the load. `if-empty` only checks that it is empty (and then
+/// truncates it when indexes are rebuilt: the load may use FREEZE, and the index drop locks
+/// it as exclusively anyway). None: not empty, so not copied (recorded as skipped).
+async fn empty_for_load(
+    ttx: &Transaction<'_>,
+    run: &CopyRun<'_>,
+    job: &Job<'_>,
+    rebuild_indexes: bool,
+) -> Result<Option<Option<Emptied>>, PgError> {
+    let (sync, src) = (run.sync, run.source.name.as_str());
+    let (dst, t) = (job.target.name.as_str(), job.table);
+    if run.mode != CopyMode::IfEmpty {
+        return Ok(Some(Some(empty_table(ttx, dst, t).await?)));
+    }
+    let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {})", t.quoted);
+    let empty: bool = (ttx.query_one(&sql, &[]).await)
+        .map_err(|e| PgError::query(dst, format!("check whether {} is empty", t.display), e))?
+        .get(0);
+    if !empty {
+        tracing::warn!(sync, target = dst, table = %t.display, "initial_copy = \"if-empty\": target table is not empty, not copied; changes since install will be applied");
+        let why = "skipped: target not empty";
+        record(ttx, sync, src, dst, &t.display, None, why).await?;
+        return Ok(None);
+    }
+    if rebuild_indexes {
+        return Ok(Some(Some(empty_table(ttx, dst, t).await?)));
+    }
+    Ok(Some(None))
 }
 
 /// Loads the source's rows into the session temp table `temp_rows`, then deletes, updates and

@@ -67,7 +67,7 @@ pub async fn rebuild_blocker(
         )
         .await
         .map_err(|e| PgError::query(dst, "read index privileges for the copy", e))?
-        .ok_or_else(|| PgError::setup(dst, format!("table {quoted} does not exist")))?;
+        .ok_or_else(|| PgError::schema(dst, format!("table {quoted} does not exist")))?;
     let (role, schema): (String, String) = (row.get(0), row.get(1));
     let (relkind, owner, create): (String, bool, bool) = (row.get(2), row.get(3), row.get(4));
     let tablespace: Option<String> = row.get(5);

@@ -19,6 +19,7 @@ use crate::pg::instance::SESSION_OF_SQL;
 use crate::round::side::TargetSide;
 
 /// The daemon that held the lease before this one took it.
+#[derive(Clone)]
 pub struct Former {
     /// Its instance id, from the lease row.
     pub instance: String,

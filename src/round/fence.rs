@@ -8,7 +8,9 @@
 //! already passed its check, and rounds after it see that commit through the progress check.
 //!
 //! The expected epochs live in a process-wide table keyed by sync, so the commit path needs
-//! no extra arguments: a sync this process never fenced (a CLI command) is not checked.
+//! no extra arguments: a sync this process never fenced (a CLI command) is not checked. A
+//! target of a one-source sync is taken over on its own, when it is prepared: one that was
+//! down has no epoch here yet, so nothing commits to it until it has been taken over.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -22,8 +24,11 @@ use crate::round::side::TargetSide;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Fence {
-    /// The epoch this process set, per receiving database.
-    Held(HashMap<String, i64>),
+    /// The epoch this process set, per receiving database, under one lease (`term`).
+    Held {
+        term: u64,
+        epochs: HashMap<String, i64>,
+    },
     /// The lease was lost: nothing may commit.
     Lost,
 }
@@ -34,25 +39,51 @@ fn fences() -> std::sync::MutexGuard<'static, HashMap<String, Fence>> {
     FENCES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Takes over `sync` on every receiver: bumps its epoch there and remembers the new values.
-/// Called with the lease held, before the first copy or round.
-pub async fn take_over(sync: &str, receivers: &[TargetSide]) -> Result<(), PgError> {
-    let mut epochs = HashMap::new();
-    for r in receivers {
-        let client = checkout(&r.pool, &r.name).await?;
-        let epoch: i64 = client
-            .query_one(
-                "INSERT INTO drover.lease_epoch AS e (sync, epoch, taken_at) VALUES ($1, 1, now()) \
-                 ON CONFLICT (sync) DO UPDATE SET epoch = e.epoch + 1, taken_at = now() \
-                 RETURNING epoch",
-                &[&sync],
-            )
-            .await
-            .map_err(|e| catalog_error(&r.name, e))?
-            .get(0);
-        epochs.insert(r.name.clone(), epoch);
+/// Starts fencing `sync` under the lease numbered `term`: until `take_over_target` runs for
+/// a receiver, nothing commits there. Plans read again under the same lease keep the epochs
+/// already taken.
+pub fn begin(sync: &str, term: u64) {
+    let mut f = fences();
+    if !matches!(f.get(sync), Some(Fence::Held { term: t, .. }) if *t == term) {
+        let epochs = HashMap::new();
+        f.insert(sync.to_string(), Fence::Held { term, epochs });
     }
-    fences().insert(sync.to_string(), Fence::Held(epochs));
+}
+
+/// Takes over `sync` on one receiver: bumps its epoch there and remembers the new value, if
+/// the lease `term` is still the one fenced (a take-over that outlived its lease is dropped,
+/// so that receiver refuses this process's commits).
+pub async fn take_over_target(sync: &str, term: u64, r: &TargetSide) -> Result<(), PgError> {
+    let client = checkout(&r.pool, &r.name).await?;
+    let epoch: i64 = client
+        .query_one(
+            "INSERT INTO drover.lease_epoch AS e (sync, epoch, taken_at) VALUES ($1, 1, now()) \
+             ON CONFLICT (sync) DO UPDATE SET epoch = e.epoch + 1, taken_at = now() \
+             RETURNING epoch",
+            &[&sync],
+        )
+        .await
+        .map_err(|e| catalog_error(&r.name, e))?
+        .get(0);
+    match fences().get_mut(sync) {
+        Some(Fence::Held { term: t, epochs }) if *t == term => {
+            epochs.insert(r.name.clone(), epoch);
+            Ok(())
+        }
+        _ => Err(PgError::concurrency(
+            &r.name,
+            format!("sync {sync}: the lease was lost while taking over this database"),
+        )),
+    }
+}
+
+/// Takes over `sync` on every receiver (a multi-master sync needs them all). Called with the
+/// lease held, before the first copy or round.
+pub async fn take_over(sync: &str, term: u64, receivers: &[TargetSide]) -> Result<(), PgError> {
+    begin(sync, term);
+    for r in receivers {
+        take_over_target(sync, term, r).await?;
+    }
     Ok(())
 }
 
@@ -83,12 +114,12 @@ pub async fn check(ttx: &Transaction<'_>, db: &str) -> Result<(), PgError> {
     let expected = match fences().get(&sync) {
         None => return Ok(()),
         Some(Fence::Lost) => None,
-        Some(Fence::Held(epochs)) => epochs.get(db).copied(),
+        Some(Fence::Held { epochs, .. }) => epochs.get(db).copied(),
     };
     if expected.is_some() && expected == found {
         return Ok(());
     }
-    Err(PgError::setup(
+    Err(PgError::concurrency(
         db,
         format!(
             "sync {sync}: this daemon no longer holds the lease (another daemon took it over): \
@@ -99,7 +130,7 @@ pub async fn check(ttx: &Transaction<'_>, db: &str) -> Result<(), PgError> {
 
 fn catalog_error(db: &str, e: tokio_postgres::Error) -> PgError {
     if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
-        return PgError::setup(
+        return PgError::install(
             db,
             "table drover.lease_epoch is missing: run `drover install` to add it",
         );

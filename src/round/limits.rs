@@ -32,7 +32,8 @@ impl Limits {
     pub fn from_config(d: &Daemon) -> Limits {
         Limits {
             lock_timeout: d.lock_timeout,
-            statement_timeout: d.statement_timeout,
+            // `0` (off) is `None` in the config, zero here.
+            statement_timeout: d.statement_timeout.unwrap_or(Duration::ZERO),
             round_deadline: d.round_deadline,
         }
     }

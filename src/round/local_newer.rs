@@ -25,7 +25,7 @@ use crate::round::gather;
 use crate::round::keys::Key;
 use crate::round::plan::TablePlan;
 use crate::round::report::ConflictRecord;
-use crate::round::resolve::{self, decide, Change, Strategy};
+use crate::round::resolve::{self, decide, Change, Strategies, Strategy};
 use crate::round::snapshot::Snapshot;
 use crate::round::winners::SourceTxs;
 
@@ -44,6 +44,16 @@ pub(super) struct Late<'a, 'c> {
     pub txs: &'a SourceTxs<'c>,
     /// The winner's change time of each key.
     pub won_at: &'a HashMap<Key, DateTime<Utc>>,
+}
+
+impl Late<'_, '_> {
+    /// This table's strategy as the conflict log takes strategies (by table).
+    fn only_strategy(&self) -> Strategies {
+        Strategies {
+            default: self.strategy.clone(),
+            tables: Default::default(),
+        }
+    }
 }
 
 /// Decides the batch's keys (`from`: winner -> keys, already in the temp key table) that
@@ -92,8 +102,8 @@ pub(super) async fn settle(
     if *late.strategy == Strategy::Abort && !records.is_empty() {
         return Err(resolve::abort_error(&records));
     }
-    let sync = (late.sync, late.strategy.as_str());
-    conflict_log::record(late.ttx, late.dst, sync, &records).await?;
+    let one = late.only_strategy();
+    conflict_log::record(late.ttx, late.dst, (late.sync, &one), &records).await?;
     forget(late, "temp", &leave.iter().collect::<Vec<_>>()).await?;
     forget(late, "delta", &lost.iter().collect::<Vec<_>>()).await?;
     Ok(leave)
@@ -155,7 +165,8 @@ pub(super) async fn erase_for_reload(late: &Late<'_, '_>, from: &str) -> Result<
     if *late.strategy == Strategy::Abort && !records.is_empty() {
         return Err(resolve::abort_error(&records));
     }
-    conflict_log::record(late.ttx, dst, (late.sync, late.strategy.as_str()), &records).await?;
+    let one = late.only_strategy();
+    conflict_log::record(late.ttx, dst, (late.sync, &one), &records).await?;
     (late
         .ttx
         .batch_execute(&format!("DELETE FROM {}", t.quoted))

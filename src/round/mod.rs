@@ -12,7 +12,9 @@
 //! changes on a source between rounds, `rewind` stops rounds when a source or target moved
 //! backwards. `fence` refuses commits after a takeover; `evict` ends the transactions a
 //! frozen former holder left open. `target` runs one target's round of a one-source sync (its
-//! own snapshot and transaction, within `limits`: lock and statement timeouts, a deadline).
+//! own snapshot and transaction, within `limits`: lock and statement timeouts, a deadline);
+//! `hold` keeps a table the target refuses (and its FK group) back on that target alone, and
+//! `held_round` runs a target's round around those holds.
 
 pub mod apply;
 pub mod apply_steps;
@@ -23,6 +25,8 @@ pub mod copy_method;
 pub mod evict;
 pub mod fence;
 pub mod gather;
+pub mod held_round;
+pub mod hold;
 pub mod in_place;
 pub mod indexes;
 pub mod keys;

@@ -28,7 +28,7 @@ use crate::round::plan::TablePlan;
 use crate::round::progress::{self, load_progress, ProgressCache};
 use crate::round::purge;
 use crate::round::report::{ConflictRecord, RoundReport, TableCounts, TargetReport};
-use crate::round::resolve::{self, decide, Strategy};
+use crate::round::resolve::{self, decide, Strategies, Strategy};
 use crate::round::session::{commit_apply, empty_table, limited_session};
 use crate::round::side::{SourceSide, TargetSide};
 use crate::round::snapshot::Snapshot;
@@ -44,7 +44,7 @@ pub struct MultiInput<'a> {
     /// Parents before children.
     pub tables: &'a [Arc<TablePlan>],
     pub progress: &'a mut ProgressCache,
-    pub strategy: &'a Strategy,
+    pub strategy: &'a Strategies,
     pub limits: &'a crate::round::limits::Limits,
 }
 
@@ -156,8 +156,13 @@ async fn read_and_apply(
     for t in input.tables {
         rounds.push(decide_table(input, t, (&txs, &curs), report, &mut conflicts).await?);
     }
-    if *input.strategy == Strategy::Abort && !conflicts.is_empty() {
-        return Err(resolve::abort_error(&conflicts));
+    // Conflicts on tables whose strategy is `abort` fail the whole round.
+    let aborting: Vec<ConflictRecord> = (conflicts.iter())
+        .filter(|c| *input.strategy.for_table(&c.table) == Strategy::Abort)
+        .cloned()
+        .collect();
+    if !aborting.is_empty() {
+        return Err(resolve::abort_error(&aborting));
     }
     report.conflicts = conflicts.clone();
     let ctx = Decided {
@@ -470,8 +475,7 @@ async fn apply_db(
             c.inserted += winner_rows(from, &ttx, dst, t, &t.rows_in()).await?;
         }
     }
-    let strategy = input.strategy.as_str();
-    conflict_log::record(&ttx, dst, (input.sync, strategy), ctx.conflicts).await?;
+    conflict_log::record(&ttx, dst, (input.sync, input.strategy), ctx.conflicts).await?;
     let from: Vec<(&str, &Snapshot, Option<&str>)> = (input.sources.iter())
         .filter(|s| s.name != dst)
         .map(|s| {
@@ -589,6 +593,6 @@ fn winner<'a, 'c>(
 }
 
 /// The strategy that decides `t`'s conflicts.
-fn strategy_of<'a>(input: &MultiInput<'a>, _t: &TablePlan) -> &'a Strategy {
-    input.strategy
+fn strategy_of<'a>(input: &MultiInput<'a>, t: &TablePlan) -> &'a Strategy {
+    input.strategy.for_table(&t.display)
 }

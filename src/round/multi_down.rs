@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn only_connection_failures_leave_a_database_out() {
         let mut d = Down::default();
-        assert!(!d.note(&PgError::setup("b", "no progress row")));
+        assert!(!d.note(&PgError::install("b", "no progress row")));
         let gone = PgError::Pool {
             database: "c".into(),
             message: "timed out waiting for a connection".into(),

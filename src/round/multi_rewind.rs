@@ -95,13 +95,13 @@ pub async fn check_progress(
             let expected = progress.get(s, dst, &t.display);
             match found.get(&(s.to_string(), t.display.clone())) {
                 None => {
-                    return Err(PgError::setup(
+                    return Err(PgError::install(
                         dst,
                         format!("no progress row for {} from {s} in sync {}: run drover install", t.display, sync),
                     ))
                 }
                 Some(snap) if snap != expected.as_str() => {
-                    return Err(PgError::setup(
+                    return Err(PgError::concurrency(
                         dst,
                         format!("progress of {} from {s} moved under this daemon (another daemon running this sync?): will re-read", t.display),
                     ))

@@ -48,12 +48,15 @@ pub(crate) fn parse(
             rows.len(),
             tables.len()
         );
-        return Err(PgError::setup(src, msg));
+        return Err(PgError::protocol(src, msg));
     }
     let mut out = Vec::with_capacity(rows.len());
     for (i, ((row, prev), t)) in rows.iter().zip(prevs).zip(tables.iter()).enumerate() {
         if simple::get::<usize>(row, 0) != Some(i) {
-            return Err(PgError::setup(src, "pending counts arrived out of order"));
+            return Err(PgError::protocol(
+                src,
+                "pending counts arrived out of order",
+            ));
         }
         let w = TableWork {
             window: Window {

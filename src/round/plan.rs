@@ -13,6 +13,9 @@ use crate::pg::Pool;
 use crate::round::signature;
 use crate::round::snapshot::Snapshot;
 
+mod target;
+pub use target::TargetTable;
+
 #[derive(Debug, Clone)]
 pub struct TablePlan {
     pub name: TableName,
@@ -44,6 +47,8 @@ pub struct TablePlan {
     pub partitioned: bool,
     /// Source database name -> the table's column signature there (`round::signature`).
     pub signatures: HashMap<String, signature::Signature>,
+    /// The first database's table, which a target prepared later is checked against.
+    pub reference: Option<std::sync::Arc<(String, TableMeta)>>,
 }
 
 /// The delta rows a round applies for one table: those committed after `prev` and, when a
@@ -70,119 +75,44 @@ impl TablePlan {
         targets: &[Side<'_>],
     ) -> Result<TablePlan, PgError> {
         let display = table.to_string();
-        let mut reference: Option<(String, TableMeta)> = None;
-        let mut deltas = HashMap::new();
-        let mut target_oids = HashMap::new();
-        let mut fk_parents = Vec::new();
-        let mut partitioned = false;
-        let mut signatures = HashMap::new();
+        let mut found = Found::default();
         for side in sources.iter().chain(targets.iter()) {
             let client = crate::pg::connect::checkout(side.pool, side.name).await?;
             let is_source = sources.iter().any(|s| s.name == side.name);
             if is_source {
                 // Before the columns: a change between the two reads is seen by the next round.
                 let sig = signature::read(&client, side.name, &table.quoted()).await?;
-                signatures.insert(side.name.to_string(), sig);
+                found.signatures.insert(side.name.to_string(), sig);
             }
             let meta = schema::describe(&client, side.name, table, side.version_num, configured)
                 .await?
                 .ok_or_else(|| {
-                    PgError::setup(side.name, format!("table {display} does not exist"))
+                    PgError::schema(side.name, format!("table {display} does not exist"))
                 })?;
             crate::pg::key_nulls::refuse_nullable(&client, side.name, &meta).await?;
             if meta.whole_row() && sources.len() > 1 {
-                return Err(PgError::setup(
+                return Err(PgError::schema(
                     side.name,
                     format!("table {display} has no key: multi-master needs one (a primary key, a unique index on NOT NULL columns, or [relgroups.*.keys])"),
                 ));
             }
-            match &reference {
-                None => reference = Some((side.name.to_string(), meta.clone())),
-                Some((ref_db, ref_meta)) => {
-                    let mut diffs = schema::differences(ref_meta, &meta);
-                    if is_source {
-                        // Every column of a source must reach the other databases.
-                        diffs.extend(schema::only_here(ref_meta, &meta));
-                    }
-                    if !diffs.is_empty() {
-                        return Err(PgError::setup(
-                            side.name,
-                            format!(
-                                "table {display} differs from database \"{ref_db}\": {}",
-                                diffs.join("; ")
-                            ),
-                        ));
-                    }
-                }
-            }
+            found.compare(side.name, &display, &meta, is_source)?;
             if is_source {
-                let delta: Option<(String, Vec<String>)> = client
-                    .query_opt(
-                        "SELECT delta_name, key_columns FROM drover.tables WHERE table_name = $1",
-                        &[&display],
-                    )
-                    .await
-                    .map_err(|e| {
-                        PgError::query(side.name, "read drover.tables (has drover install run?)", e)
-                    })?
-                    .map(|r| (r.get(0), r.get(1)));
-                if let Some((_, recorded)) = &delta {
-                    images_match(side.name, &meta, recorded)?;
-                }
-                let delta = delta.map(|d| d.0).ok_or_else(|| {
-                    PgError::setup(
-                        side.name,
-                        format!("table {display} is not captured: run drover install"),
-                    )
-                })?;
-                deltas.insert(
-                    side.name.to_string(),
-                    format!("drover.{}", quote_ident(&delta)),
-                );
-                partitioned |=
+                let delta = delta_table(&client, side.name, &display, &meta).await?;
+                found.deltas.insert(side.name.to_string(), delta);
+                found.partitioned |=
                     partitions::is_partitioned(&client, side.name, meta.oid, &display).await?;
             }
             if targets.iter().any(|t| t.name == side.name) || sources.len() > 1 {
-                target_oids.insert(side.name.to_string(), meta.oid);
+                found.target_oids.insert(side.name.to_string(), meta.oid);
             }
-            for p in meta.fk_parents {
-                if !fk_parents.contains(&p) {
-                    fk_parents.push(p);
+            for p in &meta.fk_parents {
+                if !found.fk_parents.contains(p) {
+                    found.fk_parents.push(p.clone());
                 }
             }
         }
-        let (_, meta) = reference.expect("a sync has at least two databases");
-        Ok(TablePlan {
-            name: table.clone(),
-            quoted: table.quoted(),
-            columns: meta
-                .columns
-                .iter()
-                .map(|c| quote_ident(&c.name))
-                .collect::<Vec<_>>()
-                .join(", "),
-            column_types: meta.columns.iter().map(|c| c.type_name.clone()).collect(),
-            key: meta.key.iter().map(|k| quote_ident(k)).collect(),
-            key_types: meta
-                .key_columns()
-                .iter()
-                .map(|c| c.type_name.clone())
-                .collect(),
-            cols: meta.columns.iter().map(|c| quote_ident(&c.name)).collect(),
-            set_cols: meta
-                .columns
-                .iter()
-                .filter(|c| !meta.key.contains(&c.name) && !meta.identity_always.contains(&c.name))
-                .map(|c| quote_ident(&c.name))
-                .collect(),
-            display,
-            deltas,
-            target_oids,
-            fk_parents,
-            whole_row: meta.whole_row(),
-            partitioned,
-            signatures,
-        })
+        Ok(found.plan(table))
     }
 
     pub fn key_list(&self) -> String {
@@ -426,7 +356,7 @@ fn images_match(db: &str, meta: &TableMeta, recorded: &[String]) -> Result<(), P
     if !meta.whole_row() || recorded.iter().skip(1).map(String::as_str).eq(now) {
         return Ok(());
     }
-    Err(PgError::setup(
+    Err(PgError::install(
         db,
         format!(
             "table {} has no key and its columns changed since drover install, whose capture \
@@ -466,6 +396,110 @@ pub fn fk_order(tables: Vec<TablePlan>) -> Vec<TablePlan> {
 
 /// A plan for unit tests: table `schema.name` with `columns` (name, type), keyed by the
 /// leading `key_len` of them, nothing else set.
+/// What `TablePlan::prepare` learns, database by database.
+#[derive(Default)]
+struct Found {
+    /// The first database's table, which every other must agree with.
+    reference: Option<(String, TableMeta)>,
+    deltas: HashMap<String, String>,
+    target_oids: HashMap<String, u32>,
+    fk_parents: Vec<TableName>,
+    partitioned: bool,
+    signatures: HashMap<String, signature::Signature>,
+}
+
+impl Found {
+    /// Checks one database's table against the first one's; every column of a source must
+    /// reach the other databases.
+    fn compare(
+        &mut self,
+        db: &str,
+        display: &str,
+        meta: &TableMeta,
+        is_source: bool,
+    ) -> Result<(), PgError> {
+        let Some((ref_db, ref_meta)) = &self.reference else {
+            self.reference = Some((db.to_string(), meta.clone()));
+            return Ok(());
+        };
+        let mut diffs = schema::differences(ref_meta, meta);
+        if is_source {
+            diffs.extend(schema::only_here(ref_meta, meta));
+        }
+        if diffs.is_empty() {
+            return Ok(());
+        }
+        let msg = format!(
+            "table {display} differs from database \"{ref_db}\": {}",
+            diffs.join("; ")
+        );
+        Err(PgError::schema(db, msg))
+    }
+
+    fn plan(self, table: &TableName) -> TablePlan {
+        let (ref_db, meta) = self.reference.expect("a sync has at least one database");
+        let quoted = |cols: &mut dyn Iterator<Item = &String>| -> Vec<String> {
+            cols.map(|c| quote_ident(c)).collect()
+        };
+        let cols = quoted(&mut meta.columns.iter().map(|c| &c.name));
+        let set_cols = quoted(
+            &mut meta
+                .columns
+                .iter()
+                .map(|c| &c.name)
+                .filter(|n| !meta.key.contains(n) && !meta.identity_always.contains(n)),
+        );
+        TablePlan {
+            name: table.clone(),
+            quoted: table.quoted(),
+            columns: cols.join(", "),
+            column_types: meta.columns.iter().map(|c| c.type_name.clone()).collect(),
+            key: quoted(&mut meta.key.iter()),
+            key_types: (meta.key_columns().iter())
+                .map(|c| c.type_name.clone())
+                .collect(),
+            cols,
+            set_cols,
+            display: table.to_string(),
+            deltas: self.deltas,
+            target_oids: self.target_oids,
+            fk_parents: self.fk_parents,
+            whole_row: meta.whole_row(),
+            partitioned: self.partitioned,
+            signatures: self.signatures,
+            reference: Some(std::sync::Arc::new((ref_db, meta.clone()))),
+        }
+    }
+}
+
+/// The quoted delta table of a captured table on a source, after checking that the key its
+/// images were recorded under is the table's.
+async fn delta_table(
+    client: &tokio_postgres::Client,
+    db: &str,
+    display: &str,
+    meta: &TableMeta,
+) -> Result<String, PgError> {
+    let delta: Option<(String, Vec<String>)> = client
+        .query_opt(
+            "SELECT delta_name, key_columns FROM drover.tables WHERE table_name = $1",
+            &[&display],
+        )
+        .await
+        .map_err(|e| PgError::query(db, "read drover.tables (has drover install run?)", e))?
+        .map(|r| (r.get(0), r.get(1)));
+    if let Some((_, recorded)) = &delta {
+        images_match(db, meta, recorded)?;
+    }
+    let (delta, _) = delta.ok_or_else(|| {
+        PgError::install(
+            db,
+            format!("table {display} is not captured: run drover install"),
+        )
+    })?;
+    Ok(format!("drover.{}", quote_ident(&delta)))
+}
+
 #[cfg(test)]
 pub(crate) fn test_plan(
     schema: &str,
@@ -494,6 +528,7 @@ pub(crate) fn test_plan(
         whole_row: false,
         partitioned: false,
         signatures: HashMap::new(),
+        reference: None,
     }
 }
 

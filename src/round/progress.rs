@@ -87,7 +87,7 @@ pub(crate) async fn load_progress(
             .identity
             .record(source, &target.name, &table, r.get(2));
         let snap = Snapshot::parse(&snap).ok_or_else(|| {
-            PgError::setup(
+            PgError::protocol(
                 &target.name,
                 format!("drover.progress holds a bad snapshot {snap:?} for {table}"),
             )
@@ -153,13 +153,13 @@ pub(crate) fn check_progress<'s>(
     for (t, prev) in p.tables.iter().zip(prevs) {
         match found.get(t.display.as_str()) {
             None => {
-                return Err(PgError::setup(
+                return Err(PgError::install(
                     dst,
                     format!("no progress row for table {} of sync {}: run drover install", t.display, p.sync),
                 ))
             }
             Some(s) if *s != prev.as_str() => {
-                return Err(PgError::setup(
+                return Err(PgError::concurrency(
                     dst,
                     format!(
                         "progress of table {} moved under this daemon (another daemon running this sync?): will re-read",

@@ -45,6 +45,8 @@ pub struct RoundReport {
     pub rewound: bool,
     /// Multi-master: unreachable databases this round left out (the others ran).
     pub left_out: Vec<String>,
+    /// One-source rounds: the target's tables held after this round (`hold`).
+    pub held: Vec<crate::round::hold::HeldTable>,
 }
 
 impl RoundReport {
@@ -60,6 +62,7 @@ impl RoundReport {
             advanced: Vec::new(),
             rewound: false,
             left_out: Vec::new(),
+            held: Vec::new(),
         }
     }
 

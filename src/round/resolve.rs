@@ -38,6 +38,21 @@ impl Strategy {
     }
 }
 
+/// The sync's strategy with its per-table overrides (`table_strategy`), keyed by the
+/// table's display name (`TablePlan::display`, `ConflictRecord::table`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Strategies {
+    pub default: Strategy,
+    pub tables: BTreeMap<String, Strategy>,
+}
+
+impl Strategies {
+    /// The strategy deciding conflicts on the table displayed as `table`.
+    pub fn for_table(&self, table: &str) -> &Strategy {
+        self.tables.get(table).unwrap_or(&self.default)
+    }
+}
+
 /// One source's pending change to a key.
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -276,6 +291,16 @@ mod tests {
         assert_eq!(d.conflict, Some(vec!["a".to_string(), "b".to_string()]));
         let heard = BTreeMap::from([("c".to_string(), change(2, &["b"]))]);
         assert_eq!(truncated(&heard, "a").conflict, None);
+    }
+
+    #[test]
+    fn a_table_override_beats_the_default() {
+        let s = Strategies {
+            default: Strategy::Latest,
+            tables: BTreeMap::from([("public.t".to_string(), Strategy::Skip)]),
+        };
+        assert_eq!(s.for_table("public.t"), &Strategy::Skip);
+        assert_eq!(s.for_table("public.u"), &Strategy::Latest);
     }
 
     #[test]

@@ -179,7 +179,7 @@ pub fn check_target<'t>(
 }
 
 fn source_behind(c: &Check<'_>, table: &str, prev: &Snapshot) -> PgError {
-    PgError::setup(
+    PgError::diverged(
         c.source,
         format!(
             "sync {sync}: the source's transaction ids went backwards (failover to a lagging \
@@ -196,7 +196,7 @@ fn source_behind(c: &Check<'_>, table: &str, prev: &Snapshot) -> PgError {
 }
 
 fn identity_changed(c: &Check<'_>, table: &str, rec: &str, cur: &str) -> PgError {
-    PgError::setup(
+    PgError::diverged(
         c.source,
         format!(
             "sync {sync}: the source is not the server target \"{target}\" applied {table} \
@@ -214,7 +214,7 @@ fn identity_changed(c: &Check<'_>, table: &str, rec: &str, cur: &str) -> PgError
 }
 
 fn deltas_purged(c: &Check<'_>, table: &str, prev: &Snapshot, horizon: i64) -> PgError {
-    PgError::setup(
+    PgError::diverged(
         c.target,
         format!(
             "sync {sync}: target \"{target}\" is behind what source \"{source}\" keeps for \

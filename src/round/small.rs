@@ -73,7 +73,7 @@ pub async fn read(
             .map_err(|e| PgError::query(source, purpose(), e))?,
     );
     if parts.len() != tables.len() {
-        return Err(PgError::setup(
+        return Err(PgError::protocol(
             source,
             format!(
                 "{}: {} answers for {} tables",

@@ -42,7 +42,7 @@ pub fn snapshot(
         .and_then(|r| r.try_get(1).ok().flatten())
         .map(str::to_string);
     let cur = Snapshot::parse(text)
-        .ok_or_else(|| PgError::setup(source, format!("unexpected snapshot text {text:?}")))?;
+        .ok_or_else(|| PgError::protocol(source, format!("unexpected snapshot text {text:?}")))?;
     Ok((cur, extra))
 }
 
@@ -50,7 +50,7 @@ pub fn snapshot(
 /// difference is a schema error naming the table.
 fn check(source: &str, tables: &[Arc<TablePlan>], rows: &[SimpleQueryRow]) -> Result<(), PgError> {
     if rows.len() != tables.len() {
-        return Err(PgError::setup(
+        return Err(PgError::protocol(
             source,
             format!(
                 "column signatures: {} rows for {} tables",
@@ -62,7 +62,7 @@ fn check(source: &str, tables: &[Arc<TablePlan>], rows: &[SimpleQueryRow]) -> Re
     for (row, t) in rows.iter().zip(tables) {
         let found = row.get(2);
         if t.signatures.get(source).map(|s| s.md5.as_str()) != found {
-            return Err(PgError::setup(
+            return Err(PgError::schema(
                 source,
                 format!(
                     "table {}: its columns changed on this source since the table plans were read; \

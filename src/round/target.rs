@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use crate::pg::error::PgError;
 use crate::pg::ident::TableName;
-use crate::round::apply::{run_round, RoundInput};
+use crate::round::held_round::{self, HeldInput};
+use crate::round::hold::{Groups, Holds};
 use crate::round::limits::Limits;
 use crate::round::plan::TablePlan;
 use crate::round::progress::ProgressCache;
@@ -27,24 +28,26 @@ pub struct Lane {
     pub sequences: Vec<TableName>,
 }
 
-/// Runs one round for the lane's target; `cache` is that target's progress.
+/// Runs one round for the lane's target; `cache` is that target's progress, `holds` its
+/// held tables (`hold`: they wait while the others go on).
 pub async fn run_target_round(
     lane: &Lane,
     cache: &mut ProgressCache,
     limits: &Limits,
+    holds: &mut Holds,
 ) -> RoundReport {
     let started = Instant::now();
     let targets = std::slice::from_ref(&lane.target);
     let round = async {
-        let mut report = run_round(RoundInput {
+        let input = HeldInput {
             sync: &lane.sync,
             source: &lane.source,
-            targets,
+            target: &lane.target,
             tables: &lane.tables,
             progress: &mut *cache,
             limits,
-        })
-        .await;
+        };
+        let mut report = held_round::run(input, &mut *holds).await;
         if report.ok() {
             let sent = &mut cache.sequences;
             if let Err(e) = seq::sync(&lane.source, targets, &lane.sequences, sent).await {
@@ -68,6 +71,7 @@ pub async fn run_target_round(
                 tables: Default::default(),
             });
             report.duration = started.elapsed();
+            report.held = holds.list(&Groups::new(&lane.tables));
             report
         }
     }

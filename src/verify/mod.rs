@@ -17,6 +17,7 @@
 mod compare;
 pub mod key;
 mod multiset;
+pub mod repair;
 pub mod sql;
 
 use std::collections::BTreeMap;
@@ -99,6 +100,10 @@ pub struct Difference {
     /// The key for people: `id=5`.
     #[serde(skip)]
     pub key_text: String,
+    /// The key's columns as the server prints them (a whole-row table: its row hash), for
+    /// `--repair`.
+    #[serde(skip)]
+    pub key_parts: sql::KeyText,
 }
 
 /// Why verify could not run to the end.
@@ -123,6 +128,16 @@ pub async fn run(
     plan: &SyncPlan,
     tables: &[TableName],
 ) -> Result<Report, VerifyError> {
+    run_listing(config, plan, tables, SHOWN_PER_TABLE).await
+}
+
+/// `run`, listing up to `limit` differences per table (`--repair` needs them all).
+pub async fn run_listing(
+    config: &Config,
+    plan: &SyncPlan,
+    tables: &[TableName],
+    limit: usize,
+) -> Result<Report, VerifyError> {
     let names: Vec<String> = plan.databases().map(str::to_string).collect();
     let reference = plan
         .sources
@@ -139,7 +154,7 @@ pub async fn run(
 
     let mut reports = Vec::new();
     for table in tables {
-        reports.push(verify_table(&sessions, table).await?);
+        reports.push(verify_table(&sessions, table, limit).await?);
     }
     for s in &sessions {
         s.client
@@ -184,7 +199,11 @@ async fn open(config: &Config, name: &str) -> Result<Session, PgError> {
     })
 }
 
-async fn verify_table(sessions: &[Session], table: &TableName) -> Result<TableReport, PgError> {
+async fn verify_table(
+    sessions: &[Session],
+    table: &TableName,
+    limit: usize,
+) -> Result<TableReport, PgError> {
     let display = table.to_string();
     let mut report = TableReport {
         table: display.clone(),
@@ -225,7 +244,7 @@ async fn verify_table(sessions: &[Session], table: &TableName) -> Result<TableRe
             sql,
         })
         .collect();
-    let mut out = Collector::new(SHOWN_PER_TABLE);
+    let mut out = Collector::new(limit);
     let job = Table {
         shape: &shape,
         display: &display,
@@ -247,6 +266,7 @@ async fn verify_table(sessions: &[Session], table: &TableName) -> Result<TableRe
             key_text: shape.display(&f.key),
             kind: f.kind,
             database: f.database,
+            key_parts: f.key,
         })
         .collect();
     Ok(report)

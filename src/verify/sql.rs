@@ -8,7 +8,7 @@
 //! index serves directly.
 
 use crate::pg::floats;
-use crate::pg::ident::quote_ident;
+use crate::pg::ident::{quote_ident, quote_literal};
 use crate::pg::schema::TableMeta;
 
 /// Table alias in every query. Columns are always written `alias."col"`, so a column with the
@@ -259,6 +259,34 @@ impl TableSql {
             "SELECT drover_h, count(*) FROM (SELECT {} AS drover_h FROM {} {ALIAS}) s \
              GROUP BY drover_h ORDER BY drover_h COLLATE \"C\"",
             self.row_hash, self.table
+        )
+    }
+}
+
+/// `--repair` of a table with no key: rows are named by their hash.
+impl TableSql {
+    fn hash_in(&self, hashes: &[String]) -> String {
+        let list: Vec<String> = hashes.iter().map(|h| quote_literal(h)).collect();
+        format!("{} IN ({})", self.row_hash, list.join(", "))
+    }
+
+    /// The hash, then the `columns`, of every row whose hash is one of `hashes`, copies
+    /// included.
+    pub fn rows_with_hashes(&self, columns: &str, hashes: &[String]) -> String {
+        format!(
+            "SELECT {}, {columns} FROM {} {ALIAS} WHERE {}",
+            self.row_hash,
+            self.table,
+            self.hash_in(hashes)
+        )
+    }
+
+    /// Deletes every row whose hash is one of `hashes`.
+    pub fn delete_hashes(&self, hashes: &[String]) -> String {
+        format!(
+            "DELETE FROM {} AS {ALIAS} WHERE {}",
+            self.table,
+            self.hash_in(hashes)
         )
     }
 }

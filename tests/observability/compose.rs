@@ -378,14 +378,19 @@ pub fn check_wiring(c: &Compose) {
             );
         }
     }
+    let vars = dash["templating"]["list"].as_array().unwrap();
     refs.extend(
-        dash["templating"]["list"]
-            .as_array()
-            .unwrap()
-            .iter()
+        vars.iter()
+            .filter(|v| v["type"] != "datasource")
             .map(|v| &v["datasource"]),
     );
     for r in refs {
-        assert_eq!(r["uid"], uid, "datasource of the dashboard");
+        assert_eq!(r["uid"], "${datasource}", "datasource of the dashboard");
     }
+    // The datasource variable starts on the provisioned datasource.
+    let var = vars.iter().find(|v| v["name"] == "datasource").unwrap();
+    assert_eq!(
+        var["current"]["value"], uid,
+        "the datasource variable's default"
+    );
 }

@@ -104,12 +104,14 @@ pub fn dashboard_queries(dash: &Value) -> Vec<PanelQuery> {
     out
 }
 
-/// The dashboard's template variables: (name, query).
+/// The dashboard's query variables: (name, query). The `datasource` variable picks the
+/// datasource; it is no PromQL (tests/packaging.rs checks that every panel uses it).
 pub fn dashboard_variables(dash: &Value) -> Vec<(String, String)> {
     dash["templating"]["list"]
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|v| v["type"] != "datasource")
         .map(|v| {
             let query = v["query"]["query"]
                 .as_str()

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use super::schedule::{Next, Schedule};
+use crate::pg::error::PgError;
 use crate::status::TargetStatus;
 
 /// The lane of a multi-master sync: one round spans every database.
@@ -92,6 +93,47 @@ impl Lanes {
         now
     }
 
+    /// The gate refused a lane's round (paused, or plans to read again): it is not running.
+    pub fn closed(&mut self, name: &str) {
+        if let Some(l) = self.lane(name) {
+            l.schedule.running = false;
+            l.schedule.dirty = false;
+        }
+    }
+
+    /// `name`'s round (or preparation) is running.
+    pub fn is_running(&self, name: &str) -> bool {
+        (self.lanes.iter()).any(|l| l.status.target == name && l.schedule.running)
+    }
+
+    /// A lane's target could not be prepared: it is failing with that error and retries
+    /// after a pause.
+    pub fn unprepared(&mut self, name: &str, e: &PgError) -> Next {
+        let Some(l) = self.lane(name) else {
+            return Next::Idle;
+        };
+        l.schedule.running = false;
+        l.status.state = "failing".into();
+        l.status.last_error = Some(e.redacted());
+        l.status.last_error_full = Some(e.to_string());
+        if l.schedule.stopping {
+            return Next::Stop;
+        }
+        Next::After(l.schedule.failed())
+    }
+
+    /// A lane's target was prepared: its rounds start.
+    pub fn prepared(&mut self, name: &str) -> Next {
+        let Some(l) = self.lane(name) else {
+            return Next::Idle;
+        };
+        l.schedule.running = false;
+        if l.schedule.stopping {
+            return Next::Stop;
+        }
+        Next::Now
+    }
+
     /// Some lane's round is running.
     pub fn running(&self) -> bool {
         self.lanes.iter().any(|l| l.schedule.running)
@@ -123,6 +165,29 @@ impl Lanes {
             };
         }
         l.schedule.finished(o.good, o.moved)
+    }
+
+    /// The lane's held tables after its round (`round::hold`). A good lane with held tables
+    /// is "held": its other tables replicate. Returns the error of a table refused anew (held
+    /// now, or refused again by a retry), which also becomes the lane's last error.
+    pub fn set_held(
+        &mut self,
+        name: &str,
+        held: &[crate::round::hold::HeldTable],
+    ) -> Option<(String, String)> {
+        let l = self.lane(name)?;
+        let old = std::mem::replace(&mut l.status.held, held.to_vec());
+        if !held.is_empty() && l.status.state != "failing" {
+            l.status.state = "held".into();
+        }
+        let fresh = held.iter().find(|h| {
+            h.held_with.is_none() && !old.iter().any(|o| o.table == h.table && o.count == h.count)
+        })?;
+        let error = |e: &str| format!("table {} held on {name}: {e}", fresh.table);
+        let (short, full) = (error(&fresh.error), error(&fresh.error_full));
+        l.status.last_error = Some(short.clone());
+        l.status.last_error_full = Some(full.clone());
+        Some((short, full))
     }
 
     pub fn backoff_over(&mut self, name: &str) {
@@ -239,6 +304,26 @@ mod tests {
         assert_eq!(l.kicked(), vec![MULTI], "no backoff: kicks start rounds");
         o.moved = true;
         assert_eq!(l.finished(MULTI, &o), Next::Now);
+    }
+
+    #[test]
+    fn an_unprepared_target_fails_alone_and_starts_once_prepared() {
+        let mut l = Lanes::new(["a".to_string(), "b".to_string()]);
+        let e = PgError::config("b", "cannot connect");
+        assert!(matches!(l.unprepared("b", &e), Next::After(_)));
+        assert_eq!(l.kicked(), vec!["a"], "b waits for its retry");
+        let st = l.statuses();
+        assert_eq!(st[1].state, "failing");
+        assert!(st[1]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("cannot connect"));
+        l.backoff_over("b");
+        assert!(l.kick("b") && l.is_running("b"), "the retry prepares b");
+        assert_eq!(l.prepared("b"), Next::Now);
+        assert!(!l.is_running("b"));
+        assert!(l.kick("b"), "then its rounds start");
     }
 
     #[test]

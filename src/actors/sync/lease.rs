@@ -240,13 +240,13 @@ async fn terminate_stale(client: &Client, req: &Request, backend: i32) {
 
 fn missing_catalog(db: &str, e: tokio_postgres::Error) -> PgError {
     if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
-        return PgError::setup(
+        return PgError::install(
             db,
             "table drover.leases is missing: run `drover install` to add it",
         );
     }
     if e.code() == Some(&SqlState::UNDEFINED_COLUMN) {
-        return PgError::setup(
+        return PgError::install(
             db,
             "table drover.leases lacks the column instance (an older install): \
              run `drover install` to add it",

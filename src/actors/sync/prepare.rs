@@ -1,5 +1,11 @@
 //! What a sync's rounds need, read once the lease is held: each database's pool and facts,
 //! each table's plan (parents first), then the fencing epoch taken over on every receiver.
+//!
+//! A one-source sync is prepared in two parts: the sync (its source and the table plans the
+//! source gives) and each target on its own (`prepare_target`: facts, table checks, eviction
+//! of a former holder's sessions, fencing). A target that cannot be prepared is left out and
+//! retried by its lane, so one target that is down does not stop the others. A multi-master
+//! sync needs every master and is prepared whole.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,9 +13,9 @@ use std::sync::Arc;
 use actix::Addr;
 
 use crate::actors::database::{DatabaseActor, DbHandle, GetHandle};
-use crate::actors::table::{Prepare, TableActor};
+use crate::actors::table::{Prepare, PrepareTarget, TableActor};
 use crate::pg::error::PgError;
-use crate::round::plan::fk_order;
+use crate::round::plan::{fk_order, TargetTable};
 use crate::round::side::{SourceSide, TargetSide};
 use crate::round::target::Lane;
 use crate::round::{evict, fence, TablePlan};
@@ -18,14 +24,18 @@ use crate::topology::SyncPlan;
 /// Everything a round needs, built once the lease is held.
 pub struct Prepared {
     pub sources: Vec<SourceSide>,
-    /// Databases that receive: with one source, every other database; with several
+    /// Databases that receive: with one source, every target prepared so far; with several
     /// (multi-master), every database of the sync.
     pub receivers: Vec<TargetSide>,
     pub tables: Vec<Arc<TablePlan>>,
+    /// Targets that could not be prepared, with why (one-source syncs).
+    pub unprepared: Vec<(String, PgError)>,
+    /// Which reading of the plans this is (`SyncActor::plans_read`).
+    pub read: u64,
 }
 
 impl Prepared {
-    /// The lane of one target of a one-source sync.
+    /// The lane of one target of a one-source sync, once that target is prepared.
     pub fn lane(&self, plan: &SyncPlan, target: &str) -> Option<Lane> {
         let t = self.receivers.iter().find(|r| r.name == target)?;
         Some(Lane {
@@ -36,6 +46,45 @@ impl Prepared {
             sequences: plan.sequences.clone(),
         })
     }
+
+    /// These plans with a target prepared later.
+    pub fn with_target(&self, ready: &ReadyTarget) -> Prepared {
+        let mut p = self.clone_sides();
+        p.receivers.retain(|r| r.name != ready.side.name);
+        p.receivers.push(ready.side.clone());
+        p.tables = add_target(&self.tables, ready);
+        p
+    }
+
+    fn clone_sides(&self) -> Prepared {
+        Prepared {
+            sources: self.sources.clone(),
+            receivers: self.receivers.clone(),
+            tables: self.tables.clone(),
+            unprepared: Vec::new(),
+            read: self.read,
+        }
+    }
+}
+
+/// A target prepared on its own: its side and what it adds to each table's plan.
+pub struct ReadyTarget {
+    pub side: TargetSide,
+    pub tables: Vec<TargetTable>,
+}
+
+/// The sync's plans with `ready`'s oids and foreign-key parents, parents first again.
+pub fn add_target(tables: &[Arc<TablePlan>], ready: &ReadyTarget) -> Vec<Arc<TablePlan>> {
+    let plans = tables
+        .iter()
+        .map(
+            |t| match ready.tables.iter().find(|r| r.display == t.display) {
+                Some(r) => t.with_target(&ready.side.name, r),
+                None => (**t).clone(),
+            },
+        )
+        .collect();
+    fk_order(plans).into_iter().map(Arc::new).collect()
 }
 
 /// What `prepare` reads from.
@@ -45,69 +94,154 @@ pub struct Inputs {
     pub tables: Vec<Addr<TableActor>>,
     /// A former lease holder whose open transactions are ended first.
     pub former: Option<evict::Former>,
+    /// The lease's number: fencing under an older lease is dropped (`fence::begin`).
+    pub term: u64,
+    /// One-source syncs: the targets to prepare with the sync (the others are their lanes').
+    pub targets: Vec<String>,
+}
+
+/// One target of a one-source sync, prepared on its own.
+pub struct TargetInputs {
+    pub sync: String,
+    pub name: String,
+    pub database: Addr<DatabaseActor>,
+    pub tables: Vec<Addr<TableActor>>,
+    pub former: Option<evict::Former>,
+    pub term: u64,
+}
+
+async fn handle(addr: &Addr<DatabaseActor>, db: &str) -> Result<DbHandle, PgError> {
+    addr.send(GetHandle)
+        .await
+        .map_err(|e| PgError::internal(db, format!("database actor gone: {e}")))?
+}
+
+/// Table plans from `sources` (and, for multi-master, every other database as `targets`).
+async fn table_plans(
+    tables: &[Addr<TableActor>],
+    sources: &[DbHandle],
+    targets: &[DbHandle],
+) -> Result<Vec<TablePlan>, PgError> {
+    let first = &sources[0].name;
+    futures::future::try_join_all(tables.iter().map(|t| {
+        let msg = Prepare {
+            sources: sources.to_vec(),
+            targets: targets.to_vec(),
+        };
+        async move {
+            let p = t
+                .send(msg)
+                .await
+                .map_err(|e| PgError::internal(first, format!("table actor gone: {e}")))??;
+            Ok::<_, PgError>((*p).clone())
+        }
+    }))
+    .await
+}
+
+fn target_side(h: &DbHandle) -> TargetSide {
+    TargetSide {
+        name: h.name.clone(),
+        pool: h.pool.clone(),
+        replica_role: h.facts.replica_role.clone(),
+    }
+}
+
+fn source_side(h: &DbHandle) -> SourceSide {
+    SourceSide {
+        name: h.name.clone(),
+        pool: h.pool.clone(),
+    }
 }
 
 pub async fn prepare(i: Inputs) -> Result<Prepared, PgError> {
+    if i.plan.sources.len() > 1 {
+        return prepare_multi(i).await;
+    }
+    let plan = &i.plan;
+    let source = &plan.sources[0];
+    let source_handle = handle(&i.databases[source], source).await?;
+    let plans = table_plans(&i.tables, std::slice::from_ref(&source_handle), &[]).await?;
+    fence::begin(&plan.name, i.term);
+    let mut prepared = Prepared {
+        sources: vec![source_side(&source_handle)],
+        receivers: Vec::new(),
+        tables: fk_order(plans).into_iter().map(Arc::new).collect(),
+        unprepared: Vec::new(),
+        read: 0,
+    };
+    // Targets are prepared concurrently and each on its own: one that is down is left out.
+    let results = futures::future::join_all(i.targets.iter().map(|t| {
+        prepare_target(TargetInputs {
+            sync: plan.name.clone(),
+            name: t.clone(),
+            database: i.databases[t].clone(),
+            tables: i.tables.clone(),
+            former: i.former.clone(),
+            term: i.term,
+        })
+    }))
+    .await;
+    for (t, res) in i.targets.iter().zip(results) {
+        match res {
+            Ok(ready) => prepared = prepared.with_target(&ready),
+            Err(e) => prepared.unprepared.push((t.clone(), e)),
+        }
+    }
+    Ok(prepared)
+}
+
+/// Prepares one target: its facts, its tables checked against the sync's plans, a former
+/// holder's sessions ended there, and its fencing epoch taken before its first commit.
+pub async fn prepare_target(i: TargetInputs) -> Result<ReadyTarget, PgError> {
+    let h = handle(&i.database, &i.name).await?;
+    let tables = futures::future::try_join_all(i.tables.iter().map(|t| {
+        let msg = PrepareTarget(h.clone());
+        let db = h.name.clone();
+        async move {
+            t.send(msg)
+                .await
+                .map_err(|e| PgError::internal(&db, format!("table actor gone: {e}")))?
+        }
+    }))
+    .await?;
+    let side = target_side(&h);
+    let receivers = std::slice::from_ref(&side);
+    // A former holder frozen mid-transaction would hold the locks our rounds need.
+    if let Some(f) = &i.former {
+        evict::end_former_sessions(&i.sync, f, receivers).await;
+    }
+    // Before this target's first commit under this lease: a former holder's commits fail.
+    fence::take_over_target(&i.sync, i.term, &side).await?;
+    Ok(ReadyTarget { side, tables })
+}
+
+/// A multi-master sync: every database, all or nothing.
+async fn prepare_multi(i: Inputs) -> Result<Prepared, PgError> {
     let plan = &i.plan;
     // Databases, then tables, are read concurrently: a daemon starts its first round
     // sooner (catch-up after a stop is timed from the start).
     let handles: HashMap<String, DbHandle> =
         futures::future::try_join_all(plan.databases().map(|db| {
             let addr = i.databases[db].clone();
-            async move {
-                let h = addr
-                    .send(GetHandle)
-                    .await
-                    .map_err(|e| PgError::setup(db, format!("database actor gone: {e}")))??;
-                Ok::<_, PgError>((db.to_string(), h))
-            }
+            async move { Ok::<_, PgError>((db.to_string(), handle(&addr, db).await?)) }
         }))
         .await?
         .into_iter()
         .collect();
     let source_handles: Vec<DbHandle> = plan.sources.iter().map(|d| handles[d].clone()).collect();
     let receive_only: Vec<DbHandle> = plan.targets.iter().map(|d| handles[d].clone()).collect();
-    let first = &plan.sources[0];
-    let plans: Vec<TablePlan> = futures::future::try_join_all(i.tables.iter().map(|t| {
-        let msg = Prepare {
-            sources: source_handles.clone(),
-            targets: receive_only.clone(),
-        };
-        async move {
-            let p = t
-                .send(msg)
-                .await
-                .map_err(|e| PgError::setup(first, format!("table actor gone: {e}")))??;
-            Ok::<_, PgError>((*p).clone())
-        }
-    }))
-    .await?;
-    let receivers: Vec<&str> = if plan.sources.len() > 1 {
-        plan.databases().collect()
-    } else {
-        plan.receivers_of(first).collect()
-    };
-    let side = |h: &DbHandle| SourceSide {
-        name: h.name.clone(),
-        pool: h.pool.clone(),
-    };
+    let plans = table_plans(&i.tables, &source_handles, &receive_only).await?;
     let prepared = Prepared {
-        sources: source_handles.iter().map(side).collect(),
-        receivers: receivers
-            .iter()
-            .map(|d| TargetSide {
-                name: d.to_string(),
-                pool: handles[*d].pool.clone(),
-                replica_role: handles[*d].facts.replica_role.clone(),
-            })
-            .collect(),
+        sources: source_handles.iter().map(source_side).collect(),
+        receivers: plan.databases().map(|d| target_side(&handles[d])).collect(),
         tables: fk_order(plans).into_iter().map(Arc::new).collect(),
+        unprepared: Vec::new(),
+        read: 0,
     };
-    // A former holder frozen mid-transaction would hold the locks our rounds need.
     if let Some(f) = &i.former {
         evict::end_former_sessions(&plan.name, f, &prepared.receivers).await;
     }
-    // Before the first commit under this lease: a former holder's commits now fail.
-    fence::take_over(&plan.name, &prepared.receivers).await?;
+    fence::take_over(&plan.name, i.term, &prepared.receivers).await?;
     Ok(prepared)
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::lanes::Outcome;
 use crate::actors::metrics::RoundMetrics;
-use crate::pg::error::{ErrorKind, PgError};
+use crate::pg::error::PgError;
 use crate::round::{RoundReport, TablePlan};
 use crate::topology::SyncPlan;
 
@@ -46,11 +46,10 @@ pub fn outcome(report: &RoundReport, now: DateTime<Utc>) -> Outcome {
     }
 }
 
-/// A schema error: the plans are re-read before the next round.
+/// Whether the plans are re-read before the next round: only after a schema error
+/// (`ErrorKind::needs_reprepare`).
 pub fn needs_reprepare(report: &RoundReport) -> bool {
-    report
-        .first_error()
-        .is_some_and(|e| matches!(e.kind(), ErrorKind::Schema))
+    report.first_error().is_some_and(PgError::needs_reprepare)
 }
 
 /// Every error of a round: the source's, then each target's. Databases a multi-master round
@@ -70,6 +69,7 @@ pub fn metrics(
     report: &RoundReport,
     lag: f64,
 ) -> (RoundMetrics, Vec<(usize, u64, u64)>) {
+    let strategies = plan.strategies();
     let mut m = RoundMetrics {
         sync: plan.name.clone(),
         source: plan.sources.join(","),
@@ -78,7 +78,11 @@ pub fn metrics(
             .iter()
             .map(|c| {
                 let winner = c.winner.clone().unwrap_or_else(|| "none".into());
-                (c.table.clone(), plan.strategy.as_str().to_string(), winner)
+                (
+                    c.table.clone(),
+                    strategies.for_table(&c.table).as_str().to_string(),
+                    winner,
+                )
             })
             .collect(),
         good: report.ok(),
@@ -116,17 +120,17 @@ mod tests {
     use crate::round::TargetReport;
 
     fn report(target_ok: bool) -> RoundReport {
+        report_with((!target_ok).then(|| PgError::install("t1", "no progress row")))
+    }
+
+    fn report_with(error: Option<PgError>) -> RoundReport {
         let mut r = RoundReport::empty();
         r.snapshot = Snapshot::parse("10:12:");
         r.pending.insert("public.t".into(), 5);
         r.oldest_pending = Some(Utc::now() - chrono::Duration::seconds(3));
         r.targets.push(TargetReport {
             target: "t1".into(),
-            result: if target_ok {
-                Ok(true)
-            } else {
-                Err(PgError::setup("t1", "no progress row"))
-            },
+            result: error.map_or(Ok(true), Err),
             tables: Default::default(),
         });
         r
@@ -151,7 +155,26 @@ mod tests {
         assert!(!o.good);
         assert_eq!(o.pending, 5);
         assert!(o.error.unwrap().0.contains("no progress row"));
-        assert!(needs_reprepare(&bad), "a setup error re-reads the plans");
+        assert!(
+            !needs_reprepare(&bad),
+            "drover install is needed, not new plans"
+        );
         assert_eq!(errors(&bad).count(), 1);
+    }
+
+    #[test]
+    fn only_a_schema_error_re_reads_the_plans() {
+        let fenced = PgError::concurrency(
+            "t1",
+            "sync s: this daemon no longer holds the lease (another daemon took it over)",
+        );
+        let r = report_with(Some(fenced));
+        assert!(
+            !needs_reprepare(&r),
+            "re-preparing would take the fence back"
+        );
+        assert_eq!(r.first_error().unwrap().kind().as_str(), "concurrency");
+        let changed = PgError::schema("t1", "table public.t differs from database \"s\"");
+        assert!(needs_reprepare(&report_with(Some(changed))));
     }
 }

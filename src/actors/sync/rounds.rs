@@ -21,12 +21,12 @@ use crate::round::RoundReport;
 
 impl SyncActor {
     /// No round while plans are read again (after a schema error: it would use the old ones),
-    /// while tables are copied or a copy waits, while paused or without the lease.
+    /// while tables are copied or a copy waits, or without the lease. The stored pause is
+    /// checked by the round gate at each round start (`pause_gate`).
     pub(super) fn may_run(&self) -> bool {
         self.phase == Phase::Running
             && self.prepared.is_some()
             && self.lease.is_some()
-            && !self.status.paused
             && self.forced_copy.is_none()
     }
 
@@ -36,26 +36,28 @@ impl SyncActor {
             return;
         }
         for lane in self.lanes.kicked() {
-            self.start_lane(lane, ctx);
+            self.gated_start(lane, ctx);
         }
     }
 
     /// A kick for one lane (its last round asked for another, or its backoff is over).
     pub(super) fn kick_lane(&mut self, lane: String, ctx: &mut Context<Self>) {
         if self.may_run() && self.lanes.kick(&lane) {
-            self.start_lane(lane, ctx);
+            self.gated_start(lane, ctx);
         }
     }
 
-    fn start_lane(&mut self, lane: String, ctx: &mut Context<Self>) {
+    pub(super) fn start_lane(&mut self, lane: String, ctx: &mut Context<Self>) {
         let Some(prepared) = self.prepared.clone() else {
             return;
         };
         if lane == MULTI {
             return self.start_multi(ctx);
         }
-        let (Some(addr), Some(l)) = (self.targets.get(&lane), prepared.lane(&self.plan, &lane))
-        else {
+        let Some(l) = prepared.lane(&self.plan, &lane) else {
+            return self.prepare_lane(lane, prepared, ctx);
+        };
+        let Some(addr) = self.targets.get(&lane) else {
             return;
         };
         let msg = RunRound {
@@ -67,7 +69,7 @@ impl SyncActor {
             let report = res.unwrap_or_else(|e| {
                 let mut r = RoundReport::empty();
                 let msg = format!("target actor gone: {e}");
-                r.source_error = Some(crate::pg::error::PgError::setup(&lane, msg));
+                r.source_error = Some(crate::pg::error::PgError::internal(&lane, msg));
                 r
             });
             act.lane_done(lane, report, ctx);
@@ -80,11 +82,8 @@ impl SyncActor {
             return;
         };
         let mut cache = std::mem::take(&mut self.multi_progress);
-        let (sync, strategy, limits) = (
-            self.plan.name.clone(),
-            self.plan.strategy.clone(),
-            self.limits,
-        );
+        let (sync, strategy, limits) =
+            (self.plan.name.clone(), self.plan.strategies(), self.limits);
         let fut = async move {
             let round = run_multi_round(MultiInput {
                 sync: &sync,
@@ -116,6 +115,7 @@ impl SyncActor {
     }
 
     fn lane_done(&mut self, lane: String, report: RoundReport, ctx: &mut Context<Self>) {
+        self.leave_gate(ctx);
         let now = Utc::now();
         let outcome = report::outcome(&report, now);
         let (inserted, deleted) = report.rows();
@@ -125,6 +125,7 @@ impl SyncActor {
         self.status.last_round_ms = Some(report.duration.as_secs_f64() * 1000.0);
         self.status.conflicts += report.conflicts.len() as u64;
         let next = self.lanes.finished(&lane, &outcome);
+        self.note_held(&lane, &report);
         self.status.lag_seconds = self.lanes.lag();
         self.status.pending_rows = self.lanes.pending();
         self.purge(&report);
@@ -149,7 +150,13 @@ impl SyncActor {
     }
 
     /// What a lane does after its round: another now, a retry later, or nothing.
-    fn after_lane(&mut self, lane: String, next: Next, reprepare: bool, ctx: &mut Context<Self>) {
+    pub(super) fn after_lane(
+        &mut self,
+        lane: String,
+        next: Next,
+        reprepare: bool,
+        ctx: &mut Context<Self>,
+    ) {
         if !self.lanes.running() {
             if self.phase == Phase::Stopping {
                 for w in self.stop_waiters.drain(..) {

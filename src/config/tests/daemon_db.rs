@@ -319,18 +319,14 @@ fn lease_timeout_default_parse_and_errors() {
 }
 
 #[test]
-fn round_timeouts_default_parse_and_errors() {
-    use std::time::Duration;
-    let d = load_text_only(&daemon("")).unwrap().daemon;
-    assert_eq!(d.lock_timeout, Duration::from_secs(10));
-    assert_eq!(d.statement_timeout, Duration::from_secs(600));
-    assert_eq!(d.round_deadline, Duration::from_secs(900));
-    let text = "lock_timeout = \"2s\"\nstatement_timeout = \"0\"\nround_deadline = \"10min\"";
-    let d = load_text_only(&daemon(text)).unwrap().daemon;
-    assert_eq!(d.lock_timeout, Duration::from_secs(2));
-    assert_eq!(d.statement_timeout, Duration::ZERO);
-    assert_eq!(d.round_deadline, Duration::from_secs(600));
-    let msg = errors(&daemon("lock_timeout = \"0\"\nround_deadline = \"soon\""));
-    assert_problem(&msg, "daemon.lock_timeout", "more than 0");
-    assert_problem(&msg, "daemon.round_deadline", "not a duration");
+fn auto_install_defaults_off_and_takes_a_boolean() {
+    assert!(!load_text_only(&daemon("")).unwrap().daemon.auto_install);
+    assert!(
+        load_text_only(&daemon("auto_install = true"))
+            .unwrap()
+            .daemon
+            .auto_install
+    );
+    let msg = errors(&daemon("auto_install = \"sometimes\""));
+    assert!(msg.contains("daemon.auto_install"), "{msg}");
 }

@@ -134,7 +134,8 @@ fn raw_structs_expose_their_fields() {
             "lease_timeout",
             "lock_timeout",
             "statement_timeout",
-            "round_deadline"
+            "round_deadline",
+            "auto_install"
         ]
     );
     assert_eq!(
@@ -160,7 +161,13 @@ fn raw_structs_expose_their_fields() {
     );
     assert_eq!(
         raw::struct_fields::<raw::RawRelgroup>(),
-        ["tables", "sequences", "keys"]
+        [
+            "tables",
+            "sequences",
+            "keys",
+            "sequence_mode",
+            "sequence_step"
+        ]
     );
     assert_eq!(
         raw::struct_fields::<raw::RawSync>(),
@@ -170,7 +177,8 @@ fn raw_structs_expose_their_fields() {
             "targets",
             "conflict_strategy",
             "priority",
-            "initial_copy"
+            "initial_copy",
+            "table_strategy"
         ]
     );
 }

@@ -10,8 +10,10 @@
 mod chains;
 mod daemon_db;
 mod env;
+mod multi_master;
 mod problems;
 mod relgroup_sync;
+mod timeouts;
 mod tls;
 
 use std::net::SocketAddr;
@@ -130,6 +132,11 @@ fn shipped_example_loads() {
     let mm = &cfg.syncs["ledger"];
     assert_eq!(mm.conflict_strategy, ConflictStrategy::Priority);
     assert_eq!(mm.priority_order(), ["legacy", "new"]);
+    assert_eq!(ledger.sequence_mode, SequenceMode::Interleave);
+    assert_eq!(
+        *mm.strategy_for(&TableName::new("accounting", "entries")),
+        ConflictStrategy::Latest
+    );
 }
 
 #[test]

@@ -7,21 +7,20 @@
 //! checked here, relgroups in [`relgroup`], syncs in [`sync`].
 
 mod chain;
+mod multi_master;
 mod relgroup;
 mod sync;
+mod timeouts;
 mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use super::choices::{
     parse_choice, Choice, ReplicaRoleConfig, DEFAULT_LOG_FORMAT, DEFAULT_REPLICA_ROLE,
 };
-use super::model::{
-    Config, Daemon, Database, Secret, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_PORT,
-};
+use super::model::{Config, Daemon, Database, Secret, DEFAULT_LISTEN, DEFAULT_PORT};
 use super::raw::{Entry, RawConfig, RawDaemon, RawDatabase};
 use super::strict::Str;
 use super::{suggest, Problems};
@@ -43,6 +42,8 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems) -> 
         sync::sync(p, name, e, &ctx, pr)
     });
     sync::check_write_conflicts(&syncs, &relgroups, problems);
+    multi_master::check_tables(&syncs, &relgroups, problems);
+    multi_master::check_sequence_steps(&syncs, &relgroups, problems);
     chain::check_chains(&syncs, &relgroups, problems);
     Some(Config {
         path: path.to_owned(),
@@ -217,8 +218,8 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
         DEFAULT_LOG_FORMAT,
         problems,
     );
-    let lease_timeout = lease_timeout(raw.lease_timeout.as_ref(), problems);
-    let timeouts = round_timeouts(raw, problems);
+    let lease_timeout = timeouts::lease_timeout(raw.lease_timeout.as_ref(), problems);
+    let round = timeouts::round_limits(raw, problems);
     if !ok {
         return None;
     }
@@ -229,101 +230,11 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
         api_token_for_reads,
         log_format: log_format?,
         lease_timeout: lease_timeout?,
-        lock_timeout: timeouts.0?,
-        statement_timeout: timeouts.1?,
-        round_deadline: timeouts.2?,
+        lock_timeout: round?.lock_timeout,
+        statement_timeout: round?.statement_timeout,
+        round_deadline: round?.round_deadline,
+        auto_install: raw.auto_install.is_some_and(|b| b.0),
     })
-}
-
-type Timeouts = (Option<Duration>, Option<Duration>, Option<Duration>);
-
-/// `daemon.lock_timeout`, `daemon.statement_timeout` ("0" = off) and `daemon.round_deadline`.
-fn round_timeouts(raw: &RawDaemon, problems: &mut Problems) -> Timeouts {
-    use crate::config::{DEFAULT_LOCK_TIMEOUT, DEFAULT_ROUND_DEADLINE, DEFAULT_STATEMENT_TIMEOUT};
-    let mut key = |name: &str, v: Option<&Str>, default: Duration, zero_ok: bool| {
-        let Some(Str(s)) = v else {
-            return Some(default);
-        };
-        let path = format!("daemon.{name}");
-        match parse_duration(s.trim()) {
-            Some(d) if !d.is_zero() || zero_ok => Some(d),
-            Some(_) => {
-                problems.push(&path, format!("{s:?} must be more than 0"));
-                None
-            }
-            None => {
-                let e = format!(
-                    "{s:?} is not a duration: expected e.g. \"10s\", \"1500ms\" or \"10m\""
-                );
-                problems.push(&path, e);
-                None
-            }
-        }
-    };
-    (
-        key(
-            "lock_timeout",
-            raw.lock_timeout.as_ref(),
-            DEFAULT_LOCK_TIMEOUT,
-            false,
-        ),
-        key(
-            "statement_timeout",
-            raw.statement_timeout.as_ref(),
-            DEFAULT_STATEMENT_TIMEOUT,
-            true,
-        ),
-        key(
-            "round_deadline",
-            raw.round_deadline.as_ref(),
-            DEFAULT_ROUND_DEADLINE,
-            false,
-        ),
-    )
-}
-
-/// Shortest `daemon.lease_timeout`: the holder heartbeats every third of it, and
-/// PostgreSQL's `idle_session_timeout` is in milliseconds.
-const MIN_LEASE_TIMEOUT: Duration = Duration::from_secs(1);
-
-fn lease_timeout(raw: Option<&Str>, problems: &mut Problems) -> Option<Duration> {
-    let Some(Str(s)) = raw else {
-        return Some(DEFAULT_LEASE_TIMEOUT);
-    };
-    match parse_duration(s.trim()) {
-        Some(d) if d >= MIN_LEASE_TIMEOUT => Some(d),
-        Some(_) => {
-            problems.push(
-                "daemon.lease_timeout",
-                format!("{s:?} is too short: at least 1s"),
-            );
-            None
-        }
-        None => {
-            problems.push(
-                "daemon.lease_timeout",
-                format!("{s:?} is not a duration: expected e.g. \"10s\", \"1500ms\" or \"1m\""),
-            );
-            None
-        }
-    }
-}
-
-/// "250ms", "10s", "2m" into a duration.
-fn parse_duration(s: &str) -> Option<Duration> {
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" | "min" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        _ => None,
-    }
 }
 
 fn database(

@@ -1,10 +1,12 @@
 //! `[relgroups.NAME]`: its `tables` and `sequences` (parsed names, each
 //! once, none in both lists) and its `[relgroups.NAME.keys]` sub-table
-//! (column lists for tables of this relgroup).
+//! (column lists for tables of this relgroup), `sequence_mode` and
+//! `sequence_step`.
 
 use std::collections::BTreeMap;
 
-use super::{required, Problems};
+use super::{choice, required, Problems};
+use crate::config::choices::{SequenceMode, DEFAULT_SEQUENCE_MODE};
 use crate::config::model::Relgroup;
 use crate::config::raw::{Entry, RawRelgroup};
 use crate::config::strict::{KeyLists, StrList};
@@ -46,6 +48,14 @@ pub(super) fn relgroup(
         None => Some(BTreeMap::new()),
         Some(keys) => key_columns(path, keys, tables.as_deref(), problems),
     };
+    let sequence_mode = choice(
+        path,
+        entry,
+        raw.sequence_mode.as_ref(),
+        DEFAULT_SEQUENCE_MODE,
+        problems,
+    );
+    let sequence_step = sequence_step(path, entry, sequence_mode, problems);
     if !ok {
         return None;
     }
@@ -53,7 +63,45 @@ pub(super) fn relgroup(
         tables: tables?,
         sequences: sequences?,
         keys: keys?,
+        sequence_mode: sequence_mode?,
+        sequence_step: sequence_step?,
     })
+}
+
+/// Largest `sequence_step`: room for far more masters than anyone runs, while
+/// a sequence still has billions of values per master.
+pub(super) const MAX_SEQUENCE_STEP: i64 = 1000;
+
+/// `sequence_step`: only with `interleave`, 2 to [`MAX_SEQUENCE_STEP`]. Whether it
+/// covers every master is checked with the syncs (`sync::check_sequence_steps`).
+fn sequence_step(
+    path: &str,
+    entry: &Entry<RawRelgroup>,
+    mode: Option<SequenceMode>,
+    problems: &mut Problems,
+) -> Option<Option<i64>> {
+    let Some(step) = &entry.raw.sequence_step else {
+        return (!entry.broken.contains("sequence_step")).then_some(None);
+    };
+    let key = format!("{path}.sequence_step");
+    if mode == Some(SequenceMode::Follow) {
+        problems.push(
+            key,
+            "is only used with sequence_mode = \"interleave\": remove it or set sequence_mode = \"interleave\"",
+        );
+        return None;
+    }
+    if !(2..=MAX_SEQUENCE_STEP).contains(&step.0) {
+        problems.push(
+            key,
+            format!(
+                "{} is out of range: the step must be from 2 to {MAX_SEQUENCE_STEP} (at least the number of masters)",
+                step.0
+            ),
+        );
+        return None;
+    }
+    Some(Some(step.0))
 }
 
 /// Parses a `tables` or `sequences` list: every name valid, each once.
@@ -173,7 +221,7 @@ fn key_columns(
 /// One level of a dotted key as TOML writes it: bare when it can be,
 /// quoted otherwise (`t`, but `"public.t"`), so that a table name with dots
 /// stays one level in messages.
-fn toml_key(key: &str) -> String {
+pub(super) fn toml_key(key: &str) -> String {
     let bare = !key.is_empty()
         && key
             .chars()

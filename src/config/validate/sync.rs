@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use super::multi_master::table_strategy;
+use super::relgroup::toml_key;
 use super::{choice, non_empty, not_found, required, Names, Problems};
 use crate::config::choices::{ConflictStrategy, DEFAULT_CONFLICT_STRATEGY, DEFAULT_INITIAL_COPY};
 use crate::config::model::{Relgroup, SyncConfig};
@@ -98,10 +100,12 @@ pub(super) fn sync(
         DEFAULT_CONFLICT_STRATEGY,
         problems,
     );
+    let (table_strategy, strategies_ok) = table_strategy(path, entry, problems);
     let priority = priority(
         path,
         entry,
         conflict_strategy,
+        (&table_strategy, strategies_ok),
         sources.as_ref(),
         &targets,
         problems,
@@ -113,7 +117,7 @@ pub(super) fn sync(
         DEFAULT_INITIAL_COPY,
         problems,
     );
-    if !ok {
+    if !ok || !strategies_ok {
         return None;
     }
     Some(SyncConfig {
@@ -123,16 +127,19 @@ pub(super) fn sync(
         conflict_strategy: conflict_strategy?,
         priority: priority?,
         initial_copy: initial_copy?,
+        table_strategy,
     })
 }
 
-/// `priority`: required (non-empty) with the `priority` strategy and not
-/// allowed with another; every entry one of `sources`, each once. Not
-/// checked against a strategy or sources that are themselves broken.
+/// `priority`: required (non-empty) with the `priority` strategy, for the
+/// sync or for a table (`table_strategy`), and not allowed without; every
+/// entry one of `sources`, each once. Not checked against a strategy or
+/// sources that are themselves broken.
 fn priority(
     path: &str,
     entry: &Entry<RawSync>,
     strategy: Option<ConflictStrategy>,
+    (tables, tables_ok): (&BTreeMap<TableName, ConflictStrategy>, bool),
     sources: Option<&StrList>,
     targets: &StrList,
     problems: &mut Problems,
@@ -142,8 +149,23 @@ fn priority(
     if entry.broken.contains("priority") {
         return None;
     }
+    // The first table whose strategy is `priority`, if any.
+    let by_table = tables
+        .iter()
+        .find(|(_, s)| **s == ConflictStrategy::Priority)
+        .map(|(t, _)| t);
     match (strategy, given) {
         (None, _) => return None,
+        (Some(s), None) if s != ConflictStrategy::Priority => {
+            if let Some(table) = by_table {
+                problems.push(
+                    format!("{path}.table_strategy.{}", toml_key(&table.to_string())),
+                    "\"priority\" needs the sync's priority list: add priority = [...] to this sync, the sources in order of precedence, first wins",
+                );
+                return None;
+            }
+            return Some(Vec::new());
+        }
         (Some(ConflictStrategy::Priority), None) => {
             problems.push(
                 key,
@@ -157,11 +179,17 @@ fn priority(
         }
         (Some(ConflictStrategy::Priority), Some(_)) => {}
         (Some(_), None) => return Some(Vec::new()),
+        (Some(_), Some(StrList(list))) if list.is_empty() && by_table.is_some() => {
+            problems.push(key, "must list at least one source");
+            return None;
+        }
+        // Used by a table's strategy, or maybe by one that is broken (already reported).
+        (Some(_), Some(_)) if by_table.is_some() || !tables_ok => {}
         (Some(other), Some(_)) => {
             problems.push(
                 key,
                 format!(
-                    "is only used with conflict_strategy = \"priority\" (this sync's is {:?}): remove it or set conflict_strategy = \"priority\"",
+                    "is only used with conflict_strategy = \"priority\" (this sync's is {:?}) or a table_strategy of \"priority\": remove it or set conflict_strategy = \"priority\"",
                     other.as_str()
                 ),
             );

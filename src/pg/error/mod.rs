@@ -1,7 +1,9 @@
 //! One error type for database work, carrying the database name and the purpose of the failing
 //! statement, plus the single place that decides what kind of failure an error is.
 
-use tokio_postgres::error::SqlState;
+mod kind;
+
+pub use kind::{classify, ErrorKind};
 
 /// A failed database operation: which database, what drover was doing, and the server's answer.
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +23,27 @@ pub enum PgError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A replicated table, column or key is missing or differs between databases.
     #[error("database \"{database}\": {message}")]
-    Setup { database: String, message: String },
+    Schema { database: String, message: String },
+    /// drover's own objects are missing, outdated or untrusted: `drover install` is needed.
+    #[error("database \"{database}\": {message}")]
+    Install { database: String, message: String },
+    /// Another daemon or command holds what this one needs (lease, epoch, progress, a round).
+    #[error("database \"{database}\": {message}")]
+    Concurrency { database: String, message: String },
+    /// The server answered something drover did not expect.
+    #[error("database \"{database}\": {message}")]
+    Protocol { database: String, message: String },
+    /// A bug or a stopped part of drover (an actor gone).
+    #[error("database \"{database}\": {message}")]
+    Internal { database: String, message: String },
+    /// The configuration cannot work with this database (TLS, password, `replica_role`).
+    #[error("database \"{database}\": {message}")]
+    Config { database: String, message: String },
+    /// A source or target moved back in time or lost deltas: progress no longer holds.
+    #[error("database \"{database}\": {message}")]
+    Diverged { database: String, message: String },
     /// A round outlived `daemon.round_deadline` on this database and was abandoned.
     #[error("database \"{database}\": round still running after daemon.round_deadline ({secs} s): abandoned and rolled back; the database is locked or not answering, the round is retried")]
     Deadline { database: String, secs: u64 },
@@ -34,36 +55,6 @@ pub enum PgError {
         /// The conflicting keys (row values), left out of [`PgError::redacted`].
         keys: String,
     },
-}
-
-/// What kind of failure an error is, for metrics labels and retry decisions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The server is unreachable or the session died: retry after a pause.
-    Connection,
-    /// A table or column is missing or different: needs a person, retried anyway.
-    Schema,
-    /// A row was refused by the target (constraint, bad value): needs a person, retried anyway.
-    Data,
-    /// Lost a race (serialization failure, deadlock, lock timeout): retry soon.
-    Contention,
-    /// Conflicting changes under `conflict_strategy = "abort"`: needs a person.
-    Conflict,
-    /// Anything else.
-    Other,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Connection => "connection",
-            ErrorKind::Schema => "schema",
-            ErrorKind::Data => "data",
-            ErrorKind::Contention => "contention",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::Other => "other",
-        }
-    }
 }
 
 impl PgError {
@@ -79,11 +70,46 @@ impl PgError {
         }
     }
 
-    pub fn setup(database: &str, message: impl Into<String>) -> Self {
-        PgError::Setup {
-            database: database.to_string(),
-            message: message.into(),
-        }
+    /// A replicated table, column or key is missing or differs: plans are read again.
+    pub fn schema(database: &str, message: impl Into<String>) -> Self {
+        let (database, message) = (database.to_string(), message.into());
+        PgError::Schema { database, message }
+    }
+
+    /// drover's objects are missing or outdated: the message names `drover install`.
+    pub fn install(database: &str, message: impl Into<String>) -> Self {
+        let (database, message) = (database.to_string(), message.into());
+        PgError::Install { database, message }
+    }
+
+    /// Lost the lease, a fenced epoch, progress moved by another holder, a round still running.
+    pub fn concurrency(database: &str, message: impl Into<String>) -> Self {
+        let (database, message) = (database.to_string(), message.into());
+        PgError::Concurrency { database, message }
+    }
+
+    /// The server's answer was not what the statement drover sent should give.
+    pub fn protocol(database: &str, message: impl Into<String>) -> Self {
+        let (database, message) = (database.to_string(), message.into());
+        PgError::Protocol { database, message }
+    }
+
+    /// An actor gone, or another bug in drover.
+    pub fn internal(database: &str, message: impl Into<String>) -> Self {
+        let (database, message) = (database.to_string(), message.into());
+        PgError::Internal { database, message }
+    }
+
+    /// The database's configuration cannot work (TLS files, password, `replica_role`).
+    pub fn config(database: &str, message: impl Into<String>) -> Self {
+        let (database, message) = (database.to_string(), message.into());
+        PgError::Config { database, message }
+    }
+
+    /// Progress no longer holds: a failover, a restore, or purged deltas a target needs.
+    pub fn diverged(database: &str, message: impl Into<String>) -> Self {
+        let (database, message) = (database.to_string(), message.into());
+        PgError::Diverged { database, message }
     }
 
     /// The database this error happened on.
@@ -92,8 +118,14 @@ impl PgError {
             PgError::Connect { database, .. }
             | PgError::Pool { database, .. }
             | PgError::Query { database, .. }
-            | PgError::Setup { database, .. }
             | PgError::Deadline { database, .. } => database,
+            PgError::Schema { database, .. }
+            | PgError::Install { database, .. }
+            | PgError::Concurrency { database, .. }
+            | PgError::Protocol { database, .. }
+            | PgError::Internal { database, .. }
+            | PgError::Config { database, .. }
+            | PgError::Diverged { database, .. } => database,
             PgError::Conflict { databases, .. } => databases,
         }
     }
@@ -120,9 +152,8 @@ impl PgError {
             PgError::Conflict {
                 databases, message, ..
             } => format!("conflict between {databases}: {message} (keys not shown)"),
-            PgError::Pool { .. } | PgError::Setup { .. } | PgError::Deadline { .. } => {
-                self.to_string()
-            }
+            // Messages drover wrote itself: no server DETAIL, no row data.
+            _ => self.to_string(),
         }
     }
 
@@ -139,33 +170,21 @@ impl PgError {
             PgError::Connect { .. } | PgError::Pool { .. } | PgError::Deadline { .. } => {
                 ErrorKind::Connection
             }
-            PgError::Setup { .. } => ErrorKind::Schema,
             PgError::Conflict { .. } => ErrorKind::Conflict,
             PgError::Query { source, .. } => classify(source),
+            PgError::Schema { .. } => ErrorKind::Schema,
+            PgError::Install { .. } => ErrorKind::Install,
+            PgError::Concurrency { .. } => ErrorKind::Concurrency,
+            PgError::Protocol { .. } => ErrorKind::Protocol,
+            PgError::Internal { .. } => ErrorKind::Internal,
+            PgError::Config { .. } => ErrorKind::Config,
+            PgError::Diverged { .. } => ErrorKind::Diverged,
         }
     }
-}
 
-/// Decides the kind of a tokio-postgres error from its SQLSTATE.
-pub fn classify(err: &tokio_postgres::Error) -> ErrorKind {
-    let Some(code) = err.code() else {
-        // No SQLSTATE: the connection broke or the protocol failed.
-        return ErrorKind::Connection;
-    };
-    let class = &code.code()[..2];
-    if *code == SqlState::T_R_SERIALIZATION_FAILURE
-        || *code == SqlState::T_R_DEADLOCK_DETECTED
-        || *code == SqlState::LOCK_NOT_AVAILABLE
-        || *code == SqlState::QUERY_CANCELED
-    {
-        return ErrorKind::Contention;
-    }
-    match class {
-        "08" | "57" | "53" => ErrorKind::Connection,
-        "42" => ErrorKind::Schema,
-        "22" | "23" => ErrorKind::Data,
-        "40" => ErrorKind::Contention,
-        _ => ErrorKind::Other,
+    /// Whether the sync reads its table plans again before retrying (`ErrorKind`).
+    pub fn needs_reprepare(&self) -> bool {
+        self.kind().needs_reprepare()
     }
 }
 
@@ -219,5 +238,27 @@ mod tests {
         );
         assert!(!e.redacted().contains("42"), "{}", e.redacted());
         assert!(e.redacted().contains("1 conflicting key(s)"));
+    }
+
+    #[test]
+    fn each_constructor_says_its_kind_and_whether_plans_are_read_again() {
+        type Make = fn(&str, String) -> PgError;
+        let cases: [(Make, &str, bool); 7] = [
+            (|d, m| PgError::schema(d, m), "schema", true),
+            (|d, m| PgError::install(d, m), "install", false),
+            (|d, m| PgError::concurrency(d, m), "concurrency", false),
+            (|d, m| PgError::protocol(d, m), "protocol", false),
+            (|d, m| PgError::internal(d, m), "internal", false),
+            (|d, m| PgError::config(d, m), "config", false),
+            (|d, m| PgError::diverged(d, m), "diverged", false),
+        ];
+        for (make, label, reprepare) in cases {
+            let e = make("dst", "what happened".into());
+            assert_eq!(e.kind().as_str(), label);
+            assert_eq!(e.needs_reprepare(), reprepare, "{label}");
+            assert_eq!(e.database(), "dst");
+            assert_eq!(e.to_string(), "database \"dst\": what happened");
+            assert_eq!(e.redacted(), e.to_string());
+        }
     }
 }
