@@ -38,12 +38,7 @@ pub struct Pause {
 
 /// The advisory-lock key of a sync's round gate (FNV-1a, like the lease key, another prefix).
 pub fn gate_key(sync: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in "drover:round:".bytes().chain(sync.bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
+    crate::pg::advisory::key("drover:round:", sync)
 }
 
 /// Who asks, for `paused_by`: the OS user and the tool (never a secret).

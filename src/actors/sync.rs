@@ -424,12 +424,7 @@ fn copy_tables(tables: &[Arc<TablePlan>], only: Option<&[String]>) -> Vec<Arc<Ta
 
 /// The advisory-lock key of a sync: FNV-1a of its name, stable across versions and daemons.
 pub fn lease_key(sync: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in "drover:sync:".bytes().chain(sync.bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
+    crate::pg::advisory::key("drover:sync:", sync)
 }
 
 impl Actor for SyncActor {

@@ -7,6 +7,7 @@
 //! Everything that talks to a server goes through `Endpoint`, so every connection carries the
 //! same session settings and an `application_name` that says what it is for.
 
+pub mod advisory;
 pub mod connect;
 pub mod copy;
 pub mod error;

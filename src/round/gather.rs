@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 
 use crate::pg::error::PgError;
 use crate::pg::ident::quote_literal;
-use crate::round::keys::Key;
+use crate::round::keys::{self, Key};
 use crate::round::plan::TablePlan;
 use crate::round::resolve::Change;
 use crate::round::snapshot::Snapshot;
@@ -154,13 +154,8 @@ pub async fn versions(
         t = table.quoted,
         on = on.join(" AND "),
     );
-    let columns: Vec<Vec<&str>> = (0..table.key.len())
-        .map(|i| keys.iter().map(|k| k[i].as_str()).collect())
-        .collect();
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
-        .iter()
-        .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
+    let columns = keys::by_column(keys, table.key.len());
+    let params = keys::params(&columns);
     let rows = client.query(&sql, &params).await.map_err(|e| {
         PgError::query(
             source,

@@ -5,6 +5,20 @@
 /// A primary key: the text of each key column. Primary key columns are never NULL.
 pub type Key = Vec<String>;
 
+/// Keys column by column (`width` key columns), for `unnest($1::text[], ...)` parameters.
+pub fn by_column<'k>(keys: &[&'k Key], width: usize) -> Vec<Vec<&'k str>> {
+    (0..width)
+        .map(|i| keys.iter().map(|k| k[i].as_str()).collect())
+        .collect()
+}
+
+/// [`by_column`]'s arrays as query parameters.
+pub fn params<'a>(columns: &'a [Vec<&str>]) -> Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)> {
+    (columns.iter())
+        .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
 /// Encodes keys as COPY text rows (tab-separated, backslash escapes).
 pub fn copy_text(keys: &[&Key]) -> bytes::Bytes {
     let mut out = String::new();

@@ -22,7 +22,7 @@ use tokio_postgres::Transaction;
 use crate::pg::error::PgError;
 use crate::round::conflict_log;
 use crate::round::gather;
-use crate::round::keys::Key;
+use crate::round::keys::{self, Key};
 use crate::round::plan::TablePlan;
 use crate::round::report::ConflictRecord;
 use crate::round::resolve::{self, decide, Change, Strategies, Strategy};
@@ -268,13 +268,8 @@ async fn forget(late: &Late<'_, '_>, what: &str, keys: &[&Key]) -> Result<(), Pg
         cols.join(", "),
         on.join(" AND ")
     );
-    let columns: Vec<Vec<&str>> = (0..t.key.len())
-        .map(|i| keys.iter().map(|k| k[i].as_str()).collect())
-        .collect();
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
-        .iter()
-        .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
+    let columns = keys::by_column(keys, t.key.len());
+    let params = keys::params(&columns);
     late.ttx.execute(&sql, &params).await.map_err(|e| {
         PgError::query(
             late.dst,
