@@ -324,6 +324,7 @@ async fn apply_all(
             tr.result = apply_db(&ctx, &mut tr.tables).await;
             if record(input, d, dec.curs, &tr.result) {
                 committed.push(d.name.clone());
+                report.conflicts.extend(tr.take_late_conflicts());
             }
         }
         report.targets.push(tr);
@@ -509,7 +510,7 @@ async fn delete_changed(
     let mut from: BTreeMap<String, Vec<Key>> = BTreeMap::new();
     if let Some(src) = r.reload_from.as_ref().filter(|s| **s != dst) {
         if here.is_source {
-            local_newer::erase_for_reload(&late(ctx, here, t, r), src).await?;
+            c.late_conflicts = local_newer::erase_for_reload(&late(ctx, here, t, r), src).await?;
         } else {
             empty_table(ttx, dst, t).await?;
         }
@@ -531,7 +532,7 @@ async fn delete_changed(
     let (keys_in, text) = (t.keys_in(dst), copy_text(&all));
     copy_in_bytes(ttx.client(), dst, &keys_in, text, "load winning keys").await?;
     if here.is_source {
-        let leave = local_newer::settle(&late(ctx, here, t, r), &from).await?;
+        let leave = local_newer::settle(&late(ctx, here, t, r), &from, c).await?;
         for keys in from.values_mut() {
             keys.retain(|k| !leave.contains(k));
         }

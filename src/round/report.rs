@@ -16,6 +16,9 @@ pub struct TableCounts {
     pub deleted: u64,
     pub pending: u64,
     pub truncated: bool,
+    /// Multi-master: conflicts this database's apply decided (`local_newer`), counted with
+    /// the round's once the apply commits.
+    pub late_conflicts: Vec<ConflictRecord>,
 }
 
 #[derive(Debug)]
@@ -24,6 +27,15 @@ pub struct TargetReport {
     /// Ok(true) when the target committed, Ok(false) when it had nothing to do.
     pub result: Result<bool, PgError>,
     pub tables: HashMap<String, TableCounts>,
+}
+
+impl TargetReport {
+    /// The conflicts its apply decided (`TableCounts::late_conflicts`), taken out.
+    pub fn take_late_conflicts(&mut self) -> Vec<ConflictRecord> {
+        (self.tables.values_mut())
+            .flat_map(|c| std::mem::take(&mut c.late_conflicts))
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -37,7 +49,8 @@ pub struct RoundReport {
     pub duration: Duration,
     /// Set when the round could not even read the source.
     pub source_error: Option<PgError>,
-    /// Conflicts resolved (multi-master rounds).
+    /// Conflicts resolved (multi-master rounds): those the round gathered, then those the
+    /// applies that committed decided.
     pub conflicts: Vec<ConflictRecord>,
     /// Targets whose progress this round moved, and to where: the purge's input.
     pub advanced: Vec<(String, Snapshot)>,
