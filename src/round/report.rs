@@ -1,7 +1,7 @@
 //! What a round reports: per target, what it committed or why it failed; per table, what was
 //! pending; the snapshot progress moved to; conflicts resolved (multi-master).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -60,6 +60,8 @@ pub struct RoundReport {
     pub left_out: Vec<String>,
     /// One-source rounds: the target's tables held after this round (`hold`).
     pub held: Vec<crate::round::hold::HeldTable>,
+    /// Multi-master: each master's clock offset from the daemon's, in seconds (`clock`).
+    pub clock_offsets: BTreeMap<String, f64>,
 }
 
 impl RoundReport {
@@ -76,6 +78,7 @@ impl RoundReport {
             rewound: false,
             left_out: Vec::new(),
             held: Vec::new(),
+            clock_offsets: BTreeMap::new(),
         }
     }
 
