@@ -172,6 +172,7 @@ async fn read_and_apply(
         txs: &txs,
     };
     let committed = apply_all(input, report, &ctx).await;
+    report.keep_logged_conflicts(&committed);
     for tx in txs.txs {
         tx.commit().await.ok();
     }

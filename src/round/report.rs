@@ -104,6 +104,12 @@ impl RoundReport {
         }
     }
 
+    /// Keeps the conflicts logged on some database involved whose apply committed (`committed`):
+    /// one the round decided but logged nowhere is decided again by a later round.
+    pub fn keep_logged_conflicts(&mut self, committed: &[String]) {
+        (self.conflicts).retain(|c| c.involved.iter().any(|d| committed.contains(d)));
+    }
+
     /// Nothing was pending for any table when the round read the source.
     pub fn idle(&self) -> bool {
         self.pending.values().all(|p| *p == 0)
@@ -124,4 +130,25 @@ pub struct ConflictRecord {
     pub winner: Option<String>,
     pub involved: Vec<String>,
     pub versions: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conflict_counts_once_logged_on_a_database_that_committed() {
+        let conflict = |involved: &[&str]| ConflictRecord {
+            table: "public.t".into(),
+            key: serde_json::json!({"id": 1}),
+            winner: Some("a".into()),
+            involved: involved.iter().map(|s| s.to_string()).collect(),
+            versions: serde_json::Value::Null,
+        };
+        let mut r = RoundReport::empty();
+        r.conflicts = vec![conflict(&["a", "b"]), conflict(&["b", "c"])];
+        r.keep_logged_conflicts(&["a".to_string()]);
+        assert_eq!(r.conflicts.len(), 1);
+        assert_eq!(r.conflicts[0].involved, ["a", "b"]);
+    }
 }
