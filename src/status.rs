@@ -71,6 +71,14 @@ pub struct SyncStatus {
     /// Per table, from its TableActor: how rows are identified and what was applied.
     #[serde(default)]
     pub table_states: Vec<TableStatus>,
+    /// Multi-master: each master's clock offset from the daemon's at its last round, in
+    /// seconds (positive: ahead). `latest` compares these clocks.
+    #[serde(default)]
+    pub clock_offsets: std::collections::BTreeMap<String, f64>,
+    /// Conditions that do not stop the sync but need a person (a master's clock off by more
+    /// than 1 s).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// One table of a sync, as its TableActor keeps it.

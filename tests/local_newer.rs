@@ -89,6 +89,23 @@ fn priority_decides_a_late_local_change_and_logs_it() {
         "priority:a:b late",
         "the decision is logged on b with both versions"
     );
+    // The decision made during b's apply is counted like the conflicts a round gathers.
+    assert_eq!(
+        sync_status(&cfg, "mm")["conflicts"],
+        1,
+        "the status counts the late conflict"
+    );
+    let toml = std::fs::read_to_string(&cfg).unwrap();
+    let listen = (toml.lines())
+        .find_map(|l| l.strip_prefix("listen = \"")?.strip_suffix('"'))
+        .expect("listen in the config");
+    let out = Command::new("curl")
+        .args(["-sf", &format!("http://{listen}/metrics")])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let series = "drover_conflicts_total{sync=\"mm\",table=\"public.t\",strategy=\"priority\",winner=\"a\"} 1";
+    assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
     d.stop();
 }
 

@@ -91,5 +91,12 @@ fn truncate_with_concurrent_writes_on_the_other_master() {
     let deleted = seen.split(',').count();
     eprintln!("truncates: {deleted} writes deleted on a, {logged} erased writes logged on b, {logged_a} on a, {lost} lost silently");
     assert_eq!(lost, "0", "writes of b erased without a conflict row");
+    // Each conflict counts once: those the rounds found (logged on a and b) and the erasures
+    // decided in b's applies (logged on b only), each once its apply committed.
+    assert_eq!(
+        sync_status(&cfg, "mm")["conflicts"].to_string(),
+        logged,
+        "the status counts every conflict b logged"
+    );
     daemon.stop();
 }

@@ -98,7 +98,37 @@ fn latest_wins_row_by_row() {
     assert_eq!(v["a"]["row"]["v"], "a3");
     assert!(v["b"]["row"].is_null());
     assert!(v["a"]["changed_at"].as_str().unwrap() < v["b"]["changed_at"].as_str().unwrap());
+    clocks_are_measured(&cfg);
     d.stop();
+}
+
+/// `latest` compares the masters' clocks: each round measures both masters' offsets. Both run
+/// on this machine's clock, so a real skew cannot be made here (the unit tests of
+/// `round::clock` check the arithmetic and the warning over 1 s): the offsets must be there and
+/// small, and nothing is warned.
+fn clocks_are_measured(cfg: &std::path::Path) {
+    let s = sync_status(cfg, "mm");
+    for db in ["a", "b"] {
+        let o = s["clock_offsets"][db].as_f64();
+        assert!(o.is_some_and(|o| o.abs() < 1.0), "offset of {db}: {s}");
+    }
+    assert_eq!(s["warnings"], serde_json::json!([]), "{s}");
+    let toml = std::fs::read_to_string(cfg).unwrap();
+    let listen = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("listen in the config");
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &format!("http://{listen}/metrics")])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("drover_clock_offset_seconds{database=\"a\"}")
+            && text.contains("drover_clock_offset_seconds{database=\"b\"}"),
+        "/metrics lacks the clock offsets:\n{text}"
+    );
 }
 
 #[test]

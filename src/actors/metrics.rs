@@ -30,6 +30,8 @@ pub struct RoundMetrics {
     pub sync_good: bool,
     /// (target, its round was good): `drover_target_state`.
     pub targets: Vec<(String, bool)>,
+    /// (database, clock offset seconds) of each master a multi-master round measured.
+    pub clock_offsets: Vec<(String, f64)>,
 }
 
 #[derive(Default)]
@@ -151,6 +153,9 @@ impl Handler<RoundMetrics> for MetricsActor {
         for (target, good) in m.targets {
             metrics::gauge!(TARGET_STATE, "sync" => sync.clone(), "target" => target)
                 .set(if good { 1.0 } else { 0.0 });
+        }
+        for (database, offset) in m.clock_offsets {
+            metrics::gauge!(CLOCK_OFFSET, "database" => database).set(offset);
         }
         metrics::histogram!(ROUND_DURATION, "sync" => sync.clone()).record(m.duration_secs);
         if let Some(t) = m.last_good_unix {

@@ -151,6 +151,8 @@ impl SyncActor {
             lease_holder: None,
             target_states: Vec::new(),
             table_states: Vec::new(),
+            clock_offsets: Default::default(),
+            warnings: Vec::new(),
         };
         let lanes = if d.plan.sources.len() > 1 {
             Lanes::new([MULTI.to_string()])

@@ -159,6 +159,9 @@ fn detail(s: &SyncStatus) -> String {
         out.push_str(&format!("{k:<25}: {v}\n"));
     }
     out.push_str(&held_lines(s));
+    for w in &s.warnings {
+        out.push_str(&format!("{:<25}: {w}\n", "Warning"));
+    }
     out.push_str(&line);
     out.push('\n');
     out

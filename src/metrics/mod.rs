@@ -54,6 +54,9 @@ pub const LEASE_HELD: &str = "drover_lease_held";
 pub const LAST_GOOD: &str = "drover_last_good_round_timestamp_seconds";
 /// Histogram {sync}: round duration in seconds.
 pub const ROUND_DURATION: &str = "drover_round_duration_seconds";
+/// Gauge {database}: a master's clock minus the daemon's, in seconds, measured at every
+/// multi-master round (`round::clock`); `latest` compares the masters' clocks.
+pub const CLOCK_OFFSET: &str = "drover_clock_offset_seconds";
 /// Gauge {version}: always 1.
 pub const BUILD_INFO: &str = "drover_build_info";
 
@@ -103,6 +106,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
     );
     describe_gauge!(LAST_GOOD, Unit::Seconds, "Unix time of the last good round");
     describe_histogram!(ROUND_DURATION, Unit::Seconds, "Round duration");
+    describe_gauge!(
+        CLOCK_OFFSET,
+        Unit::Seconds,
+        "A master's clock offset from the daemon's (multi-master rounds)"
+    );
     describe_gauge!(BUILD_INFO, "Build information");
     describe_gauge!(
         PEAK_RSS,

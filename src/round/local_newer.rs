@@ -24,7 +24,7 @@ use crate::round::conflict_log;
 use crate::round::gather;
 use crate::round::keys::{self, Key};
 use crate::round::plan::TablePlan;
-use crate::round::report::ConflictRecord;
+use crate::round::report::{ConflictRecord, TableCounts};
 use crate::round::resolve::{self, decide, Change, Strategies, Strategy};
 use crate::round::snapshot::Snapshot;
 use crate::round::winners::SourceTxs;
@@ -57,10 +57,12 @@ impl Late<'_, '_> {
 }
 
 /// Decides the batch's keys (`from`: winner -> keys, already in the temp key table) that
-/// `dst` changed after its snapshot; returns the keys that leave the batch.
+/// `dst` changed after its snapshot; returns the keys that leave the batch. The decisions go
+/// to `c.late_conflicts` (counted once the apply commits).
 pub(super) async fn settle(
     late: &Late<'_, '_>,
     from: &BTreeMap<String, Vec<Key>>,
+    c: &mut TableCounts,
 ) -> Result<BTreeSet<Key>, PgError> {
     let newer = newer_local(late).await?;
     if newer.is_empty() {
@@ -106,6 +108,7 @@ pub(super) async fn settle(
     conflict_log::record(late.ttx, late.dst, (late.sync, &one), &records).await?;
     forget(late, "temp", &leave.iter().collect::<Vec<_>>()).await?;
     forget(late, "delta", &lost.iter().collect::<Vec<_>>()).await?;
+    c.late_conflicts.extend(records);
     Ok(leave)
 }
 
@@ -113,8 +116,11 @@ pub(super) async fn settle(
 /// snapshot are erased with everything else. Each is logged as a conflict the truncate won
 /// (`abort`: this apply fails, and the next round sees them pending). Then the table is
 /// emptied with DELETE: this round's read transaction on `dst` may hold a lock on the table
-/// that TRUNCATE would wait for until the round ends.
-pub(super) async fn erase_for_reload(late: &Late<'_, '_>, from: &str) -> Result<(), PgError> {
+/// that TRUNCATE would wait for until the round ends. Returns the erasures logged.
+pub(super) async fn erase_for_reload(
+    late: &Late<'_, '_>,
+    from: &str,
+) -> Result<Vec<ConflictRecord>, PgError> {
     let (t, dst) = (late.t, late.dst);
     let fail = |e| {
         PgError::query(
@@ -171,7 +177,8 @@ pub(super) async fn erase_for_reload(late: &Late<'_, '_>, from: &str) -> Result<
         .ttx
         .batch_execute(&format!("DELETE FROM {}", t.quoted))
         .await)
-        .map_err(|e| PgError::query(dst, format!("empty {}", t.display), e))
+        .map_err(|e| PgError::query(dst, format!("empty {}", t.display), e))?;
+    Ok(records)
 }
 
 /// The incoming winner's change and the local one, as `decide` takes them: each unheard by

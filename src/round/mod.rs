@@ -13,12 +13,14 @@
 //! backwards. `fence` refuses commits after a takeover; `evict` ends the transactions a
 //! frozen former holder left open. `target` runs one target's round of a one-source sync (its
 //! own snapshot and transaction, within `limits`: lock and statement timeouts, a deadline);
-//! `hold` keeps a table the target refuses (and its FK group) back on that target alone, and
+//! `clock` measures each
+//! master's clock offset; `hold` keeps a table the target refuses (and its FK group) back on that target alone, and
 //! `held_round` runs a target's round around those holds.
 
 pub mod apply;
 pub mod apply_steps;
 pub mod backlog;
+pub mod clock;
 pub mod conflict_log;
 pub mod copy;
 pub mod copy_method;

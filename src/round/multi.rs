@@ -17,6 +17,7 @@ use crate::capture::partitions;
 use crate::pg::connect::{checkout, PooledClient};
 use crate::pg::copy::copy_in_bytes;
 use crate::pg::error::PgError;
+use crate::round::clock;
 use crate::round::conflict_log;
 use crate::round::gather::{self, Pending, SourceTable};
 use crate::round::in_place;
@@ -32,7 +33,6 @@ use crate::round::resolve::{self, decide, Strategies, Strategy};
 use crate::round::session::{commit_apply, empty_table, limited_session};
 use crate::round::side::{SourceSide, TargetSide};
 use crate::round::snapshot::Snapshot;
-use crate::round::source_snapshot;
 use crate::round::winners::{winner_rows, SourceTxs, Winner};
 
 pub struct MultiInput<'a> {
@@ -149,7 +149,7 @@ async fn read_and_apply(
     report: &mut RoundReport,
     clients: &mut [PooledClient<'_>],
 ) -> Result<(Vec<String>, HashMap<String, Snapshot>), PgError> {
-    let (txs, curs) = open_sources(input, clients).await?;
+    let (txs, curs) = open_sources(input, report, clients).await?;
     // Gather and decide, table by table.
     let mut rounds: Vec<TableRound> = Vec::new();
     let mut conflicts: Vec<ConflictRecord> = Vec::new();
@@ -172,6 +172,7 @@ async fn read_and_apply(
         txs: &txs,
     };
     let committed = apply_all(input, report, &ctx).await;
+    report.keep_logged_conflicts(&committed);
     for tx in txs.txs {
         tx.commit().await.ok();
     }
@@ -179,9 +180,10 @@ async fn read_and_apply(
 }
 
 /// Opens each source's REPEATABLE READ snapshot, checks its column signatures, partitions and
-/// that no database moved backwards (`multi_rewind`).
+/// that no database moved backwards (`multi_rewind`); measures their clocks (`clock`).
 async fn open_sources<'c>(
     input: &mut MultiInput<'_>,
+    report: &mut RoundReport,
     clients: &'c mut [PooledClient<'_>],
 ) -> Result<(SourceTxs<'c>, HashMap<String, Snapshot>), PgError> {
     let mut txs = SourceTxs {
@@ -199,11 +201,9 @@ async fn open_sources<'c>(
             .start()
             .await
             .map_err(|e| PgError::query(&s.name, "begin the source snapshot", e))?;
-        // With the tables' column signatures (`signature`).
-        let sql = source_snapshot::snapshot_sql("", &s.name, input.tables, "");
-        let answer = (tx.simple_query(&sql).await)
-            .map_err(|e| PgError::query(&s.name, "read the source snapshot", e))?;
-        let (cur, _) = source_snapshot::snapshot(&s.name, input.tables, answer)?;
+        // With the tables' column signatures (`signature`) and the server's clock.
+        let offsets = &mut report.clock_offsets;
+        let cur = clock::open_snapshot(&tx, &s.name, input.tables, offsets).await?;
         partitions::check_captured(tx.client(), &s.name, &partitioned).await?;
         let on = multi_rewind::OnSource {
             sync: input.sync,
@@ -324,6 +324,7 @@ async fn apply_all(
             tr.result = apply_db(&ctx, &mut tr.tables).await;
             if record(input, d, dec.curs, &tr.result) {
                 committed.push(d.name.clone());
+                report.conflicts.extend(tr.take_late_conflicts());
             }
         }
         report.targets.push(tr);
@@ -509,7 +510,7 @@ async fn delete_changed(
     let mut from: BTreeMap<String, Vec<Key>> = BTreeMap::new();
     if let Some(src) = r.reload_from.as_ref().filter(|s| **s != dst) {
         if here.is_source {
-            local_newer::erase_for_reload(&late(ctx, here, t, r), src).await?;
+            c.late_conflicts = local_newer::erase_for_reload(&late(ctx, here, t, r), src).await?;
         } else {
             empty_table(ttx, dst, t).await?;
         }
@@ -531,7 +532,7 @@ async fn delete_changed(
     let (keys_in, text) = (t.keys_in(dst), copy_text(&all));
     copy_in_bytes(ttx.client(), dst, &keys_in, text, "load winning keys").await?;
     if here.is_source {
-        let leave = local_newer::settle(&late(ctx, here, t, r), &from).await?;
+        let leave = local_newer::settle(&late(ctx, here, t, r), &from, c).await?;
         for keys in from.values_mut() {
             keys.retain(|k| !leave.contains(k));
         }

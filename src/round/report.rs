@@ -1,7 +1,7 @@
 //! What a round reports: per target, what it committed or why it failed; per table, what was
 //! pending; the snapshot progress moved to; conflicts resolved (multi-master).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,6 +16,9 @@ pub struct TableCounts {
     pub deleted: u64,
     pub pending: u64,
     pub truncated: bool,
+    /// Multi-master: conflicts this database's apply decided (`local_newer`), counted with
+    /// the round's once the apply commits.
+    pub late_conflicts: Vec<ConflictRecord>,
 }
 
 #[derive(Debug)]
@@ -24,6 +27,15 @@ pub struct TargetReport {
     /// Ok(true) when the target committed, Ok(false) when it had nothing to do.
     pub result: Result<bool, PgError>,
     pub tables: HashMap<String, TableCounts>,
+}
+
+impl TargetReport {
+    /// The conflicts its apply decided (`TableCounts::late_conflicts`), taken out.
+    pub fn take_late_conflicts(&mut self) -> Vec<ConflictRecord> {
+        (self.tables.values_mut())
+            .flat_map(|c| std::mem::take(&mut c.late_conflicts))
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -37,7 +49,8 @@ pub struct RoundReport {
     pub duration: Duration,
     /// Set when the round could not even read the source.
     pub source_error: Option<PgError>,
-    /// Conflicts resolved (multi-master rounds).
+    /// Conflicts resolved (multi-master rounds): those the round gathered, then those the
+    /// applies that committed decided.
     pub conflicts: Vec<ConflictRecord>,
     /// Targets whose progress this round moved, and to where: the purge's input.
     pub advanced: Vec<(String, Snapshot)>,
@@ -47,6 +60,8 @@ pub struct RoundReport {
     pub left_out: Vec<String>,
     /// One-source rounds: the target's tables held after this round (`hold`).
     pub held: Vec<crate::round::hold::HeldTable>,
+    /// Multi-master: each master's clock offset from the daemon's, in seconds (`clock`).
+    pub clock_offsets: BTreeMap<String, f64>,
 }
 
 impl RoundReport {
@@ -63,6 +78,7 @@ impl RoundReport {
             rewound: false,
             left_out: Vec::new(),
             held: Vec::new(),
+            clock_offsets: BTreeMap::new(),
         }
     }
 
@@ -88,6 +104,12 @@ impl RoundReport {
         }
     }
 
+    /// Keeps the conflicts logged on some database involved whose apply committed (`committed`):
+    /// one the round decided but logged nowhere is decided again by a later round.
+    pub fn keep_logged_conflicts(&mut self, committed: &[String]) {
+        (self.conflicts).retain(|c| c.involved.iter().any(|d| committed.contains(d)));
+    }
+
     /// Nothing was pending for any table when the round read the source.
     pub fn idle(&self) -> bool {
         self.pending.values().all(|p| *p == 0)
@@ -108,4 +130,25 @@ pub struct ConflictRecord {
     pub winner: Option<String>,
     pub involved: Vec<String>,
     pub versions: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conflict_counts_once_logged_on_a_database_that_committed() {
+        let conflict = |involved: &[&str]| ConflictRecord {
+            table: "public.t".into(),
+            key: serde_json::json!({"id": 1}),
+            winner: Some("a".into()),
+            involved: involved.iter().map(|s| s.to_string()).collect(),
+            versions: serde_json::Value::Null,
+        };
+        let mut r = RoundReport::empty();
+        r.conflicts = vec![conflict(&["a", "b"]), conflict(&["b", "c"])];
+        r.keep_logged_conflicts(&["a".to_string()]);
+        assert_eq!(r.conflicts.len(), 1);
+        assert_eq!(r.conflicts[0].involved, ["a", "b"]);
+    }
 }

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use super::lanes::Outcome;
 use crate::actors::metrics::RoundMetrics;
 use crate::pg::error::PgError;
-use crate::round::{RoundReport, TablePlan};
+use crate::round::{clock, RoundReport, TablePlan};
+use crate::status::SyncStatus;
 use crate::topology::SyncPlan;
 
 /// Age in seconds at `now` of the oldest change the round found pending (0 when none).
@@ -62,6 +63,18 @@ pub fn errors(report: &RoundReport) -> impl Iterator<Item = &PgError> {
     )
 }
 
+/// The clocks a multi-master round measured: the status keeps each master's last offset and
+/// warns of those off by more than a second.
+pub fn clocks(status: &mut SyncStatus, report: &RoundReport) {
+    if report.clock_offsets.is_empty() {
+        return;
+    }
+    let offsets = &mut status.clock_offsets;
+    offsets.extend(report.clock_offsets.iter().map(|(d, o)| (d.clone(), *o)));
+    status.warnings.retain(|w| !clock::is_clock_warning(w));
+    status.warnings.extend(clock::warnings(offsets));
+}
+
 /// The metrics of one round, and per table (by index in `tables`) the rows it applied.
 pub fn metrics(
     plan: &SyncPlan,
@@ -86,6 +99,9 @@ pub fn metrics(
             })
             .collect(),
         good: report.ok(),
+        clock_offsets: (report.clock_offsets.iter())
+            .map(|(d, o)| (d.clone(), *o))
+            .collect(),
         duration_secs: report.duration.as_secs_f64(),
         ..Default::default()
     };

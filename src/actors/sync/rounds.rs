@@ -124,6 +124,7 @@ impl SyncActor {
         self.status.rows_deleted += deleted;
         self.status.last_round_ms = Some(report.duration.as_secs_f64() * 1000.0);
         self.status.conflicts += report.conflicts.len() as u64;
+        report::clocks(&mut self.status, &report);
         let next = self.lanes.finished(&lane, &outcome);
         self.note_held(&lane, &report);
         self.status.lag_seconds = self.lanes.lag();
