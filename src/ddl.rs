@@ -5,20 +5,6 @@ use crate::pg::error::PgError;
 use crate::pg::Endpoint;
 use crate::topology::SyncPlan;
 
-/// Created by `drover install` on every database: one row per database a script ran on.
-pub const CATALOG: &str = "
-CREATE TABLE IF NOT EXISTS drover.ddl_log (
-    id bigserial PRIMARY KEY,
-    sync text NOT NULL,
-    database text NOT NULL,
-    databases text[] NOT NULL,
-    ran_at timestamptz NOT NULL DEFAULT now(),
-    ran_by text NOT NULL,
-    script_sha256 text NOT NULL,
-    outcome text NOT NULL CHECK (outcome IN ('ok', 'failed')),
-    error text);
-";
-
 /// The order a script runs in: receive-only databases first, then the sources (so a new
 /// column exists wherever rows will arrive before any source can write it).
 pub fn order(plan: &SyncPlan) -> Vec<String> {

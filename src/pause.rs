@@ -19,15 +19,6 @@ use tokio_postgres::Client;
 use crate::pg::error::PgError;
 use crate::pg::Endpoint;
 
-/// Created by `drover install` on every database (the daemon reads it on the first source).
-pub const CATALOG: &str = "
-CREATE TABLE IF NOT EXISTS drover.sync_pause (
-    sync text PRIMARY KEY,
-    paused_by text NOT NULL,
-    paused_at timestamptz NOT NULL DEFAULT now(),
-    reason text NOT NULL DEFAULT '');
-";
-
 /// A stored pause.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pause {

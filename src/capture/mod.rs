@@ -3,6 +3,7 @@
 //! leaves it as it was; re-running after a config change adds new tables and drops removed ones.
 
 pub mod apply_errors;
+pub mod catalog;
 pub mod images;
 pub mod partition_list;
 pub mod partitions;

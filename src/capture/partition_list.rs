@@ -18,14 +18,6 @@ use super::sql::{CaptureObjects, Pieces};
 use crate::pg::error::PgError;
 use crate::pg::ident::{quote_ident, quote_literal, TableName};
 
-/// Created by `sql::catalog` on every install, so existing installs get it on re-install.
-pub const CATALOG: &str = "CREATE TABLE IF NOT EXISTS drover.partitions (
-    table_name text NOT NULL,
-    partition oid NOT NULL,
-    partition_name text NOT NULL,
-    PRIMARY KEY (table_name, partition));
-";
-
 /// `SELECT oid` of every partition below `table`, at any depth (none once `table` is dropped).
 /// A partition being detached CONCURRENTLY (14+: `inhdetachpending`, read through `to_jsonb` as
 /// older servers lack the column) is gone already: queries of the table no longer see its rows.

@@ -133,11 +133,11 @@ CREATE TABLE IF NOT EXISTS drover.lease_epoch (
 ",
         v = quote_literal(SCHEMA_VERSION),
         nothing = quote_literal(NOTHING_APPLIED),
-    ) + super::partition_list::CATALOG
+    ) + super::catalog::PARTITIONS
         + super::apply_errors::CATALOG
         + super::secret::CREATE
-        + crate::pause::CATALOG
-        + crate::ddl::CATALOG
+        + super::catalog::SYNC_PAUSE
+        + super::catalog::DDL_LOG
 }
 
 /// Names of the objects that capture one table, from its catalog id.
