@@ -62,17 +62,25 @@ pub(super) fn table_strategy(
     (out, ok)
 }
 
+/// The syncs that loaded, each with its relgroup, when that loaded too.
+fn with_relgroups<'a>(
+    syncs: &'a BTreeMap<String, Option<SyncConfig>>,
+    relgroups: &'a BTreeMap<String, Option<Relgroup>>,
+) -> impl Iterator<Item = (&'a String, &'a SyncConfig, &'a Relgroup)> {
+    syncs.iter().filter_map(|(name, sync)| {
+        let sync = sync.as_ref()?;
+        let group = relgroups.get(&sync.relgroup)?.as_ref()?;
+        Some((name, sync, group))
+    })
+}
+
 /// Every `table_strategy` table is one of the relgroup's tables.
 pub(super) fn check_tables(
     syncs: &BTreeMap<String, Option<SyncConfig>>,
     relgroups: &BTreeMap<String, Option<Relgroup>>,
     problems: &mut Problems,
 ) {
-    for (name, sync) in syncs {
-        let Some(sync) = sync else { continue };
-        let Some(Some(group)) = relgroups.get(&sync.relgroup) else {
-            continue;
-        };
+    for (name, sync, group) in with_relgroups(syncs, relgroups) {
         for table in sync.table_strategy.keys() {
             if !group.tables.contains(table) {
                 problems.push(
@@ -94,11 +102,7 @@ pub(super) fn check_sequence_steps(
     relgroups: &BTreeMap<String, Option<Relgroup>>,
     problems: &mut Problems,
 ) {
-    for (name, sync) in syncs {
-        let Some(sync) = sync else { continue };
-        let Some(Some(group)) = relgroups.get(&sync.relgroup) else {
-            continue;
-        };
+    for (name, sync, group) in with_relgroups(syncs, relgroups) {
         let masters = sync.sources.len() as i64;
         match group.sequence_step {
             Some(step) if group.sequence_mode == SequenceMode::Interleave && masters > step => {
