@@ -15,30 +15,50 @@ use support::*;
 const KEYS: i64 = 20;
 
 /// Masters a and b (one cluster) with `t` (keys 1..=20, n = 100, f = 1.00, note 'orig') and a
-/// sync `mm` whose relgroup has `delta` as its `[relgroups.g.delta_columns]` lines.
-fn setup(delta: &str) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
+/// sync `mm` whose relgroup has `delta` as its `[relgroups.g.delta_columns]` lines. With
+/// `app`, drover connects as role `app`, the owner (no superuser: rows are updated in place).
+fn setup_as(delta: &str, app: bool) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
     let c = Cluster::start();
+    if app {
+        c.psql("postgres", "CREATE ROLE app LOGIN");
+    }
     for db in ["a", "b"] {
-        c.create_db(db);
+        if app {
+            c.psql("postgres", &format!("CREATE DATABASE {db} OWNER app"));
+        } else {
+            c.create_db(db);
+        }
         c.psql(
             db,
             &format!(
-                "CREATE TABLE t (id int PRIMARY KEY, n bigint, note text, f numeric(12,2)); \
-                 INSERT INTO t SELECT i, 100, 'orig', 1.00 FROM generate_series(1, {KEYS}) AS i;"
+                "SET ROLE {}; CREATE TABLE t (id int PRIMARY KEY, n bigint, note text, f numeric(12,2)); \
+                 INSERT INTO t SELECT i, 100, 'orig', 1.00 FROM generate_series(1, {KEYS}) AS i;",
+                if app { "app" } else { "postgres" }
             ),
         );
     }
     let dir = tempfile::tempdir().unwrap();
+    let db = |name: &str| {
+        let user = if app { "app" } else { "postgres" };
+        format!(
+            "[databases.{name}]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"{name}\"\nuser = \"{user}\"\n",
+            c.port
+        )
+    };
     let toml = format!(
         "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}\
          [relgroups.g]\ntables = [\"t\"]\n[relgroups.g.delta_columns]\n{delta}\n\
          [syncs.mm]\nrelgroup = \"g\"\nsources = [\"a\", \"b\"]\n",
         free_port(),
-        c.database_toml("a", "a"),
-        c.database_toml("b", "b"),
+        db("a"),
+        db("b"),
     );
     let cfg = write_config(dir.path(), &toml);
     (c, dir, cfg)
+}
+
+fn setup(delta: &str) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
+    setup_as(delta, false)
 }
 
 /// `drover install`, with `DROVER_CAPTURE_MODE` set to `mode`.
@@ -71,8 +91,8 @@ fn expected(rows: &BTreeMap<i64, (i64, i64, &str)>) -> String {
         .join(" ")
 }
 
-fn increments_add_up(mode: &str) {
-    let (c, _dir, cfg) = setup("\"public.t\" = [\"n\", \"f\"]");
+fn increments_add_up(mode: &str, app: bool) {
+    let (c, _dir, cfg) = setup_as("\"public.t\" = [\"n\", \"f\"]", app);
     install(&cfg, mode);
     // id -> (n, f in cents, note)
     let mut want: BTreeMap<i64, (i64, i64, &str)> =
@@ -144,17 +164,28 @@ fn increments_add_up(mode: &str) {
         );
     }
     assert_eq!(table_md5(&c, "a", "t", "id"), table_md5(&c, "b", "t", "id"));
+    assert_eq!(
+        sync_status(&cfg, "mm")["conflicts"],
+        1,
+        "{mode}: conflicts counted"
+    );
     daemon.stop();
 }
 
 #[test]
 fn concurrent_increments_add_up_statement_capture() {
-    increments_add_up("statement");
+    increments_add_up("statement", false);
+}
+
+#[test]
+fn concurrent_increments_add_up_as_non_superuser() {
+    // No session_replication_role: rows are updated in place (`round::in_place`).
+    increments_add_up("statement", true);
 }
 
 #[test]
 fn concurrent_increments_add_up_row_capture() {
-    increments_add_up("row");
+    increments_add_up("row", false);
 }
 
 #[test]

@@ -61,9 +61,16 @@ fn concurrent_pgbench_on_two_masters_adds_up() {
         .sum();
     let transactions: i64 = ["a", "b"]
         .iter()
-        .map(|db| c.psql(db, "SELECT count(*) FROM pgbench_history").parse::<i64>().unwrap())
+        .map(|db| {
+            c.psql(db, "SELECT count(*) FROM pgbench_history")
+                .parse::<i64>()
+                .unwrap()
+        })
         .sum();
-    assert!(transactions > 100, "pgbench ran: {transactions} transactions");
+    assert!(
+        transactions > 100,
+        "pgbench ran: {transactions} transactions"
+    );
     for db in ["a", "b"] {
         let sums = c.psql(
             db,
