@@ -145,26 +145,55 @@ pub fn create_capture(
         objects.delta_quoted,
         inc_cols.join(", ")
     );
-    let p = Pieces::new(&objects.delta_quoted);
-    let value = |p: &str, sign: &str| -> String {
-        (with(p, incs).iter())
+    let body = Body {
+        meta,
+        key,
+        incs,
+        insert,
+        p: Pieces::new(&objects.delta_quoted),
+    };
+    let body = match on.body_mode() {
+        CaptureMode::Statement => body.statement(),
+        CaptureMode::Row => body.row(),
+    };
+    capture_function(table, objects, &body, on)
+}
+
+/// What both capture function bodies are made of.
+struct Body<'a> {
+    meta: &'a TableMeta,
+    key: &'a [&'a Column],
+    incs: &'a [&'a Column],
+    /// `INSERT INTO delta (key.., drover_xid, drover_changed_at, incs.., drover_other)`.
+    insert: String,
+    p: Pieces,
+}
+
+impl Body<'_> {
+    /// The delta columns' values prefixed with `p`, NULL as 0, with `sign`.
+    fn values(&self, p: &str, sign: &str) -> String {
+        (with(p, self.incs).iter())
             .map(|c| format!("{sign}coalesce({c}, 0)"))
             .collect::<Vec<_>>()
             .join(", ")
-    };
-    let body = match on.body_mode() {
-        CaptureMode::Statement => {
-            let sums: Vec<String> = (0..incs.len())
-                .map(|i| format!("sum(drover_i{i})"))
-                .collect();
-            let alias = |sign: &str, p: &str| -> String {
-                (with(p, incs).iter().enumerate())
-                    .map(|(i, c)| format!("{sign}coalesce({c}, 0) AS drover_i{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            format!(
-                "BEGIN
+    }
+
+    /// Statement triggers: an UPDATE sums +new and -old per key (a changed key is a delete
+    /// of the old key and an insert of the new one).
+    fn statement(&self) -> String {
+        let klist = with("", self.key).join(", ");
+        let sums: Vec<String> = (0..self.incs.len())
+            .map(|i| format!("sum(drover_i{i})"))
+            .collect();
+        let alias = |sign: &str| -> String {
+            (with("", self.incs).iter().enumerate())
+                .map(|(i, c)| format!("{sign}coalesce({c}, 0) AS drover_i{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let Pieces { stamp, guard, .. } = self.p;
+        format!(
+            "BEGIN
   {guard}
   IF TG_OP = 'INSERT' THEN
     {insert} SELECT {klist}, {stamp}, {new}, true FROM drover_new;
@@ -180,26 +209,28 @@ pub fn create_capture(
   IF FOUND THEN {notify} END IF;
   RETURN NULL;
 END",
-                guard = p.guard,
-                stamp = p.stamp,
-                truncate = p.truncate,
-                notify = p.notify,
-                new = value("", ""),
-                old = value("", "-"),
-                sums = sums.join(", "),
-                new_a = alias("", ""),
-                old_a = alias("-", ""),
-                others = others_text("", meta, incs),
-            )
-        }
-        CaptureMode::Row => {
-            let nk = with("NEW.", key).join(", ");
-            let ok = with("OLD.", key).join(", ");
-            let diff: Vec<String> = (with("NEW.", incs).iter().zip(with("OLD.", incs)))
-                .map(|(n, o)| format!("coalesce({n}, 0) - coalesce({o}, 0)"))
-                .collect();
-            format!(
-                "BEGIN
+            insert = self.insert,
+            truncate = self.p.truncate,
+            notify = self.p.notify,
+            new = self.values("", ""),
+            old = self.values("", "-"),
+            sums = sums.join(", "),
+            new_a = alias(""),
+            old_a = alias("-"),
+            others = others_text("", self.meta, self.incs),
+        )
+    }
+
+    /// A row trigger: one delta row per change, two when the key changed.
+    fn row(&self) -> String {
+        let nk = with("NEW.", self.key).join(", ");
+        let ok = with("OLD.", self.key).join(", ");
+        let diff: Vec<String> = (with("NEW.", self.incs).iter().zip(with("OLD.", self.incs)))
+            .map(|(n, o)| format!("coalesce({n}, 0) - coalesce({o}, 0)"))
+            .collect();
+        let Pieces { stamp, guard, .. } = self.p;
+        format!(
+            "BEGIN
   {guard}
   IF TG_OP = 'TRUNCATE' THEN
     {truncate}
@@ -216,19 +247,16 @@ END",
   {notify}
   RETURN NULL;
 END",
-                guard = p.guard,
-                stamp = p.stamp,
-                truncate = p.truncate,
-                notify = p.notify,
-                new = value("NEW.", ""),
-                old = value("OLD.", "-"),
-                diff = diff.join(", "),
-                on = others_text("NEW.", meta, incs),
-                oo = others_text("OLD.", meta, incs),
-            )
-        }
-    };
-    capture_function(table, objects, &body, on)
+            insert = self.insert,
+            truncate = self.p.truncate,
+            notify = self.p.notify,
+            new = self.values("NEW.", ""),
+            old = self.values("OLD.", "-"),
+            diff = diff.join(", "),
+            on = others_text("NEW.", self.meta, self.incs),
+            oo = others_text("OLD.", self.meta, self.incs),
+        )
+    }
 }
 
 #[cfg(test)]
