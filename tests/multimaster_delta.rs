@@ -6,7 +6,8 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::scenario::*;
@@ -17,7 +18,12 @@ const KEYS: i64 = 20;
 /// Masters a and b (one cluster) with `t` (keys 1..=20, n = 100, f = 1.00, note 'orig') and a
 /// sync `mm` whose relgroup has `delta` as its `[relgroups.g.delta_columns]` lines. With
 /// `app`, drover connects as role `app`, the owner (no superuser: rows are updated in place).
-fn setup_as(delta: &str, app: bool) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
+/// `sync` lines are added to the sync.
+fn setup_as(
+    delta: &str,
+    app: bool,
+    sync: &str,
+) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
     let c = Cluster::start();
     if app {
         c.psql("postgres", "CREATE ROLE app LOGIN");
@@ -48,7 +54,7 @@ fn setup_as(delta: &str, app: bool) -> (Cluster, tempfile::TempDir, std::path::P
     let toml = format!(
         "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}\
          [relgroups.g]\ntables = [\"t\"]\n[relgroups.g.delta_columns]\n{delta}\n\
-         [syncs.mm]\nrelgroup = \"g\"\nsources = [\"a\", \"b\"]\n",
+         [syncs.mm]\nrelgroup = \"g\"\nsources = [\"a\", \"b\"]\n{sync}\n",
         free_port(),
         db("a"),
         db("b"),
@@ -58,7 +64,7 @@ fn setup_as(delta: &str, app: bool) -> (Cluster, tempfile::TempDir, std::path::P
 }
 
 fn setup(delta: &str) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
-    setup_as(delta, false)
+    setup_as(delta, false, "")
 }
 
 /// `drover install`, with `DROVER_CAPTURE_MODE` set to `mode`.
@@ -92,7 +98,7 @@ fn expected(rows: &BTreeMap<i64, (i64, i64, &str)>) -> String {
 }
 
 fn increments_add_up(mode: &str, app: bool) {
-    let (c, _dir, cfg) = setup_as("\"public.t\" = [\"n\", \"f\"]", app);
+    let (c, _dir, cfg) = setup_as("\"public.t\" = [\"n\", \"f\"]", app, "");
     install(&cfg, mode);
     // id -> (n, f in cents, note)
     let mut want: BTreeMap<i64, (i64, i64, &str)> =
@@ -255,5 +261,70 @@ fn reinstall_adds_delta_columns_to_a_running_capture() {
             .iter()
             .all(|db| c.psql(db, "SELECT n FROM t WHERE id = 1") == "110")
     });
+    daemon.stop();
+}
+
+#[test]
+fn a_late_local_change_that_loses_still_sends_its_increment() {
+    // b changes key 1 (counter and note) in a transaction left open while a changes it too;
+    // b's round apply waits for b's row, then b commits: b's change is newer than b's round
+    // snapshot. Priority gives the row to a, but b's increment must still reach a.
+    let (c, _dir, cfg) = setup_as(
+        "t = [\"n\"]",
+        false,
+        "conflict_strategy = \"priority\"\npriority = [\"a\", \"b\"]",
+    );
+    drover_ok(&cfg, &["install"]);
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    drover_wait(&cfg, "mm", 60);
+    let mut b = Command::new("psql")
+        .args(["-XAtq", "-h", "127.0.0.1", "-p", &c.port.to_string()])
+        .args(["-U", "postgres", "-d", "b", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run psql");
+    let stdin = b.stdin.as_mut().expect("psql stdin");
+    writeln!(
+        stdin,
+        "BEGIN; UPDATE t SET n = n + 7, note = 'b late' WHERE id = 1;"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    eventually(Duration::from_secs(10), "b's row lock", || {
+        c.psql("b", "SELECT count(*) FROM pg_locks WHERE mode = 'RowExclusiveLock' AND relation = 't'::regclass AND granted") == "1"
+    });
+    c.psql("a", "UPDATE t SET n = n + 5, note = 'a' WHERE id = 1");
+    eventually(
+        Duration::from_secs(20),
+        "the apply on b to wait for b's row",
+        || {
+            c.psql(
+            "b",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'drover:%' AND wait_event_type = 'Lock'",
+        ) != "0"
+        },
+    );
+    let stdin = b.stdin.as_mut().expect("psql stdin");
+    writeln!(stdin, "COMMIT;").unwrap();
+    drop(b.stdin.take());
+    assert!(b.wait().unwrap().success(), "b's transaction");
+    drover_wait(&cfg, "mm", 60);
+    eventually(Duration::from_secs(20), "both masters to agree", || {
+        rows(&c, "a") == rows(&c, "b")
+    });
+    for db in ["a", "b"] {
+        assert_eq!(
+            c.psql(db, "SELECT n || '/' || note FROM t WHERE id = 1"),
+            "112/a",
+            "on {db}: a's row wins, both increments count"
+        );
+    }
+    assert_eq!(
+        c.psql("b", "SELECT winner FROM drover.conflicts"),
+        "a",
+        "b's late change is a conflict, decided and logged on b"
+    );
     daemon.stop();
 }
