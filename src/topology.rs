@@ -17,6 +17,8 @@ pub struct SyncPlan {
     pub sequences: Vec<TableName>,
     /// Key columns named in the config (`[relgroups.X.keys]`), for tables without a usable key.
     pub keys: std::collections::BTreeMap<TableName, Vec<String>>,
+    /// Columns whose changes are sent as increments (`[relgroups.X.delta_columns]`).
+    pub delta_columns: BTreeMap<TableName, Vec<String>>,
     /// Masters: their changes are captured and shipped.
     pub sources: Vec<String>,
     /// Receive-only databases.
@@ -125,6 +127,7 @@ pub fn syncs(config: &Config) -> Vec<SyncPlan> {
                 .get(&s.relgroup)
                 .map(|r| r.keys.clone())
                 .unwrap_or_default(),
+            delta_columns: group.map(|r| r.delta_columns.clone()).unwrap_or_default(),
             sources: s.sources.clone(),
             targets: s.targets.clone(),
             strategy: strategy(s.conflict_strategy, &s.priority),

@@ -5,6 +5,7 @@
 pub mod apply_errors;
 pub mod catalog;
 pub mod images;
+pub mod increments;
 pub mod partition_list;
 pub mod partitions;
 pub mod secret;
@@ -31,6 +32,8 @@ const INSTALL_LOCK_KEY: i64 = 0x6472_6f76_6572_0001;
 struct Wanted<'a> {
     tables: &'a BTreeSet<TableName>,
     keys: &'a BTreeMap<TableName, Vec<String>>,
+    /// `[relgroups.*.delta_columns]` of the captured tables.
+    deltas: &'a BTreeMap<TableName, Vec<String>>,
 }
 
 /// A row of `drover.tables`: a table captured by an earlier install.
@@ -100,12 +103,17 @@ pub async fn install(endpoint: &Endpoint, syncs: &[SyncPlan]) -> Result<InstallR
         .filter(|s| s.is_source(db))
         .flat_map(|s| s.keys.clone())
         .collect();
+    let deltas: BTreeMap<TableName, Vec<String>> = (syncs.iter())
+        .filter(|s| s.is_source(db))
+        .flat_map(|s| s.delta_columns.clone())
+        .collect();
     if !captured.is_empty() {
         report.capture = Some(mode);
     }
     let wanted = Wanted {
         tables: &captured,
         keys: &configured,
+        deltas: &deltas,
     };
     install_capture(&tx, db, &facts, mode, &wanted, &mut report).await?;
     install_consumers(&tx, db, syncs).await?;
@@ -202,6 +210,8 @@ async fn install_capture(
             key_names.insert(0, "*".into());
         }
         let key_types: Vec<String> = key.iter().map(|c| c.type_name.clone()).collect();
+        let incs = increments::columns(&meta, wanted.deltas.get(table))
+            .map_err(|m| PgError::schema(db, m))?;
         let purpose = format!("install capture of {name}");
         let (id, fresh_delta) = match existing.get(&name) {
             Some(i) if i.key_columns == key_names && i.key_types == key_types => {
@@ -257,7 +267,13 @@ async fn install_capture(
             if fresh_delta {
                 ddl.push_str(&sql::create_delta(&objects, &key));
             }
-            ddl.push_str(&sql::create_capture(table, &objects, &key, on));
+            if incs.is_empty() {
+                ddl.push_str(&sql::create_capture(table, &objects, &key, on));
+            } else {
+                ddl.push_str(&increments::add_columns(&objects, &incs));
+                let sql = increments::create_capture(table, &objects, &meta, &key, &incs, on);
+                ddl.push_str(&sql);
+            }
         }
         if let Some(leaves) = &leaves {
             ddl.push_str(&partitions::leaf_function(&objects, &key, meta.whole_row()));
@@ -286,6 +302,13 @@ async fn install_capture(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET key_columns = EXCLUDED.key_columns, \
              key_types = EXCLUDED.key_types, capture = EXCLUDED.capture",
             &[&id, &name, &table.schema, &table.name, &objects.delta, &key_names, &key_types, &capture],
+        )
+        .await
+        .map_err(|e| PgError::query(db, &purpose, e))?;
+        let inc_names: Vec<&str> = incs.iter().map(|c| c.name.as_str()).collect();
+        tx.execute(
+            "UPDATE drover.tables SET delta_columns = $2 WHERE id = $1",
+            &[&id, &inc_names],
         )
         .await
         .map_err(|e| PgError::query(db, &purpose, e))?;

@@ -164,6 +164,11 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                             table_ok = false;
                             problems.push(e.to_string());
                         }
+                        let deltas = sync.delta_columns.get(table);
+                        if let Err(m) = crate::capture::increments::columns(&meta, deltas) {
+                            table_ok = false;
+                            problems.push(format!("database \"{db}\": {m}"));
+                        }
                         if sync.is_source(db) {
                             table_ok &=
                                 uncaptured_partitions(client, db, table, &mut problems).await;

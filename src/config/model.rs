@@ -279,6 +279,12 @@ pub struct Relgroup {
     /// multi-master sync of this relgroup (a larger one leaves residues free
     /// for masters added later). Default `None`: the sync's number of masters.
     pub sequence_step: Option<i64>,
+    /// `[relgroups.NAME.delta_columns]`: numeric columns whose concurrent changes on
+    /// several masters add up (each change is sent as an increment), e.g.
+    /// `"public.accounts" = ["balance"]`. Tables and columns are written as in `keys`;
+    /// types are checked against the databases (`drover check`, install). Default empty.
+    /// Not settable from the environment.
+    pub delta_columns: BTreeMap<TableName, Vec<String>>,
 }
 
 /// `[syncs.NAME]`: replicate one relgroup between databases.

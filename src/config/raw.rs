@@ -10,7 +10,7 @@
 //! `tables`, `sequences`, `sources`, `targets` and `priority` (each
 //! section's `LIST_KEYS`). Values from the file must already have the right
 //! TOML type (`port = "5432"` is an error, `port = 5432` is not). The
-//! `[relgroups.NAME.keys]` sub-table cannot be set from the environment: a
+//! `[relgroups.NAME.keys]` and `delta_columns` sub-tables cannot be set from the environment: a
 //! `DROVER__RELGROUPS__NAME__KEYS__...` value is a string, reported as the
 //! wrong type.
 
@@ -72,6 +72,8 @@ pub(super) struct RawRelgroup {
     pub sequences: Option<StrList>,
     pub keys: Option<KeyLists>,
     pub sequence_mode: Option<Str>,
+    /// `[relgroups.NAME.delta_columns]`: column lists, like `keys`.
+    pub delta_columns: Option<KeyLists>,
     pub sequence_step: Option<Int>,
 }
 

@@ -131,6 +131,7 @@ mod tests {
             tables: vec![TableName::new("public", "t")],
             sequences: vec![],
             keys: Default::default(),
+            delta_columns: Default::default(),
             sources: sources.iter().map(|s| s.to_string()).collect(),
             targets: targets.iter().map(|s| s.to_string()).collect(),
             strategy: Strategy::Latest,

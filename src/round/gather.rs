@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 
 use crate::pg::error::PgError;
 use crate::pg::ident::quote_literal;
+use crate::round::increments;
 use crate::round::keys::{self, Key};
 use crate::round::plan::TablePlan;
 use crate::round::resolve::Change;
@@ -57,10 +58,11 @@ pub async fn pending_keys(
     let texts: Vec<String> = table.key.iter().map(|k| format!("{k}::text")).collect();
     let flags: Vec<String> = preds.iter().map(|p| format!("bool_or({p})")).collect();
     let sql = format!(
-        "SELECT {texts}, max(drover_changed_at) FILTER (WHERE {any}), {flags} FROM {delta} \
+        "SELECT {texts}, max(drover_changed_at) FILTER (WHERE {any}), {flags}{incs} FROM {delta} \
          WHERE drover_xid >= {min_xmin} AND NOT drover_truncate GROUP BY {keys} HAVING bool_or({any})",
         texts = texts.join(", "),
         flags = flags.join(", "),
+        incs = increments::gather_columns(table, &any, &preds, upto),
         keys = table.key_list(),
     );
     let purpose = format!("read pending keys of {}", table.display);
@@ -78,13 +80,23 @@ pub async fn pending_keys(
             .filter(|(i, _)| row.get::<_, bool>(nk + 1 + i))
             .map(|(_, (r, _))| r.clone())
             .collect();
-        pending.entry(key).or_default().insert(
-            source.to_string(),
-            Change {
-                changed_at,
-                pending_to,
-            },
+        let mut change = Change {
+            changed_at,
+            pending_to,
+            other: true,
+            incs: BTreeMap::new(),
+        };
+        increments::read(
+            &row,
+            nk + 1 + receivers.len(),
+            table,
+            receivers,
+            &mut change,
         );
+        pending
+            .entry(key)
+            .or_default()
+            .insert(source.to_string(), change);
     }
     let truncs: Vec<String> = preds
         .iter()

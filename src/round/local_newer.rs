@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Transaction;
 
+use crate::capture::increments::OTHER;
 use crate::pg::error::PgError;
 use crate::round::conflict_log;
 use crate::round::gather;
@@ -191,6 +192,8 @@ fn both(
     let change = |changed_at, other: &str| Change {
         changed_at,
         pending_to: BTreeSet::from([other.to_string()]),
+        other: true,
+        incs: BTreeMap::new(),
     };
     BTreeMap::from([
         (w.to_string(), change(at.0.unwrap_or(at.1), dst)),
@@ -227,9 +230,11 @@ async fn newer_local(late: &Late<'_, '_>) -> Result<HashMap<Key, DateTime<Utc>>,
         .query(
             &format!(
                 "SELECT {texts}, max(d.drover_changed_at) FROM {tmp} AS k JOIN {d} AS d ON {on} \
-                 WHERE d.drover_xid >= txid_snapshot_xmin({s}) AND NOT txid_visible_in_snapshot(d.drover_xid, {s}) \
+                 WHERE d.drover_xid >= txid_snapshot_xmin({s}) AND NOT txid_visible_in_snapshot(d.drover_xid, {s}){only} \
                  GROUP BY {texts}",
                 d = t.deltas[dst],
+                // Increments of delta columns add up with the winner's row: no conflict.
+                only = if t.increments.is_empty() { "" } else { " AND d.drover_other" },
                 on = on("k", "d"),
                 texts = texts.join(", ")
             ),
@@ -262,6 +267,16 @@ async fn forget(late: &Late<'_, '_>, what: &str, keys: &[&Key]) -> Result<(), Pg
         );
         (t.deltas[late.dst].clone(), extra)
     };
+    // With delta columns, the local increments of a row still here reach the other masters
+    // (marked as increments only); those of a row deleted here go with the delete.
+    let row_here = (what == "delta" && !t.increments.is_empty()).then(|| {
+        let on: Vec<String> = t.key.iter().map(|k| format!("r.{k} = x.{k}")).collect();
+        format!(
+            "EXISTS (SELECT 1 FROM {} AS r WHERE {})",
+            t.quoted,
+            on.join(" AND ")
+        )
+    });
     let cols: Vec<String> = (0..t.key.len()).map(|i| format!("c{i}")).collect();
     let unnest: Vec<String> = (0..t.key.len())
         .map(|i| format!("${}::text[]", i + 1))
@@ -269,21 +284,27 @@ async fn forget(late: &Late<'_, '_>, what: &str, keys: &[&Key]) -> Result<(), Pg
     let on: Vec<String> = (t.key.iter().zip(&t.key_types).enumerate())
         .map(|(i, (k, ty))| format!("x.{k} = u.c{i}::{ty}"))
         .collect();
-    let sql = format!(
-        "DELETE FROM {table} AS x USING unnest({}) AS u({}) WHERE {}{extra}",
+    let using = format!(
+        "unnest({}) AS u({}) WHERE {}",
         unnest.join(", "),
         cols.join(", "),
         on.join(" AND ")
     );
+    let mut sqls = vec![format!("DELETE FROM {table} AS x USING {using}{extra}")];
+    if let Some(here) = row_here {
+        sqls[0].push_str(&format!(" AND NOT {here}"));
+        sqls.push(format!(
+            "UPDATE {table} AS x SET {OTHER} = false FROM {using}{extra} AND {here}"
+        ));
+    }
     let columns = keys::by_column(keys, t.key.len());
     let params = keys::params(&columns);
-    late.ttx.execute(&sql, &params).await.map_err(|e| {
-        PgError::query(
-            late.dst,
-            format!("settle local changes of {}", t.display),
-            e,
-        )
-    })?;
+    for sql in sqls {
+        late.ttx.execute(&sql, &params).await.map_err(|e| {
+            let what = format!("settle local changes of {}", t.display);
+            PgError::query(late.dst, what, e)
+        })?;
+    }
     Ok(())
 }
 

@@ -30,6 +30,7 @@ pub mod gather;
 pub mod held_round;
 pub mod hold;
 pub mod in_place;
+pub mod increments;
 pub mod indexes;
 pub mod keys;
 pub mod limits;

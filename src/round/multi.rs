@@ -18,6 +18,7 @@ use crate::pg::connect::{checkout, PooledClient};
 use crate::pg::error::PgError;
 use crate::round::clock;
 use crate::round::gather::{self, Pending, SourceTable};
+use crate::round::increments;
 use crate::round::keys::Key;
 use crate::round::multi_backlog;
 use crate::round::multi_rewind;
@@ -25,7 +26,7 @@ use crate::round::plan::TablePlan;
 use crate::round::progress::load_progress;
 use crate::round::purge;
 use crate::round::report::{ConflictRecord, RoundReport, TargetReport};
-use crate::round::resolve::{self, decide, Strategy};
+use crate::round::resolve::{self, Strategy};
 use crate::round::snapshot::Snapshot;
 use crate::round::winners::SourceTxs;
 
@@ -241,8 +242,9 @@ async fn decide_table(
         }
         let d = match &tr.reload_from {
             Some(from) => resolve::truncated(changes, from),
-            None => decide(changes, strategy_of(input, t), &sources),
+            None => increments::decide(t, changes, strategy_of(input, t), &sources),
         };
+        increments::collect(&mut tr.incs, key, changes);
         if let Some(w) = &d.winner {
             tr.won.entry(w.clone()).or_default().push(key.clone());
             if let Some(c) = changes.get(w) {

@@ -12,6 +12,7 @@ use crate::pg::copy::copy_in_bytes;
 use crate::pg::error::PgError;
 use crate::round::conflict_log;
 use crate::round::in_place;
+use crate::round::increments;
 use crate::round::keys::{copy_text, Key};
 use crate::round::local_newer::{self, Late};
 use crate::round::multi_input::{strategy_of, MultiInput, TableRound};
@@ -151,6 +152,9 @@ async fn apply_db(
         .collect();
     let on = (input.sync, dst, senders.as_slice());
     multi_rewind::check_progress(&ttx, on, input.tables, input.progress).await?;
+    for (t, r) in input.tables.iter().zip(ctx.rounds) {
+        increments::before(&ttx, dst, t, incs_to(r, dst)).await?;
+    }
     // Keys each winner sends here, after dropping keys changed here since the snapshot.
     let mut sends: Vec<BTreeMap<String, Vec<Key>>> = Vec::new();
     for (t, r) in input.tables.iter().zip(ctx.rounds).rev() {
@@ -174,6 +178,7 @@ async fn apply_db(
             let from = winner(ctx, r, w, keys);
             c.inserted += winner_rows(from, &ttx, dst, t, &t.rows_in()).await?;
         }
+        increments::after(&ttx, dst, t, incs_to(r, dst)).await?;
     }
     conflict_log::record(&ttx, dst, (input.sync, input.strategy), ctx.conflicts).await?;
     let from: Vec<(&str, &Snapshot, Option<&str>)> = (input.sources.iter())
@@ -256,6 +261,11 @@ async fn delete_changed(
         .await
         .map_err(|e| PgError::query(dst, format!("delete changed rows of {}", t.display), e))?;
     Ok(from)
+}
+
+/// The increments `dst` receives for a table; none when it is reloaded (the truncate wins).
+fn incs_to<'r>(r: &'r TableRound, dst: &str) -> Option<&'r Vec<(Key, Vec<String>)>> {
+    r.reload_from.is_none().then(|| r.incs.get(dst)).flatten()
 }
 
 /// What `local_newer` needs to settle `here`'s changes since its round snapshot.

@@ -36,6 +36,8 @@ pub(crate) struct TableRound {
     pub(crate) retained: HashMap<String, i64>,
     /// Per source: receivers with something pending.
     pub(crate) pending_to: HashMap<String, BTreeSet<String>>,
+    /// Per receiver: the increments of delta columns it receives (`increments`).
+    pub(crate) incs: crate::round::increments::ByReceiver,
 }
 
 /// The strategy that decides `t`'s conflicts.

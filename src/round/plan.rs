@@ -10,6 +10,7 @@ use crate::pg::floats;
 use crate::pg::ident::{quote_ident, TableName};
 use crate::pg::schema::{self, TableMeta};
 use crate::pg::Pool;
+use crate::round::increments;
 use crate::round::signature;
 use crate::round::snapshot::Snapshot;
 
@@ -45,6 +46,8 @@ pub struct TablePlan {
     pub whole_row: bool,
     /// Partitioned on a source: each round checks its partitions are all captured.
     pub partitioned: bool,
+    /// Delta columns (quoted name, type) as the sources' installs recorded them.
+    pub increments: Vec<(String, String)>,
     /// Source database name -> the table's column signature there (`round::signature`).
     pub signatures: HashMap<String, signature::Signature>,
     /// The first database's table, which a target prepared later is checked against.
@@ -100,6 +103,10 @@ impl TablePlan {
             if is_source {
                 let delta = delta_table(&client, side.name, &display, &meta).await?;
                 found.deltas.insert(side.name.to_string(), delta);
+                let incs = increments::recorded(&client, side.name, &meta).await?;
+                if *found.increments.get_or_insert_with(|| incs.clone()) != incs {
+                    return Err(increments::differ(side.name, &display));
+                }
                 found.partitioned |=
                     partitions::is_partitioned(&client, side.name, meta.oid, &display).await?;
             }
@@ -406,6 +413,7 @@ struct Found {
     fk_parents: Vec<TableName>,
     partitioned: bool,
     signatures: HashMap<String, signature::Signature>,
+    increments: Option<Vec<(String, String)>>,
 }
 
 impl Found {
@@ -466,6 +474,7 @@ impl Found {
             fk_parents: self.fk_parents,
             whole_row: meta.whole_row(),
             partitioned: self.partitioned,
+            increments: self.increments.unwrap_or_default(),
             signatures: self.signatures,
             reference: Some(std::sync::Arc::new((ref_db, meta.clone()))),
         }
@@ -527,6 +536,7 @@ pub(crate) fn test_plan(
         fk_parents: Vec::new(),
         whole_row: false,
         partitioned: false,
+        increments: Vec::new(),
         signatures: HashMap::new(),
         reference: None,
     }

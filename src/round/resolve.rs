@@ -59,6 +59,11 @@ pub struct Change {
     pub changed_at: DateTime<Utc>,
     /// The receivers this change has not reached yet.
     pub pending_to: BTreeSet<String>,
+    /// With delta columns: whether another column (or the row's existence) changed. Always
+    /// true without them.
+    pub other: bool,
+    /// With delta columns: per receiver, each delta column's summed increments (as text).
+    pub incs: BTreeMap<String, Vec<String>>,
 }
 
 /// What to do with one key.
@@ -191,6 +196,8 @@ mod tests {
         Change {
             changed_at: at(t),
             pending_to: to.iter().map(|s| s.to_string()).collect(),
+            other: true,
+            incs: BTreeMap::new(),
         }
     }
 

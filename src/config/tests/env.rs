@@ -166,6 +166,7 @@ fn raw_structs_expose_their_fields() {
             "sequences",
             "keys",
             "sequence_mode",
+            "delta_columns",
             "sequence_step"
         ]
     );

@@ -145,3 +145,34 @@ fn sequence_mode_mistakes_name_the_key() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.relgroups["m"].sequence_step, Some(8));
 }
+
+#[test]
+fn delta_columns_are_read_and_their_mistakes_name_the_key() {
+    let cfg = load_text_only(&multi_master(
+        "[relgroups.m.delta_columns]\n\"S.M2\" = [\"n\", \"Total\"]",
+        "",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let deltas = &cfg.relgroups["m"].delta_columns;
+    assert_eq!(deltas[&TableName::new("s", "m2")], ["n", "Total"]);
+    assert!(
+        load_text_only(&multi_master("", "")).unwrap().relgroups["m"]
+            .delta_columns
+            .is_empty()
+    );
+    let msg = errors(&multi_master(
+        "[relgroups.m.delta_columns]\n\"public.nope\" = [\"n\"]\nm1 = [\"n\", \"n\"]",
+        "",
+    ));
+    assert_problem(
+        &msg,
+        r#"relgroups.m.delta_columns."public.nope""#,
+        "table public.nope is not in this relgroup's tables",
+    );
+    assert_problem(
+        &msg,
+        "relgroups.m.delta_columns.m1[1]",
+        "column \"n\" is listed twice (also [0])",
+    );
+    assert_lines(&msg, 2);
+}

@@ -1,7 +1,7 @@
 //! `[relgroups.NAME]`: its `tables` and `sequences` (parsed names, each
 //! once, none in both lists) and its `[relgroups.NAME.keys]` sub-table
-//! (column lists for tables of this relgroup), `sequence_mode` and
-//! `sequence_step`.
+//! (column lists for tables of this relgroup), `[relgroups.NAME.delta_columns]` (the
+//! same shape), `sequence_mode` and `sequence_step`.
 
 use std::collections::BTreeMap;
 
@@ -46,7 +46,11 @@ pub(super) fn relgroup(
     }
     let keys = match &raw.keys {
         None => Some(BTreeMap::new()),
-        Some(keys) => key_columns(path, keys, tables.as_deref(), problems),
+        Some(keys) => key_columns((path, "keys"), keys, tables.as_deref(), problems),
+    };
+    let delta_columns = match &raw.delta_columns {
+        None => Some(BTreeMap::new()),
+        Some(lists) => key_columns((path, "delta_columns"), lists, tables.as_deref(), problems),
     };
     let sequence_mode = choice(
         path,
@@ -65,6 +69,7 @@ pub(super) fn relgroup(
         keys: keys?,
         sequence_mode: sequence_mode?,
         sequence_step: sequence_step?,
+        delta_columns: delta_columns?,
     })
 }
 
@@ -144,11 +149,11 @@ fn names(
     ok.then_some(out)
 }
 
-/// `[relgroups.NAME.keys]`: each table parsed, one of `tables` (not
-/// checked when `tables` is `None`, broken and reported already), given
+/// `[relgroups.NAME.keys]` (or `delta_columns`, the `field`): each table parsed, one of
+/// `tables` (not checked when `tables` is `None`, broken and reported already), given
 /// once; each column list non-empty, without blanks or duplicates.
 fn key_columns(
-    path: &str,
+    (path, field): (&str, &str),
     keys: &KeyLists,
     tables: Option<&[TableName]>,
     problems: &mut Problems,
@@ -157,7 +162,7 @@ fn key_columns(
     let mut spelled: BTreeMap<TableName, &str> = BTreeMap::new();
     let mut ok = true;
     for (text, columns) in &keys.0 {
-        let key = format!("{path}.keys.{}", toml_key(text));
+        let key = format!("{path}.{field}.{}", toml_key(text));
         // A value of the wrong type is the one problem reported for its key
         // (an unquoted `public.t = [...]` is a table `public`: its name is
         // not worth a second message).
@@ -180,7 +185,7 @@ fn key_columns(
                     problems.push(
                         &key,
                         format!(
-                            "table {table} is given twice (also as keys.{})",
+                            "table {table} is given twice (also as {field}.{})",
                             toml_key(first)
                         ),
                     );

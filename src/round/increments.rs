@@ -1,0 +1,266 @@
+//! Delta columns in multi-master rounds (see `capture::increments` for what is captured).
+//!
+//! Gathering sums each source's increments per key and receiver over that receiver's window,
+//! and notes whether the source changed anything else (`drover_other`). Deciding: only
+//! masters that changed other columns compete for the row; when at most one did, there is no
+//! conflict; with none, no row image is sent at all. Applying to database D: every key D held before the apply ends with D's value
+//! then (read under a row lock) plus the increments of every other master, whoever won the
+//! row's other columns; a key new to D takes the winner's image.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tokio_postgres::{Row, Transaction};
+
+use crate::capture::increments::{inc_name, inc_type, OTHER};
+use crate::pg::error::PgError;
+use crate::pg::ident::quote_ident;
+use crate::pg::schema::TableMeta;
+use crate::round::keys::{self, Key};
+use crate::round::plan::TablePlan;
+use crate::round::resolve::{decide as decide_row, Change, Decision, Strategy};
+use crate::round::snapshot::Snapshot;
+
+/// A table's delta columns as a source recorded them at install (quoted name, type).
+pub async fn recorded(
+    client: &tokio_postgres::Client,
+    db: &str,
+    meta: &TableMeta,
+) -> Result<Vec<(String, String)>, PgError> {
+    // Read through jsonb: a catalog from an install before delta columns has no column.
+    let row = client
+        .query_opt(
+            "SELECT coalesce(to_jsonb(t) -> 'delta_columns', '[]')::text FROM drover.tables AS t WHERE table_name = $1",
+            &[&meta.name.to_string()],
+        )
+        .await
+        .map_err(|e| PgError::query(db, "read drover.tables (has drover install run?)", e))?;
+    let text: String = row.map(|r| r.get(0)).unwrap_or_default();
+    let names: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
+    names
+        .iter()
+        .map(|n| match meta.columns.iter().find(|c| &c.name == n) {
+            Some(c) => Ok((quote_ident(n), c.type_name.clone())),
+            None => Err(PgError::install(
+                db,
+                format!(
+                    "table {}: delta column {} was dropped since install: run drover install",
+                    meta.name,
+                    quote_ident(n)
+                ),
+            )),
+        })
+        .collect()
+}
+
+/// The error when two sources recorded different delta columns for a table.
+pub fn differ(db: &str, display: &str) -> PgError {
+    PgError::install(
+        db,
+        format!("table {display} has other delta columns here than on the first source: run drover install on every source"),
+    )
+}
+
+/// Extra select items of `gather::pending_keys`: whether the source changed other columns,
+/// then per receiver (`preds`) each delta column's sum, as text.
+pub fn gather_columns(t: &TablePlan, any: &str, preds: &[String], upto: &Snapshot) -> String {
+    if t.increments.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(", coalesce(bool_or({OTHER}) FILTER (WHERE {any}), false)");
+    for p in preds {
+        for i in 0..t.increments.len() {
+            out.push_str(&format!(
+                ", coalesce(sum({}) FILTER (WHERE {p} AND txid_visible_in_snapshot(drover_xid, {})), 0)::text",
+                inc_name(i),
+                upto.sql()
+            ));
+        }
+    }
+    out
+}
+
+/// Reads what `gather_columns` added, from column `at` of `row`, into `change`.
+pub fn read(
+    row: &Row,
+    at: usize,
+    t: &TablePlan,
+    receivers: &[(String, Snapshot)],
+    change: &mut Change,
+) {
+    let n = t.increments.len();
+    if n == 0 {
+        return;
+    }
+    change.other = row.get(at);
+    for (r, (name, _)) in receivers.iter().enumerate() {
+        if change.pending_to.contains(name) {
+            let sums = (0..n).map(|i| row.get(at + 1 + r * n + i)).collect();
+            change.incs.insert(name.clone(), sums);
+        }
+    }
+}
+
+/// Decides one key of a table with delta columns: only masters that changed other columns
+/// compete; with at most one of them, no conflict.
+pub fn decide(
+    t: &TablePlan,
+    changes: &BTreeMap<String, Change>,
+    strategy: &Strategy,
+    sources: &[String],
+) -> Decision {
+    if t.increments.is_empty() {
+        return decide_row(changes, strategy, sources);
+    }
+    let others: BTreeMap<String, Change> = (changes.iter())
+        .filter(|(_, c)| c.other)
+        .map(|(s, c)| (s.clone(), c.clone()))
+        .collect();
+    match others.len() {
+        // Only counters changed: the increments are the whole change. No image is sent, so
+        // no row is rewritten under a local writer (a delete and insert would make a
+        // concurrent local UPDATE miss the row).
+        0 => Decision {
+            winner: None,
+            conflict: None,
+        },
+        1 => Decision {
+            winner: others.keys().next().cloned(),
+            conflict: None,
+        },
+        _ => decide_row(&others, strategy, sources),
+    }
+}
+
+/// Per receiver: (key, increment sums) of every source's pending change to one key.
+pub type ByReceiver = HashMap<String, Vec<(Key, Vec<String>)>>;
+
+/// Adds one key's increments to `by`.
+pub fn collect(by: &mut ByReceiver, key: &Key, changes: &BTreeMap<String, Change>) {
+    for ch in changes.values() {
+        for (receiver, sums) in &ch.incs {
+            let rows = by.entry(receiver.clone()).or_default();
+            rows.push((key.clone(), sums.clone()));
+        }
+    }
+}
+
+/// Key columns of `t` joined between aliases `a` and `b`.
+fn on(t: &TablePlan, a: &str, b: &str) -> String {
+    (t.key.iter())
+        .map(|k| format!("{a}.{k} = {b}.{k}"))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Before `dst`'s apply changes any row of `t`: loads the increments it receives into a temp
+/// table, locks the rows they touch and keeps their current delta column values.
+pub async fn before(
+    ttx: &Transaction<'_>,
+    dst: &str,
+    t: &TablePlan,
+    rows: Option<&Vec<(Key, Vec<String>)>>,
+) -> Result<(), PgError> {
+    let Some(rows) = rows.filter(|r| !r.is_empty() && !t.increments.is_empty()) else {
+        return Ok(());
+    };
+    let tmp = t.temp_name("inc", dst);
+    let (nk, n) = (t.key.len(), t.increments.len());
+    let mut cols: Vec<String> = Vec::new();
+    let mut sums: Vec<String> = Vec::new();
+    for (i, (c, ty)) in t.increments.iter().enumerate() {
+        cols.push(format!(
+            "{c}::{} AS drover_i{i}, {c} AS drover_p{i}",
+            inc_type(ty)
+        ));
+        sums.push(format!("sum(u.i{i}::{})", inc_type(ty)));
+    }
+    let create = format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS SELECT {k}, {cols}, true AS drover_existed FROM {tb} WITH NO DATA",
+        k = t.key_list(),
+        cols = cols.join(", "),
+        tb = t.quoted
+    );
+    let fail = |what: &str| {
+        let what = format!("{what} of {}", t.display);
+        move |e| PgError::query(dst, what, e)
+    };
+    ttx.batch_execute(&create)
+        .await
+        .map_err(fail("prepare the increments"))?;
+    let keys_u: Vec<String> = (t.key_types.iter().enumerate())
+        .map(|(i, ty)| format!("u.c{i}::{ty}"))
+        .collect();
+    let names: Vec<String> = (0..nk)
+        .map(|i| format!("c{i}"))
+        .chain((0..n).map(|i| format!("i{i}")))
+        .collect();
+    let unnest: Vec<String> = (1..=nk + n).map(|i| format!("${i}::text[]")).collect();
+    let load = format!(
+        "INSERT INTO {tmp} ({k}, {is}) SELECT {ku}, {sums} FROM unnest({un}) AS u({names}) GROUP BY {groups}",
+        k = t.key_list(),
+        is = (0..n).map(|i| format!("drover_i{i}")).collect::<Vec<_>>().join(", "),
+        ku = keys_u.join(", "),
+        sums = sums.join(", "),
+        un = unnest.join(", "),
+        names = names.join(", "),
+        groups = (1..=nk).map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+    );
+    let flat: Vec<Key> = (rows.iter())
+        .map(|(k, s)| k.iter().chain(s.iter()).cloned().collect())
+        .collect();
+    let refs: Vec<&Key> = flat.iter().collect();
+    let columns = keys::by_column(&refs, nk + n);
+    ttx.execute(&load, &keys::params(&columns))
+        .await
+        .map_err(fail("load the increments"))?;
+    let kept: Vec<String> = (t.increments.iter().enumerate())
+        .map(|(i, (c, _))| format!("drover_p{i} = l.{c}"))
+        .collect();
+    let lk: Vec<String> = t.key.iter().map(|k| format!("r.{k}")).collect();
+    let lc: Vec<String> = t.increments.iter().map(|(c, _)| format!("r.{c}")).collect();
+    let keep = format!(
+        "WITH l AS (SELECT {lk}, {lc} FROM {tb} AS r JOIN {tmp} AS k ON {on_rk} FOR UPDATE OF r) \
+         UPDATE {tmp} AS k SET {kept}, drover_existed = true FROM l WHERE {on_kl}",
+        lk = lk.join(", "),
+        lc = lc.join(", "),
+        tb = t.quoted,
+        on_rk = on(t, "r", "k"),
+        kept = kept.join(", "),
+        on_kl = on(t, "k", "l"),
+    );
+    ttx.execute(&keep, &[])
+        .await
+        .map_err(fail("lock the rows receiving increments"))?;
+    Ok(())
+}
+
+/// After the winners' rows are in: each key `dst` held before the apply gets its kept value
+/// plus the increments (a NULL counts as 0; no increment leaves a NULL alone).
+pub async fn after(
+    ttx: &Transaction<'_>,
+    dst: &str,
+    t: &TablePlan,
+    rows: Option<&Vec<(Key, Vec<String>)>>,
+) -> Result<(), PgError> {
+    if rows.map_or(true, |r| r.is_empty()) || t.increments.is_empty() {
+        return Ok(());
+    }
+    let set: Vec<String> = (t.increments.iter().enumerate())
+        .map(|(i, (c, ty))| {
+            format!(
+                "{c} = CASE WHEN k.drover_i{i} = 0 THEN k.drover_p{i} ELSE (coalesce(k.drover_p{i}, 0) + k.drover_i{i})::{ty} END"
+            )
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE {tb} AS r SET {set} FROM {tmp} AS k WHERE {on} AND k.drover_existed",
+        tb = t.quoted,
+        set = set.join(", "),
+        tmp = t.temp_name("inc", dst),
+        on = on(t, "r", "k"),
+    );
+    ttx.execute(&sql, &[])
+        .await
+        .map_err(|e| PgError::query(dst, format!("add the increments of {}", t.display), e))?;
+    Ok(())
+}
