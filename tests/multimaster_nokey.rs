@@ -202,6 +202,28 @@ fn truncate_keeps_a_write_committed_during_the_reload() {
     daemon.stop();
 }
 
+/// A backlog over the round budget (`multi_backlog`) behind a TRUNCATE: the reload copies a's
+/// rows as of the round's cut, not the rows above it that later rounds send.
+#[test]
+fn bounded_rounds_after_a_truncate() {
+    let (c, _dir, cfg) = setup();
+    drover_ok(&cfg, &["install"]);
+    c.psql("a", "TRUNCATE hist");
+    let batches = "DO $$ BEGIN FOR i IN 1..25 LOOP \
+         INSERT INTO hist SELECT g % 10, i, NULL, g, NULL, 'bulk' FROM generate_series(1, 1000) g; COMMIT; \
+         END LOOP; END $$";
+    c.psql("a", batches);
+    c.psql("b", &inserts(100, true));
+    c.psql("x", "TRUNCATE hist");
+    c.psql("x", &batches.replace("COMMIT;", ""));
+    c.psql("x", &inserts(100, false));
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    // Without the cut taken into account, b and r got a's rows above it twice.
+    assert_all_expected(&c, &cfg);
+    daemon.stop();
+}
+
 #[test]
 fn pgbench_history_on_two_masters() {
     let c = Cluster::start();
