@@ -202,6 +202,30 @@ fn truncate_keeps_a_write_committed_during_the_reload() {
     daemon.stop();
 }
 
+/// Three masters, one row once on each: a and b each delete it while r inserts another copy,
+/// all in one round. Each database sums the others' changes per row before applying, so all end
+/// with the sum (1 - 1 - 1 + 1 = 0 copies); applied sender by sender, r would keep none and a
+/// and b one.
+#[test]
+fn three_masters_sum_concurrent_deletes_and_an_insert() {
+    let (c, dir, _) = setup();
+    let toml = sync_toml(&c, &["public.hist"], "", &["a", "b", "r"], &[]);
+    let cfg = write_config(dir.path(), &toml);
+    drover_ok(&cfg, &["install"]);
+    let one = "DELETE FROM hist WHERE tid IS NULL";
+    c.psql("a", one);
+    c.psql("b", one);
+    c.psql(
+        "r",
+        "INSERT INTO hist VALUES (NULL, NULL, NULL, NULL, NULL, NULL)",
+    );
+    c.psql("x", one);
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    assert_all_expected(&c, &cfg);
+    daemon.stop();
+}
+
 /// A backlog over the round budget (`multi_backlog`) behind a TRUNCATE: the reload copies a's
 /// rows as of the round's cut, not the rows above it that later rounds send.
 #[test]

@@ -43,6 +43,9 @@ pub(super) async fn gather(
                 )
             })
             .collect();
+        if receivers.is_empty() {
+            continue;
+        }
         let sql = stats_sql(t, &s.name, &curs[&s.name], &receivers);
         let row = (txs.get(&s.name).query_one(&sql, &[]).await).map_err(|e| {
             PgError::query(&s.name, format!("read pending images of {}", t.display), e)
