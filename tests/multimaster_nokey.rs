@@ -300,3 +300,65 @@ fn pgbench_history_on_two_masters() {
     );
     daemon.stop();
 }
+
+/// Masters on PostgreSQL 10 and 17 as a non-superuser owner (the drover.origin guard alone
+/// keeps applies from being captured), with floats whose text differs between the majors:
+/// images match by their bits, so deletes and updates find their rows on the other major.
+#[test]
+fn keyless_masters_on_postgres_10_and_17_as_non_superuser() {
+    let old = support::versions::cluster(10);
+    let new = support::versions::cluster(17);
+    for (c, db) in [(&old, "a"), (&new, "b")] {
+        c.psql("postgres", "CREATE ROLE app LOGIN");
+        c.psql("postgres", &format!("CREATE DATABASE {db} OWNER app"));
+        c.psql(
+            db,
+            "SET ROLE app; CREATE TABLE m (n int, f float8, r real, note text); \
+             INSERT INTO m SELECT g % 5, g / 10.0, g / 3.0, 'seed' FROM generate_series(1, 30) g;",
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = |c: &Cluster, name: &str| {
+        format!("[databases.{name}]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"{name}\"\nuser = \"app\"\n", c.port)
+    };
+    let toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:{}\"\n{}{}[relgroups.g]\ntables = [\"m\"]\n\
+         [syncs.mm]\nrelgroup = \"g\"\nsources = [\"a\", \"b\"]\n",
+        free_port(),
+        db(&old, "a"),
+        db(&new, "b")
+    );
+    let cfg = write_config(dir.path(), &toml);
+    drover_ok(&cfg, &["check"]);
+    drover_ok(&cfg, &["install"]);
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    for i in 0..20 {
+        old.psql(
+            "a",
+            &format!("SET ROLE app; INSERT INTO m VALUES ({i}, {i} / 7.0, 0.1, 'a')"),
+        );
+        new.psql(
+            "b",
+            &format!("SET ROLE app; INSERT INTO m VALUES ({i}, {i} / 7.0, 0.1, 'b')"),
+        );
+    }
+    drover_wait(&cfg, "mm", 60);
+    old.psql(
+        "a",
+        "SET ROLE app; DELETE FROM m WHERE ctid = (SELECT ctid FROM m WHERE f = 0.3 LIMIT 1)",
+    );
+    new.psql(
+        "b",
+        "SET ROLE app; UPDATE m SET note = 'updated on b' WHERE f = 2.9 OR (note = 'a' AND n = 3)",
+    );
+    drover_wait(&cfg, "mm", 60);
+    // Floats by their bits: their text differs between PostgreSQL 10 and 12+.
+    let rows = "(SELECT n, float8send(f) AS f, float4send(r) AS r, note FROM m)";
+    let want = table_md5(&old, "a", rows, "md5_row_::text");
+    assert_eq!(table_md5(&new, "b", rows, "md5_row_::text"), want);
+    assert!(want.starts_with("69:"), "{want}");
+    let updated = new.psql("b", "SELECT count(*) FROM m WHERE note = 'updated on b'");
+    assert_eq!(updated, "2");
+    daemon.stop();
+}
