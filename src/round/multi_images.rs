@@ -219,6 +219,10 @@ pub(super) async fn delete(
     };
     // Every other master's window towards `base`: what `dst` (or the reloaded copy) lacks.
     for s in h.input.sources.iter().filter(|s| s.name != base) {
+        let pending = (r.pending_to.get(&s.name)).is_some_and(|to| to.contains(dst));
+        if base == dst && !pending {
+            continue;
+        }
         let prev = match r.reload_prevs.get(&s.name) {
             Some(p) if base != dst => p.clone(),
             _ => h.input.progress.get(&s.name, base, &t.display),
