@@ -173,13 +173,6 @@ pub async fn run(config: &Config) -> anyhow::Result<i32> {
                             table_ok &=
                                 uncaptured_partitions(client, db, table, &mut problems).await;
                         }
-                        if meta.whole_row() && sync.sources.len() > 1 {
-                            table_ok = false;
-                            problems.push(format!(
-                                "database \"{db}\": table {table} has no key; multi-master sync {} needs one: add a primary key or name key columns under [relgroups.{}.keys]",
-                                sync.name, sync.relgroup
-                            ));
-                        }
                         match &reference {
                             None => reference = Some((db.to_string(), meta)),
                             Some((rdb, rmeta)) => {

@@ -28,7 +28,7 @@ pub struct SourceTable {
 
 /// `drover_xid` is newer than `prev`: not yet applied by that receiver. (The upper bound makes
 /// it an index range for the planner: see `TablePlan::from`.)
-fn pending_pred(prev: &Snapshot) -> String {
+pub(crate) fn pending_pred(prev: &Snapshot) -> String {
     let s = prev.sql();
     format!(
         "(drover_xid >= txid_snapshot_xmin({s}) AND drover_xid < {max} AND NOT txid_visible_in_snapshot(drover_xid, {s}))",

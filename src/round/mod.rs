@@ -39,6 +39,7 @@ pub mod multi;
 pub(crate) mod multi_apply;
 pub mod multi_backlog;
 pub mod multi_down;
+mod multi_images;
 pub(crate) mod multi_input;
 pub mod multi_rewind;
 pub mod pending;

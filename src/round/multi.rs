@@ -204,6 +204,9 @@ async fn decide_table(
     report: &mut RoundReport,
     conflicts: &mut Vec<ConflictRecord>,
 ) -> Result<TableRound, PgError> {
+    if t.whole_row {
+        return crate::round::multi_images::gather(input, t, (txs, curs), report).await;
+    }
     let sources: Vec<String> = input.sources.iter().map(|s| s.name.clone()).collect();
     let mut pending = Pending::new();
     let mut tr = TableRound::default();

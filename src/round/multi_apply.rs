@@ -15,6 +15,7 @@ use crate::round::in_place;
 use crate::round::increments;
 use crate::round::keys::{copy_text, Key};
 use crate::round::local_newer::{self, Late};
+use crate::round::multi_images;
 use crate::round::multi_input::{strategy_of, MultiInput, TableRound};
 use crate::round::multi_rewind;
 use crate::round::plan::TablePlan;
@@ -164,6 +165,10 @@ async fn apply_db(
     sends.reverse();
     for ((t, r), from) in input.tables.iter().zip(ctx.rounds).zip(&sends) {
         let c = counts.entry(t.display.clone()).or_default();
+        if t.whole_row {
+            multi_images::insert(&images(ctx, &here), t, c).await?;
+            continue;
+        }
         if here.in_place && r.reload_from.is_none() && c.pending > 0 {
             let from = t.temp_rows_from(dst);
             if let Some(u) = t.update_from(&from) {
@@ -212,6 +217,10 @@ async fn delete_changed(
 ) -> Result<BTreeMap<String, Vec<Key>>, PgError> {
     let (ttx, dst) = (here.ttx, here.dst);
     let mut from: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+    if t.whole_row {
+        multi_images::delete(&images(ctx, here), t, r, c).await?;
+        return Ok(from);
+    }
     if let Some(src) = r.reload_from.as_ref().filter(|s| **s != dst) {
         if here.is_source {
             c.late_conflicts = local_newer::erase_for_reload(&late(ctx, here, t, r), src).await?;
@@ -266,6 +275,21 @@ async fn delete_changed(
 /// The increments `dst` receives for a table; none when it is reloaded (the truncate wins).
 fn incs_to<'r>(r: &'r TableRound, dst: &str) -> Option<&'r Vec<(Key, Vec<String>)>> {
     r.reload_from.is_none().then(|| r.incs.get(dst)).flatten()
+}
+
+/// What `multi_images` needs to apply a key-less table here.
+fn images<'a, 'b, 'c>(
+    ctx: &'a ApplyCtx<'a, 'b, 'c>,
+    here: &'a Here<'a>,
+) -> multi_images::Here<'a, 'b, 'c> {
+    multi_images::Here {
+        input: ctx.input,
+        txs: ctx.txs,
+        curs: ctx.curs,
+        ttx: here.ttx.client(),
+        dst: here.dst,
+        is_source: here.is_source,
+    }
 }
 
 /// What `local_newer` needs to settle `here`'s changes since its round snapshot.

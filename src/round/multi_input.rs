@@ -32,6 +32,9 @@ pub(crate) struct TableRound {
     pub(crate) won_at: HashMap<Key, chrono::DateTime<chrono::Utc>>,
     /// A source whose TRUNCATE is pending: every other database reloads the table from it.
     pub(crate) reload_from: Option<String>,
+    /// Key-less tables being reloaded: each source's progress towards `reload_from` when the
+    /// round began (`multi_images`; an apply that commits moves the cache on).
+    pub(crate) reload_prevs: HashMap<String, crate::round::snapshot::Snapshot>,
     /// Per source: retained delta rows.
     pub(crate) retained: HashMap<String, i64>,
     /// Per source: receivers with something pending.

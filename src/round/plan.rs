@@ -93,12 +93,6 @@ impl TablePlan {
                     PgError::schema(side.name, format!("table {display} does not exist"))
                 })?;
             crate::pg::key_nulls::refuse_nullable(&client, side.name, &meta).await?;
-            if meta.whole_row() && sources.len() > 1 {
-                return Err(PgError::schema(
-                    side.name,
-                    format!("table {display} has no key: multi-master needs one (a primary key, a unique index on NOT NULL columns, or [relgroups.*.keys])"),
-                ));
-            }
             found.compare(side.name, &display, &meta, is_source)?;
             if is_source {
                 let delta = delta_table(&client, side.name, &display, &meta).await?;
@@ -275,7 +269,7 @@ impl TablePlan {
 
     /// A row's image as text, the same on every major (floats as bits, see `pg::floats`), so
     /// an image taken on a source matches the row on a target of another major.
-    fn image(&self, alias: Option<&str>) -> String {
+    pub(crate) fn image(&self, alias: Option<&str>) -> String {
         let values: Vec<String> = self
             .columns
             .split(", ")
