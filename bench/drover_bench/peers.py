@@ -86,11 +86,12 @@ class Drover(Peer):
     trigger_prefix = "drover_capture"
 
     def __init__(self, work, source, target, binary, databases=None, sources=("src",), targets=("tgt",),
-                 tables=TABLES, extra="", dbnames=None):
+                 tables=TABLES, extra="", dbnames=None, relgroup_extra=""):
         """`databases` maps config names to clusters (default src/tgt);
         `dbnames` maps some of those names to a database other than DB (several
         targets in one cluster); `extra` is appended to the sync section (e.g.
-        a conflict strategy)."""
+        a conflict strategy), `relgroup_extra` to the relgroup's (e.g. its
+        delta_columns)."""
         super().__init__(work, source, target)
         self.binary = binary
         self.dir = os.path.join(work, "drover")
@@ -106,7 +107,7 @@ class Drover(Peer):
             dbname = (dbnames or {}).get(name, DB)
             text += f'[databases.{name}]\nhost = "127.0.0.1"\nport = {c.port}\ndbname = "{dbname}"\nuser = "postgres"\n\n'
         quoted = lambda xs: ", ".join(f'"{x}"' for x in xs)
-        text += f"[relgroups.herd]\ntables = [{quoted(tables)}]\n\n"
+        text += f"[relgroups.herd]\ntables = [{quoted(tables)}]\n{relgroup_extra}\n"
         text += f'[syncs.{SYNC}]\nrelgroup = "herd"\nsources = [{quoted(sources)}]\ntargets = [{quoted(targets)}]\n{extra}'
         with open(self.config, "w") as f:
             f.write(text)

@@ -196,7 +196,28 @@ def multi_master(r, peers):
         if row[0] != "drover" and row[0] in secs and "drover" in secs:
             row[4] = flist(ratios(secs["drover"], secs[row[0]]), 3)
     return (f"### 6. Multi-master: {r['pgbench']} (s)\n"
-            + table(["peer", "transactions (both masters)", "seconds per run", "median s", "drover/peer per run"], rows))
+            + table(["peer", "transactions (both masters)", "seconds per run", "median s", "drover/peer per run"], rows)
+            + "\n\n" + money_table(r, peers))
+
+
+def money_table(r, peers):
+    """Per peer, after its last run: the rows whose balance is not the sum of their deltas."""
+    rows = []
+    for p in peers:
+        runs = (r.get(p) or {}).get("runs") or []
+        m = next((x["money"] for x in reversed(runs) if "money" in x), None)
+        if m is None:
+            continue
+        for name, d in sorted(m["masters"].items()):
+            cells = [f"{d[c]['rows']} of {d[c]['touched']} (off by {d[c]['abs_error']})"
+                     for c in ("abalance", "tbalance", "bbalance")]
+            sums = "/".join(str(d[f"sum_{c}"]) for c in ("abalance", "bbalance", "tbalance"))
+            rows.append([p, name, *cells, f"{sums} vs {m['sum_delta']}", "yes" if m["ok"] else "NO"])
+    if not rows:
+        return "Money check: no run converged."
+    return ("Money check (after the last run): rows whose balance differs from the sum of its deltas\n"
+            + table(["peer", "master", "accounts", "tellers", "branches", "sums a/b/t vs sum(delta)", "all equal"],
+                     rows))
 
 
 def initial_copy(r):
@@ -327,6 +348,13 @@ def targets(w):
 
     for row in report_multitarget.target_rows(w):
         add(*row)
+    mm = w.get("multi_master")
+    runs = ((mm or {}).get("drover") or {}).get("runs") or []
+    money = next((x["money"] for x in reversed(runs) if "money" in x), None)
+    if money:
+        bad = sum(d[c]["rows"] for d in money["masters"].values() for c in ("abalance", "bbalance", "tbalance"))
+        add("multi-master money check: every balance is the sum of its deltas on both masters (issue 13)",
+            f"{bad} rows off", money["ok"])
     if not rows:
-        return "### Targets (issues 6 and 12)\nnothing measured"
-    return "### Targets (issues 6 and 12), as measured in this run\n" + table(["target", "measured", "met"], rows)
+        return "### Targets (issues 6, 12 and 13)\nnothing measured"
+    return "### Targets (issues 6, 12 and 13), as measured in this run\n" + table(["target", "measured", "met"], rows)

@@ -12,10 +12,10 @@ import threading
 import time
 import traceback
 
-from . import procs
+from . import money, procs
 from .cluster import PG_BIN, Cluster, CommandError
 from .data import EqualityPoll, differing_tables, LagProbe, conn_args, copy_schema_and_data, make_pair, pipe, psql_cmd
-from .peers import DB, SYNC, Bucardo, Drover, Native, ResourceSampler
+from .peers import DB, SYNC, TABLES, Bucardo, Drover, Native, ResourceSampler
 
 MAIN_SCALE = 10
 
@@ -425,9 +425,21 @@ def _copy_pipe(src, tgt):
 # -- 6. multi-master ----------------------------------------------------------
 
 
+# drover replicates the balances as increments (issue 13) and, across masters, the key-less
+# pgbench_history; Bucardo needs a key for a multi-source sync.
+MM_DELTA_COLUMNS = (
+    "[relgroups.herd.delta_columns]\n"
+    '"public.pgbench_accounts" = ["abalance"]\n'
+    '"public.pgbench_branches" = ["bbalance"]\n'
+    '"public.pgbench_tellers" = ["tbalance"]\n'
+)
+MM_HISTORY = ["public.pgbench_history"]
+
+
 def multi_master(ctx):
     out = {"pgbench": f"pgbench -c 2 -T {ctx.p.mm_seconds} (scale {MAIN_SCALE}) on both masters at once, "
-                      "then the time until both hold the same rows"}
+                      "then the time until both hold the same rows, and the money check: every balance "
+                      "must equal the sum of its deltas in pgbench_history"}
     for name in ctx.peers:
         if name == "native":
             out[name] = {"status": "n/a (PostgreSQL 15 cannot filter changes by origin; two-way needs 16's origin = none)"}
@@ -446,7 +458,8 @@ def _mm_peer(ctx, name):
     try:
         dbs = {"a": a, "b": b}
         if name == "drover":
-            peer = Drover(work, a, b, ctx.drover_bin, databases=dbs, sources=("a", "b"), targets=())
+            peer = Drover(work, a, b, ctx.drover_bin, databases=dbs, sources=("a", "b"), targets=(),
+                          tables=TABLES + MM_HISTORY, relgroup_extra=MM_DELTA_COLUMNS)
         else:
             peer = Bucardo(work, a, b, Cluster(work, "bucardo-ctl").start(), databases=dbs,
                            roles={"a": "source", "b": "source"})
@@ -473,6 +486,8 @@ def _mm_peer(ctx, name):
             secs = converge(a, b, t0, ctx.p.mm_timeout, check=getattr(peer, "check_alive", None))
             r = {"seconds": secs, "tps_a": results["a"]["tps"], "tps_b": results["b"]["tps"],
                  "transactions": results["a"]["transactions"] + results["b"]["transactions"]}
+            if secs is not None:
+                r["money"] = money.check(dbs, history_replicated=name == "drover" and bool(MM_HISTORY))
             runs.append(r)
             ctx.log(f"    run {run + 1}: {r['transactions']} tx ({r['tps_a']:.0f} + {r['tps_b']:.0f} tps), "
                     f"converged {'never (timeout)' if secs is None else f'after {secs:.2f} s'}")
