@@ -124,3 +124,82 @@ fn abort_stops_on_a_late_local_change() {
     assert_eq!(v1(&c, "b"), "b late", "nothing applied to b");
     d.stop();
 }
+
+/// Like `late_local_change`, but a changes key 1 first (while the sync is paused), so b's late
+/// change is also the later one.
+fn later_local_change(c: &Cluster, cfg: &std::path::Path) {
+    drover_ok(cfg, &["pause", "mm"]);
+    c.psql("a", "UPDATE t SET v = 'a' WHERE id = 1");
+    let mut b: Child = Command::new("psql")
+        .args(["-XAtq", "-h", "127.0.0.1", "-p", &c.port.to_string()])
+        .args(["-U", "postgres", "-d", "b", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run psql");
+    let stdin = b.stdin.as_mut().expect("psql stdin");
+    writeln!(stdin, "BEGIN; UPDATE t SET v = 'b late' WHERE id = 1;").unwrap();
+    stdin.flush().unwrap();
+    eventually(Duration::from_secs(10), "b's row lock", || {
+        c.psql("b", "SELECT count(*) FROM pg_locks WHERE mode = 'RowExclusiveLock' AND relation = 't'::regclass AND granted") == "1"
+    });
+    drover_ok(cfg, &["resume", "mm"]);
+    eventually(
+        Duration::from_secs(20),
+        "the apply on b to wait for b's row",
+        || {
+            c.psql(
+                "b",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'drover:%' AND wait_event_type = 'Lock'",
+            ) != "0"
+        },
+    );
+    let stdin = b.stdin.as_mut().expect("psql stdin");
+    writeln!(stdin, "COMMIT;").unwrap();
+    drop(b.stdin.take());
+    assert!(b.wait().unwrap().success(), "b's transaction");
+}
+
+fn logged_on_b(c: &Cluster) -> String {
+    c.psql(
+        "b",
+        "SELECT strategy || ':' || coalesce(winner, '-') || ':' || (versions->'a'->'row'->>'v') || ':' || (versions->'b'->'row'->>'v') \
+         FROM drover.conflicts WHERE key->>'id' = '1'",
+    )
+}
+
+#[test]
+fn latest_lets_a_later_local_change_win_and_logs_it() {
+    let (c, _dir, cfg, mut d) = setup("conflict_strategy = \"latest\"");
+    later_local_change(&c, &cfg);
+    drover_wait(&cfg, "mm", 60);
+    eventually(Duration::from_secs(20), "both masters to agree", || {
+        v1(&c, "a") == v1(&c, "b")
+    });
+    assert_eq!(
+        v1(&c, "a"),
+        "b late",
+        "b's change is the later one: it wins on both masters"
+    );
+    assert_eq!(
+        logged_on_b(&c),
+        "latest:b:a:b late",
+        "the decision is logged on b with both versions"
+    );
+    d.stop();
+}
+
+#[test]
+fn skip_keeps_both_sides_of_a_late_local_change_and_logs_it() {
+    let (c, _dir, cfg, mut d) = setup("conflict_strategy = \"skip\"");
+    later_local_change(&c, &cfg);
+    drover_wait(&cfg, "mm", 60);
+    assert_eq!(v1(&c, "a"), "a", "skip leaves a's row as it is");
+    assert_eq!(v1(&c, "b"), "b late", "skip leaves b's row as it is");
+    assert_eq!(
+        logged_on_b(&c),
+        "skip:-:a:b late",
+        "the decision is logged on b with both versions"
+    );
+    d.stop();
+}

@@ -51,8 +51,8 @@ fn a_stopped_master_does_not_stop_the_others_and_catches_up() {
     c.stop_immediate();
     // a and b keep writing (bounded), also to a key of c's last change.
     let writers = [
-        pgbench_in_background(a, "a", &["-n", "-c", "2", "-T", "15"]),
-        pgbench_in_background(b, "b", &["-n", "-c", "2", "-T", "15"]),
+        pgbench_in_background(a, "a", &["-n", "-c", "2", "-T", "30"]),
+        pgbench_in_background(b, "b", &["-n", "-c", "2", "-T", "30"]),
     ];
     for w in writers {
         w.join().unwrap();

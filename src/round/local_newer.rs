@@ -7,7 +7,8 @@
 //!   everywhere (its delta rows are still pending);
 //! - the incoming winner wins: its row is applied over the local one, and the local change's
 //!   delta rows are removed (the row they describe is gone; the winner sends its own);
-//! - `skip`: the key leaves the batch (each side keeps its row, as with any skipped conflict);
+//! - `skip`: the key leaves the batch and the local change's delta rows are removed: each
+//!   side keeps its row, as with any skipped conflict (neither change is sent);
 //! - `abort`: this database's apply fails; the next round sees both changes pending and aborts.
 //!
 //! A local insert of a new key still in flight has no row to lock: the apply's insert of the
@@ -82,10 +83,16 @@ pub(super) async fn settle(
         for (i, k) in mine.iter().enumerate() {
             let at = (late.won_at.get(*k).copied(), newer[*k]);
             let d = decide(&both(w, late.dst, at), late.strategy, &late.sources);
-            if d.winner.as_deref() == Some(w.as_str()) {
-                lost.push((*k).clone());
-            } else {
-                leave.insert((*k).clone());
+            match d.winner.as_deref() {
+                Some(x) if x == w.as_str() => lost.push((*k).clone()),
+                Some(_) => {
+                    leave.insert((*k).clone());
+                }
+                // Skipped: neither change goes anywhere, the local one included.
+                None => {
+                    leave.insert((*k).clone());
+                    lost.push((*k).clone());
+                }
             }
             let versions = serde_json::json!({
                 w.clone(): {"row": theirs[i].1, "changed_at": at.0.map(|a| a.to_rfc3339())},
