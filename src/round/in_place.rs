@@ -11,7 +11,9 @@
 //! join switches); the small path uses typed VALUES lists, whose row counts the planner knows.
 //! In replica mode FK actions do not fire, and the apply keeps DELETE + INSERT of every changed
 //! key: a unique index other than the key whose values two rows swap in one round stays valid
-//! that way, where an UPDATE statement would check each row as it goes.
+//! that way, where an UPDATE statement would check each row as it goes. Multi-master applies to
+//! a master update in place in every mode (application writes wait there for the apply's rows:
+//! see `multi_apply::in_place_here`).
 
 use std::hash::{Hash, Hasher};
 
@@ -146,7 +148,9 @@ pub fn unique_violation(e: &PgError) -> bool {
 /// An UPDATE checks a unique index row by row, so two changed rows that swap values of a unique
 /// index other than the key refuse it, where DELETE + INSERT of both is valid. Then, if no
 /// foreign key references the table here (nothing can cascade), the loaded keys' rows are
-/// deleted and the insert that follows puts every loaded row back. Returns the rows updated.
+/// deleted and the insert that follows puts every loaded row back; in replica mode too, where
+/// no FK action fires (an application UPDATE waiting for such a row then finds none: a rare
+/// case, see `multi_apply::in_place_here`). Returns the rows updated.
 pub async fn update_rows<T>(
     ttx: &tokio_postgres::Transaction<'_>,
     dst: &str,
@@ -170,7 +174,7 @@ where
     ttx.batch_execute("ROLLBACK TO SAVEPOINT drover_update")
         .await
         .map_err(|e| PgError::query(dst, purpose("update"), e))?;
-    if referenced(ttx, dst, t).await? {
+    if referenced(ttx, dst, t).await? && !replica_session(ttx, dst).await? {
         return Err(PgError::query(
             dst,
             format!(
@@ -210,6 +214,22 @@ pub async fn referenced(
                 e,
             )
         })?;
+    Ok(row.get(0))
+}
+
+/// Whether the apply session runs in replica mode, where deleting a referenced row fires no
+/// foreign key action (a master's apply updates in place in either mode).
+async fn replica_session(
+    ttx: &tokio_postgres::Transaction<'_>,
+    dst: &str,
+) -> Result<bool, PgError> {
+    let row = ttx
+        .query_one(
+            "SELECT current_setting('session_replication_role') = 'replica'",
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::query(dst, "read session_replication_role", e))?;
     Ok(row.get(0))
 }
 

@@ -10,6 +10,7 @@ use tokio_postgres::Transaction;
 use crate::pg::connect::checkout;
 use crate::pg::copy::copy_in_bytes;
 use crate::pg::error::PgError;
+use crate::pg::facts::ReplicaRole;
 use crate::round::conflict_log;
 use crate::round::in_place;
 use crate::round::increments;
@@ -130,12 +131,12 @@ async fn apply_db(
         .transaction()
         .await
         .map_err(|e| PgError::query(dst, "begin apply", e))?;
+    let is_source = input.sources.iter().any(|s| s.name == dst);
     let here = Here {
         ttx: &ttx,
         dst,
-        // FKs live here: update in place (see `in_place`).
-        in_place: !ctx.db.replica_role.is_replica(),
-        is_source: input.sources.iter().any(|s| s.name == dst),
+        in_place: in_place_here(is_source, &ctx.db.replica_role),
+        is_source,
     };
     let mut setup = limited_session(input.sync, &ctx.db.replica_role, input.limits);
     for t in input.tables {
@@ -196,6 +197,14 @@ async fn apply_db(
     progress::record_from(&ttx, dst, input.sync, input.tables, &from).await?;
     commit_apply(ttx, &ctx.db.replica_role, dst).await?;
     Ok(true)
+}
+
+/// Whether an apply to a database updates rows in place (see `in_place`) rather than deleting
+/// and inserting every winning key. A master always does: an application UPDATE waiting there
+/// for a row the apply holds would find it deleted and update nothing, its write lost; in place
+/// it re-reads the new row version and applies on top. Elsewhere only where FKs are live.
+fn in_place_here(is_source: bool, role: &ReplicaRole) -> bool {
+    is_source || !role.is_replica()
 }
 
 /// The database an apply writes to, in its transaction.
