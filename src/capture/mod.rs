@@ -8,8 +8,10 @@ pub mod images;
 pub mod increments;
 pub mod partition_list;
 pub mod partitions;
+mod report;
 pub mod secret;
 pub mod sql;
+mod table_capture;
 pub mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,45 +22,14 @@ use crate::config::ReplicaRoleConfig;
 use crate::pg::error::PgError;
 use crate::pg::facts::ServerFacts;
 use crate::pg::ident::{quote_ident, TableName};
-use crate::pg::schema::KeyMethod;
 use crate::pg::{facts, schema, Endpoint};
 use crate::topology::SyncPlan;
-use sql::{CaptureMode, CaptureObjects, OnTable};
+pub use report::InstallReport;
+use sql::CaptureMode;
+use table_capture::{install_capture, Wanted};
 
 /// Serialises concurrent installs on one database (an arbitrary constant key).
 const INSTALL_LOCK_KEY: i64 = 0x6472_6f76_6572_0001;
-
-/// The tables an install captures on one database and their configured keys.
-struct Wanted<'a> {
-    tables: &'a BTreeSet<TableName>,
-    keys: &'a BTreeMap<TableName, Vec<String>>,
-    /// `[relgroups.*.delta_columns]` of the captured tables.
-    deltas: &'a BTreeMap<TableName, Vec<String>>,
-}
-
-/// A row of `drover.tables`: a table captured by an earlier install.
-struct Installed {
-    id: i32,
-    table: TableName,
-    key_columns: Vec<String>,
-    key_types: Vec<String>,
-}
-
-/// What an install did to one database, for the command's report.
-#[derive(Debug, Default)]
-pub struct InstallReport {
-    pub added: Vec<String>,
-    pub kept: Vec<String>,
-    pub rebuilt: Vec<String>,
-    pub removed: Vec<String>,
-    /// Partitions of already captured tables that this install captured (created or attached
-    /// since the last install); the rows they held are sent.
-    pub new_partitions: Vec<String>,
-    /// Recorded partitions since detached or dropped: their tables are reloaded on targets.
-    pub gone_partitions: Vec<String>,
-    pub progress_rows: usize,
-    pub capture: Option<CaptureMode>,
-}
 
 /// The capture mode for a server, unless `DROVER_CAPTURE_MODE=row|statement` overrides it
 /// (row capture also serves PostgreSQL 9.x; the override lets tests exercise it on new servers).
@@ -120,200 +91,6 @@ pub async fn install(endpoint: &Endpoint, syncs: &[SyncPlan]) -> Result<InstallR
     report.progress_rows = install_progress(&tx, db, syncs).await?;
     tx.commit().await.map_err(q("commit install"))?;
     Ok(report)
-}
-
-/// Creates delta tables, functions and triggers for `wanted`; drops those no longer wanted.
-async fn install_capture(
-    tx: &Transaction<'_>,
-    db: &str,
-    facts: &ServerFacts,
-    mode: CaptureMode,
-    wanted: &Wanted<'_>,
-    report: &mut InstallReport,
-) -> Result<(), PgError> {
-    let existing: BTreeMap<String, Installed> = tx
-        .query(
-            "SELECT table_name, id, schema_name, rel_name, key_columns, key_types FROM drover.tables",
-            &[],
-        )
-        .await
-        .map_err(|e| PgError::query(db, "read drover.tables", e))?
-        .into_iter()
-        .map(|r| {
-            let installed = Installed {
-                id: r.get(1),
-                table: TableName {
-                    schema: r.get(2),
-                    name: r.get(3),
-                },
-                key_columns: r.get(4),
-                key_types: r.get(5),
-            };
-            (r.get(0), installed)
-        })
-        .collect();
-
-    for (name, installed) in &existing {
-        let (id, table) = (&installed.id, &installed.table);
-        if wanted.tables.contains(table) {
-            continue;
-        }
-        let objects = CaptureObjects::for_id(*id);
-        let exists = schema::describe(tx.client(), db, table, facts.version_num, None)
-            .await?
-            .is_some();
-        let mut ddl = String::new();
-        if exists {
-            ddl.push_str(&sql::drop_triggers(table));
-            if let Some(leaves) = partitions::leaves(tx.client(), db, table).await? {
-                ddl.push_str(&partitions::drop_leaf_triggers(&leaves));
-            }
-        }
-        partition_list::forget(tx, db, table, &objects).await?;
-        ddl.push_str(&format!(
-            "DROP FUNCTION IF EXISTS {}();\nDROP FUNCTION IF EXISTS {}();\nDROP TABLE IF EXISTS {};\n",
-            objects.function_quoted, objects.leaf_function_quoted, objects.delta_quoted
-        ));
-        tx.batch_execute(&ddl)
-            .await
-            .map_err(|e| PgError::query(db, format!("remove capture of {name}"), e))?;
-        tx.execute("DELETE FROM drover.tables WHERE id = $1", &[id])
-            .await
-            .map_err(|e| PgError::query(db, format!("remove capture of {name}"), e))?;
-        report.removed.push(name.clone());
-    }
-
-    for table in wanted.tables {
-        let name = table.to_string();
-        let configured = wanted.keys.get(table).map(Vec::as_slice);
-        let meta = schema::describe(tx.client(), db, table, facts.version_num, configured)
-            .await?
-            .ok_or_else(|| PgError::schema(db, format!("table {name} does not exist")))?;
-        if meta.method == KeyMethod::Configured && meta.key_columns().len() != meta.key.len() {
-            return Err(PgError::schema(
-                db,
-                format!(
-                    "table {name}: a key column configured under [relgroups.*.keys] does not exist"
-                ),
-            ));
-        }
-        // Whole-row tables record every column, with a sign, in place of a key.
-        let image: Vec<&crate::pg::schema::Column> = meta.columns.iter().collect();
-        let key = if meta.whole_row() {
-            image
-        } else {
-            meta.key_columns()
-        };
-        // A whole-row delta is marked by its leading "*" (its columns are the table's).
-        let mut key_names: Vec<String> = key.iter().map(|c| c.name.clone()).collect();
-        if meta.whole_row() {
-            key_names.insert(0, "*".into());
-        }
-        let key_types: Vec<String> = key.iter().map(|c| c.type_name.clone()).collect();
-        let incs = increments::columns(&meta, wanted.deltas.get(table))
-            .map_err(|m| PgError::schema(db, m))?;
-        let purpose = format!("install capture of {name}");
-        let (id, fresh_delta) = match existing.get(&name) {
-            Some(i) if i.key_columns == key_names && i.key_types == key_types => {
-                report.kept.push(name.clone());
-                (i.id, false)
-            }
-            Some(Installed { id, .. }) => {
-                // The key changed: the old delta rows cannot be read with the new key.
-                tracing::warn!(database = db, table = %name, "primary key changed since install: delta table rebuilt, pending changes of this table dropped; its targets stop until `drover copy --table` re-seeds them");
-                let objects = CaptureObjects::for_id(*id);
-                tx.batch_execute(&format!("DROP TABLE IF EXISTS {};", objects.delta_quoted))
-                    .await
-                    .map_err(|e| PgError::query(db, &purpose, e))?;
-                tx.execute(sql::HORIZON_PAST_DROPPED, &[&name])
-                    .await
-                    .map_err(|e| PgError::query(db, &purpose, e))?;
-                report.rebuilt.push(name.clone());
-                (*id, true)
-            }
-            None => {
-                let id: i32 = tx
-                    .query_one(
-                        "SELECT nextval(pg_get_serial_sequence('drover.tables', 'id'))::int",
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| PgError::query(db, &purpose, e))?
-                    .get(0);
-                report.added.push(name.clone());
-                (id, true)
-            }
-        };
-        let objects = CaptureObjects::for_id(id);
-        // Read before the DDL below replaces the triggers: which leaves were captured already.
-        let leaves = partitions::leaves(tx.client(), db, table).await?;
-        let on = match leaves {
-            Some(_) => OnTable::Partitioned,
-            None => OnTable::from(mode),
-        };
-        let mut ddl = String::new();
-        if let Some(leaves) = &leaves {
-            // The parent's first: a row trigger a row-mode install put there was cloned to
-            // the partitions (11+) and goes with it.
-            ddl.push_str(&sql::drop_triggers(table));
-            ddl.push_str(&partitions::drop_leaf_triggers(leaves));
-        }
-        if meta.whole_row() {
-            if fresh_delta {
-                ddl.push_str(&images::create_delta(&objects, &meta.columns));
-            }
-            ddl.push_str(&images::create_capture(table, &objects, &meta.columns, on));
-        } else {
-            if fresh_delta {
-                ddl.push_str(&sql::create_delta(&objects, &key));
-            }
-            if incs.is_empty() {
-                ddl.push_str(&sql::create_capture(table, &objects, &key, on));
-            } else {
-                ddl.push_str(&increments::add_columns(&objects, &incs));
-                let sql = increments::create_capture(table, &objects, &meta, &key, &incs, on);
-                ddl.push_str(&sql);
-            }
-        }
-        if let Some(leaves) = &leaves {
-            ddl.push_str(&partitions::leaf_function(&objects, &key, meta.whole_row()));
-            ddl.push_str(&partitions::leaf_triggers(&objects, leaves));
-        }
-        tx.batch_execute(&ddl)
-            .await
-            .map_err(|e| PgError::query(db, &purpose, e))?;
-        if leaves.is_some() {
-            // Partitions detached or dropped since the last install: the table is reloaded.
-            let gone = partition_list::refresh(tx, db, table, &objects).await?;
-            report.gone_partitions.extend(gone);
-        }
-        if let (Some(leaves), false) = (&leaves, fresh_delta) {
-            // A fresh delta starts with the initial copy; a kept one must learn the rows of
-            // partitions created or attached since the last install.
-            let new: Vec<&partitions::Leaf> = leaves.iter().filter(|l| !l.captured).collect();
-            partitions::send_existing_rows(tx, db, &objects, &key, meta.whole_row(), &new).await?;
-            report
-                .new_partitions
-                .extend(new.iter().map(|l| l.quoted.clone()));
-        }
-        let capture = on.body_mode().as_str();
-        tx.execute(
-            "INSERT INTO drover.tables (id, table_name, schema_name, rel_name, delta_name, key_columns, key_types, capture) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET key_columns = EXCLUDED.key_columns, \
-             key_types = EXCLUDED.key_types, capture = EXCLUDED.capture",
-            &[&id, &name, &table.schema, &table.name, &objects.delta, &key_names, &key_types, &capture],
-        )
-        .await
-        .map_err(|e| PgError::query(db, &purpose, e))?;
-        let inc_names: Vec<&str> = incs.iter().map(|c| c.name.as_str()).collect();
-        tx.execute(
-            "UPDATE drover.tables SET delta_columns = $2 WHERE id = $1",
-            &[&id, &inc_names],
-        )
-        .await
-        .map_err(|e| PgError::query(db, &purpose, e))?;
-    }
-    Ok(())
 }
 
 /// One purge-horizon row per (sync, receiving database, table) of what this database sends.

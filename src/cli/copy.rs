@@ -15,14 +15,15 @@ use crate::cli::{require_sync, EXIT_CONFIG, EXIT_OK, EXIT_PROBLEM};
 use crate::config::Config;
 use crate::http::client::api;
 use crate::http::server::percent_encode;
-use crate::pg::connect::checkout;
+use crate::pg::connect::{checkout, Pool};
+use crate::pg::facts::{self, ServerFacts};
 use crate::pg::ident::TableName;
-use crate::pg::{facts, Endpoint};
+use crate::pg::Endpoint;
 use crate::round::copy::{initial_copy, CopyBoard, CopyMode};
 use crate::round::plan::{Side, TablePlan};
 use crate::round::side::{SourceSide, TargetSide};
 use crate::status::StatusDoc;
-use crate::topology;
+use crate::topology::{self, SyncPlan};
 
 /// Pause between status polls while a daemon copies.
 const POLL: std::time::Duration = std::time::Duration::from_millis(200);
@@ -81,19 +82,8 @@ pub async fn run(config: &Config, sync: &str, table: Option<&str>) -> anyhow::Re
         .into_iter()
         .find(|s| s.name == sync)
         .expect("sync exists");
-    let tables: Vec<TableName> = match table {
-        None => plan.tables.clone(),
-        Some(t) => {
-            let parsed = TableName::parse(t).map_err(|e| anyhow::anyhow!("--table: {e}"))?;
-            if !plan.tables.contains(&parsed) {
-                eprintln!(
-                    "drover: --table: {parsed} is not in relgroup {} of sync {sync}",
-                    plan.relgroup
-                );
-                return Ok(EXIT_CONFIG);
-            }
-            vec![parsed]
-        }
+    let Some(tables) = chosen_tables(&plan, table)? else {
+        return Ok(EXIT_CONFIG);
     };
     let source_name = plan.sources[0].clone();
     let lease = Endpoint::new(&source_name, &config.databases[&source_name])?
@@ -116,8 +106,36 @@ pub async fn run(config: &Config, sync: &str, table: Option<&str>) -> anyhow::Re
         eprintln!("drover: sync {sync} has no receive-only database to copy into");
         return Ok(EXIT_PROBLEM);
     }
+    let dbs: Vec<&String> = std::iter::once(&source_name)
+        .chain(receivers.iter())
+        .collect();
+    let sides = open_sides(config, &dbs).await?;
+    copy_here(&plan, &tables, &sides).await
+}
+
+/// The tables to copy: every table of the sync, or the one `--table` names; None (after
+/// saying why) when that table is not in the sync.
+fn chosen_tables(plan: &SyncPlan, table: Option<&str>) -> anyhow::Result<Option<Vec<TableName>>> {
+    let Some(t) = table else {
+        return Ok(Some(plan.tables.clone()));
+    };
+    let parsed = TableName::parse(t).map_err(|e| anyhow::anyhow!("--table: {e}"))?;
+    if !plan.tables.contains(&parsed) {
+        eprintln!(
+            "drover: --table: {parsed} is not in relgroup {} of sync {}",
+            plan.relgroup, plan.name
+        );
+        return Ok(None);
+    }
+    Ok(Some(vec![parsed]))
+}
+
+/// A database the command copies from or into: its name, a small pool and its server facts.
+type OpenSide = (String, Pool, ServerFacts);
+
+async fn open_sides(config: &Config, dbs: &[&String]) -> anyhow::Result<Vec<OpenSide>> {
     let mut sides = Vec::new();
-    for db in std::iter::once(&source_name).chain(receivers.iter()) {
+    for &db in dbs {
         let ep = Endpoint::new(db, &config.databases[db])?;
         let pool = ep.pool("copy", 4);
         let f = {
@@ -126,6 +144,16 @@ pub async fn run(config: &Config, sync: &str, table: Option<&str>) -> anyhow::Re
         };
         sides.push((db.clone(), pool, f));
     }
+    Ok(sides)
+}
+
+/// Copies `tables` from the first of `sides` into the others, itself (it holds the lease),
+/// and prints the outcome per table and target.
+async fn copy_here(
+    plan: &SyncPlan,
+    tables: &[TableName],
+    sides: &[OpenSide],
+) -> anyhow::Result<i32> {
     let side = |i: usize| Side {
         name: &sides[i].0,
         pool: &sides[i].1,
@@ -134,13 +162,13 @@ pub async fn run(config: &Config, sync: &str, table: Option<&str>) -> anyhow::Re
     let srcs = [side(0)];
     let tgts: Vec<Side> = (1..sides.len()).map(side).collect();
     let mut plans = Vec::new();
-    for t in &tables {
+    for t in tables {
         plans.push(Arc::new(
             TablePlan::prepare(t, plan.key_of(t), &srcs, &tgts).await?,
         ));
     }
     let source = SourceSide {
-        name: source_name.clone(),
+        name: sides[0].0.clone(),
         pool: sides[0].1.clone(),
     };
     let targets: Vec<TargetSide> = sides[1..]
@@ -153,6 +181,7 @@ pub async fn run(config: &Config, sync: &str, table: Option<&str>) -> anyhow::Re
         .collect();
     let board = CopyBoard::default();
     let started = std::time::Instant::now();
+    let sync = plan.name.as_str();
     let result = initial_copy(sync, &source, &targets, &plans, CopyMode::Forced, &board).await;
     for c in board.lock().expect("copy board").iter() {
         println!(

@@ -210,13 +210,7 @@ pub fn main() -> i32 {
             exclude,
             output,
         };
-        return match block_on(init::run(&args)) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("drover: {e:#}");
-                EXIT_PROBLEM
-            }
-        };
+        return exit_code(block_on(init::run(&args)));
     }
     let config = match config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -229,7 +223,23 @@ pub fn main() -> i32 {
         }
     };
     init_tracing(config.daemon.log_format);
-    let result = match cli.command {
+    exit_code(dispatch(cli.command, config))
+}
+
+/// The exit code of a finished command; an error is printed with its causes.
+fn exit_code(result: anyhow::Result<i32>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("drover: {e:#}");
+            EXIT_PROBLEM
+        }
+    }
+}
+
+/// Runs a command that needs the loaded config.
+fn dispatch(command: Command, config: Config) -> anyhow::Result<i32> {
+    match command {
         Command::Run => crate::actors::daemon::run(config),
         Command::Check => block_on(check::run(&config)),
         Command::Install => block_on(install::install(&config)),
@@ -283,13 +293,6 @@ pub fn main() -> i32 {
             block_on(verify::run(&config, &sync, table.as_deref(), json, repair))
         }
         Command::Completions { .. } | Command::Man => unreachable!("handled by generate"),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("drover: {e:#}");
-            EXIT_PROBLEM
-        }
     }
 }
 

@@ -27,6 +27,7 @@ mod choices;
 mod libpq;
 mod model;
 mod raw;
+mod secret;
 mod strict;
 mod timeouts;
 mod validate;

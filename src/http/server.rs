@@ -52,44 +52,9 @@ pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<F
         Err(refused) => return refused,
     };
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["metrics"]) => {
-            // The metrics actor is the recorder's writer; a stopped one leaves the last values.
-            let _ = routes.metrics_actor.send(CollectProcess).await;
-            reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                routes.metrics.render(),
-            )
-        }
-        (&Method::GET, ["status"]) => {
-            let only = query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("sync="))
-                .map(percent_decode);
-            let doc = status(routes, only.as_deref(), trusted).await;
-            if only.is_some() && doc.syncs.is_empty() {
-                return reply(StatusCode::NOT_FOUND, "text/plain", "no such sync\n");
-            }
-            let body = serde_json::to_vec(&doc).unwrap_or_default();
-            reply(StatusCode::OK, "application/json", body)
-        }
-        (&Method::GET, ["health"]) => {
-            let doc = status(routes, None, false).await;
-            let bad: Vec<&str> = doc
-                .syncs
-                .iter()
-                .filter(|s| s.state == "bad")
-                .map(|s| s.name.as_str())
-                .collect();
-            let mut body = if bad.is_empty() {
-                "ok".to_string()
-            } else {
-                format!("ok; bad syncs: {}", bad.join(", "))
-            };
-            body.push_str(&crate::http::retry::held_syncs(&doc));
-            body.push('\n');
-            reply(StatusCode::OK, "text/plain", body)
-        }
+        (&Method::GET, ["metrics"]) => metrics(routes).await,
+        (&Method::GET, ["status"]) => status_route(routes, &query, trusted).await,
+        (&Method::GET, ["health"]) => health(routes).await,
         (&Method::POST, ["syncs", name, "copy"]) => {
             let name = percent_decode(name);
             let Some(addr) = find(routes, &name) else {
@@ -115,25 +80,74 @@ pub(super) async fn route(routes: &Routes, req: Request<Incoming>) -> Response<F
             let Some(addr) = find(routes, &name) else {
                 return reply(StatusCode::NOT_FOUND, "text/plain", "no such sync\n");
             };
-            if *action == "kick" {
-                addr.do_send(Kick);
-            } else if let Err(e) = set_paused(&addr, *action == "pause").await {
-                return reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("{e}\n"),
-                );
-            }
-            let done = match *action {
-                "kick" => "kicked",
-                "pause" => "paused",
-                _ => "resumed",
-            };
-            reply(StatusCode::ACCEPTED, "text/plain", format!("{done}\n"))
+            sync_action(&addr, action).await
         }
         (&Method::POST, ["reload"]) => super::reload::reload(routes).await,
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// `GET /metrics`: the Prometheus text.
+async fn metrics(routes: &Routes) -> Response<Full<Bytes>> {
+    // The metrics actor is the recorder's writer; a stopped one leaves the last values.
+    let _ = routes.metrics_actor.send(CollectProcess).await;
+    reply(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        routes.metrics.render(),
+    )
+}
+
+/// `GET /status[?sync=NAME]`: the status document, of one sync if asked.
+async fn status_route(routes: &Routes, query: &str, trusted: bool) -> Response<Full<Bytes>> {
+    let only = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sync="))
+        .map(percent_decode);
+    let doc = status(routes, only.as_deref(), trusted).await;
+    if only.is_some() && doc.syncs.is_empty() {
+        return reply(StatusCode::NOT_FOUND, "text/plain", "no such sync\n");
+    }
+    let body = serde_json::to_vec(&doc).unwrap_or_default();
+    reply(StatusCode::OK, "application/json", body)
+}
+
+/// `GET /health`: always 200 while the daemon answers; names bad and held syncs.
+async fn health(routes: &Routes) -> Response<Full<Bytes>> {
+    let doc = status(routes, None, false).await;
+    let bad: Vec<&str> = doc
+        .syncs
+        .iter()
+        .filter(|s| s.state == "bad")
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut body = if bad.is_empty() {
+        "ok".to_string()
+    } else {
+        format!("ok; bad syncs: {}", bad.join(", "))
+    };
+    body.push_str(&crate::http::retry::held_syncs(&doc));
+    body.push('\n');
+    reply(StatusCode::OK, "text/plain", body)
+}
+
+/// `POST /syncs/NAME/{kick,pause,resume}`.
+async fn sync_action(addr: &Addr<SyncActor>, action: &str) -> Response<Full<Bytes>> {
+    if action == "kick" {
+        addr.do_send(Kick);
+    } else if let Err(e) = set_paused(addr, action == "pause").await {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{e}\n"),
+        );
+    }
+    let done = match action {
+        "kick" => "kicked",
+        "pause" => "paused",
+        _ => "resumed",
+    };
+    reply(StatusCode::ACCEPTED, "text/plain", format!("{done}\n"))
 }
 
 fn find(routes: &Routes, name: &str) -> Option<Addr<SyncActor>> {

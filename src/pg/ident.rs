@@ -118,6 +118,90 @@ fn is_pg_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0B' | '\x0C')
 }
 
+/// The index of the first non-space character of `chars` at or after `i`.
+fn skip_space(chars: &[char], mut i: usize) -> usize {
+    while i < chars.len() && is_pg_space(chars[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// The dot-separated names of a table name (see [`TableName::parse`]), unquoted and folded.
+fn split_parts(chars: &[char]) -> Result<Vec<String>, IdentErrorKind> {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = skip_space(chars, 0);
+    if i == chars.len() {
+        return Err(IdentErrorKind::Empty);
+    }
+    loop {
+        // At the start of a name.
+        let part = if chars.get(i) == Some(&'"') {
+            quoted_part(chars, &mut i)?
+        } else {
+            bare_part(chars, &mut i)?
+        };
+        if part.len() > MAX_IDENTIFIER_BYTES {
+            return Err(IdentErrorKind::TooLong(part));
+        }
+        parts.push(part);
+        i = skip_space(chars, i);
+        match chars.get(i) {
+            None => return Ok(parts),
+            Some('.') => {
+                i = skip_space(chars, i + 1);
+                if i == chars.len() {
+                    return Err(IdentErrorKind::MissingPart(i + 1));
+                }
+            }
+            Some(&found) => return Err(IdentErrorKind::Unexpected { found, at: i + 1 }),
+        }
+    }
+}
+
+/// The `"quoted"` name opening at `chars[*i]`, `""` read as `"`; moves `*i` past it.
+fn quoted_part(chars: &[char], i: &mut usize) -> Result<String, IdentErrorKind> {
+    let start = *i;
+    let mut name = String::new();
+    *i += 1;
+    loop {
+        match chars.get(*i) {
+            None => return Err(IdentErrorKind::Unterminated(start + 1)),
+            Some('"') if chars.get(*i + 1) == Some(&'"') => {
+                name.push('"');
+                *i += 2;
+            }
+            Some('"') => {
+                *i += 1;
+                break;
+            }
+            Some(&c) => {
+                name.push(c);
+                *i += 1;
+            }
+        }
+    }
+    if name.is_empty() {
+        return Err(IdentErrorKind::EmptyQuoted(start + 1));
+    }
+    Ok(name)
+}
+
+/// The unquoted name at `chars[*i]`, up to a dot or space, ASCII letters folded to lower
+/// case; moves `*i` past it.
+fn bare_part(chars: &[char], i: &mut usize) -> Result<String, IdentErrorKind> {
+    let start = *i;
+    while *i < chars.len() && chars[*i] != '.' && !is_pg_space(chars[*i]) {
+        *i += 1;
+    }
+    if *i == start {
+        return Err(IdentErrorKind::MissingPart(*i + 1));
+    }
+    Ok(chars[start..*i]
+        .iter()
+        .map(char::to_ascii_lowercase)
+        .collect())
+}
+
 impl TableName {
     /// Builds a name from already-folded catalog parts (no parsing, no case
     /// folding). Use [`TableName::parse`] for user input.
@@ -147,77 +231,7 @@ impl TableName {
         if !chars.is_empty() && chars.iter().all(char::is_ascii_digit) {
             return Err(err(IdentErrorKind::Oid));
         }
-        let mut parts: Vec<String> = Vec::new();
-        let mut i = 0;
-        while i < chars.len() && is_pg_space(chars[i]) {
-            i += 1;
-        }
-        if i == chars.len() {
-            return Err(err(IdentErrorKind::Empty));
-        }
-        loop {
-            // At the start of a name.
-            let part = if chars.get(i) == Some(&'"') {
-                let start = i;
-                let mut name = String::new();
-                i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => return Err(err(IdentErrorKind::Unterminated(start + 1))),
-                        Some('"') if chars.get(i + 1) == Some(&'"') => {
-                            name.push('"');
-                            i += 2;
-                        }
-                        Some('"') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(&c) => {
-                            name.push(c);
-                            i += 1;
-                        }
-                    }
-                }
-                if name.is_empty() {
-                    return Err(err(IdentErrorKind::EmptyQuoted(start + 1)));
-                }
-                name
-            } else {
-                let start = i;
-                while i < chars.len() && chars[i] != '.' && !is_pg_space(chars[i]) {
-                    i += 1;
-                }
-                if i == start {
-                    return Err(err(IdentErrorKind::MissingPart(i + 1)));
-                }
-                chars[start..i]
-                    .iter()
-                    .map(char::to_ascii_lowercase)
-                    .collect()
-            };
-            if part.len() > MAX_IDENTIFIER_BYTES {
-                return Err(err(IdentErrorKind::TooLong(part)));
-            }
-            parts.push(part);
-            while i < chars.len() && is_pg_space(chars[i]) {
-                i += 1;
-            }
-            match chars.get(i) {
-                None => break,
-                Some('.') => {
-                    i += 1;
-                    while i < chars.len() && is_pg_space(chars[i]) {
-                        i += 1;
-                    }
-                    if i == chars.len() {
-                        return Err(err(IdentErrorKind::MissingPart(i + 1)));
-                    }
-                }
-                Some(&found) => {
-                    return Err(err(IdentErrorKind::Unexpected { found, at: i + 1 }));
-                }
-            }
-        }
+        let mut parts = split_parts(&chars).map_err(err)?;
         match parts.len() {
             1 => Ok(TableName {
                 schema: DEFAULT_SCHEMA.to_owned(),

@@ -81,6 +81,7 @@ pub async fn describe(
     configured: Option<&[String]>,
 ) -> Result<Option<TableMeta>, PgError> {
     let purpose = format!("read the definition of table {table}");
+    let failed = |e| PgError::query(database, &purpose, e);
     let Some(row) = client
         .query_opt(
             "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -88,11 +89,34 @@ pub async fn describe(
             &[&table.schema, &table.name],
         )
         .await
-        .map_err(|e| PgError::query(database, &purpose, e))?
+        .map_err(failed)?
     else {
         return Ok(None);
     };
     let oid: u32 = row.get(0);
+    let (columns, identity_always) = read_columns(client, oid, version_num)
+        .await
+        .map_err(failed)?;
+    let (method, key) = choose_key(client, oid, configured).await.map_err(failed)?;
+    let fk_parents = read_fk_parents(client, oid).await.map_err(failed)?;
+    Ok(Some(TableMeta {
+        oid,
+        name: table.clone(),
+        columns,
+        key,
+        method,
+        fk_parents,
+        identity_always,
+    }))
+}
+
+/// The replicated columns of table `oid` in attnum order, and its `GENERATED ALWAYS AS
+/// IDENTITY` columns; the catalog columns read depend on the server version.
+async fn read_columns(
+    client: &Client,
+    oid: u32,
+    version_num: i32,
+) -> Result<(Vec<Column>, Vec<String>), tokio_postgres::Error> {
     let generated = if version_num >= 120_000 {
         "a.attgenerated = ''"
     } else {
@@ -113,8 +137,7 @@ pub async fn describe(
             ),
             &[&oid],
         )
-        .await
-        .map_err(|e| PgError::query(database, &purpose, e))?;
+        .await?;
     let identity_always = rows
         .iter()
         .filter(|r| r.get::<_, bool>(3))
@@ -128,6 +151,15 @@ pub async fn describe(
             needs_value: r.get(2),
         })
         .collect();
+    Ok((columns, identity_always))
+}
+
+/// The key drover uses for table `oid` (see [`describe`] for the order of preference).
+async fn choose_key(
+    client: &Client,
+    oid: u32,
+    configured: Option<&[String]>,
+) -> Result<(KeyMethod, Vec<String>), tokio_postgres::Error> {
     // Primary key first, then valid unique non-partial non-expression indexes whose columns
     // are all NOT NULL, fewest columns first.
     let indexes = client
@@ -143,38 +175,34 @@ pub async fn describe(
              ORDER BY i.indisprimary DESC, count(*), c.relname",
             &[&oid],
         )
-        .await
-        .map_err(|e| PgError::query(database, &purpose, e))?;
-    let (method, key): (KeyMethod, Vec<String>) = match (configured, indexes.first()) {
+        .await?;
+    Ok(match (configured, indexes.first()) {
         (Some(cols), _) => (KeyMethod::Configured, cols.to_vec()),
         (None, Some(r)) if r.get::<_, bool>(0) => (KeyMethod::Primary, r.get(2)),
         (None, Some(r)) => (KeyMethod::Unique(r.get(1)), r.get(2)),
         (None, None) => (KeyMethod::WholeRow, Vec::new()),
-    };
-    let fk_parents = client
+    })
+}
+
+/// The other tables table `oid` references with foreign keys.
+async fn read_fk_parents(
+    client: &Client,
+    oid: u32,
+) -> Result<Vec<TableName>, tokio_postgres::Error> {
+    Ok(client
         .query(
             "SELECT n.nspname::text, c.relname::text FROM pg_constraint k \
              JOIN pg_class c ON c.oid = k.confrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE k.conrelid = $1 AND k.contype = 'f' AND k.confrelid <> k.conrelid",
             &[&oid],
         )
-        .await
-        .map_err(|e| PgError::query(database, &purpose, e))?
+        .await?
         .into_iter()
         .map(|r| TableName {
             schema: r.get(0),
             name: r.get(1),
         })
-        .collect();
-    Ok(Some(TableMeta {
-        oid,
-        name: table.clone(),
-        columns,
-        key,
-        method,
-        fk_parents,
-        identity_always,
-    }))
+        .collect())
 }
 
 /// Compares a target's definition with the source's; returns each difference as a sentence.

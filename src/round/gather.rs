@@ -49,6 +49,36 @@ pub async fn pending_keys(
     let delta = &table.deltas[source];
     let min_xmin = receivers.iter().map(|(_, s)| s.xmin()).min().unwrap_or(1);
     let preds: Vec<String> = receivers.iter().map(|(_, s)| pending_pred(s)).collect();
+    let sql = pending_keys_sql(table, delta, min_xmin, &preds, upto);
+    let purpose = format!("read pending keys of {}", table.display);
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(|e| PgError::query(source, &purpose, e))?;
+    for row in rows {
+        let (key, change) = pending_change(&row, table, receivers);
+        pending
+            .entry(key)
+            .or_default()
+            .insert(source.to_string(), change);
+    }
+    let scope = DeltaScope {
+        delta,
+        min_xmin,
+        preds: &preds,
+    };
+    truncates_and_retained(client, (source, upto), &scope, receivers, &purpose).await
+}
+
+/// One row per pending key: the key as text, its latest change time, per receiver whether
+/// it is pending there, then the increment columns.
+fn pending_keys_sql(
+    table: &TablePlan,
+    delta: &str,
+    min_xmin: i64,
+    preds: &[String],
+    upto: &Snapshot,
+) -> String {
     // Below the round's cut (`multi_backlog`).
     let any = format!(
         "({}) AND txid_visible_in_snapshot(drover_xid, {})",
@@ -57,48 +87,60 @@ pub async fn pending_keys(
     );
     let texts: Vec<String> = table.key.iter().map(|k| format!("{k}::text")).collect();
     let flags: Vec<String> = preds.iter().map(|p| format!("bool_or({p})")).collect();
-    let sql = format!(
+    format!(
         "SELECT {texts}, max(drover_changed_at) FILTER (WHERE {any}), {flags}{incs} FROM {delta} \
          WHERE drover_xid >= {min_xmin} AND NOT drover_truncate GROUP BY {keys} HAVING bool_or({any})",
         texts = texts.join(", "),
         flags = flags.join(", "),
-        incs = increments::gather_columns(table, &any, &preds, upto),
+        incs = increments::gather_columns(table, &any, preds, upto),
         keys = table.key_list(),
-    );
-    let purpose = format!("read pending keys of {}", table.display);
-    let rows = client
-        .query(&sql, &[])
-        .await
-        .map_err(|e| PgError::query(source, &purpose, e))?;
+    )
+}
+
+/// A row of [`pending_keys_sql`] as the key and its change on this source.
+fn pending_change(
+    row: &tokio_postgres::Row,
+    table: &TablePlan,
+    receivers: &[(String, Snapshot)],
+) -> (Key, Change) {
     let nk = table.key.len();
-    for row in rows {
-        let key: Key = (0..nk).map(|i| row.get::<_, String>(i)).collect();
-        let changed_at: DateTime<Utc> = row.get(nk);
-        let pending_to = receivers
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| row.get::<_, bool>(nk + 1 + i))
-            .map(|(_, (r, _))| r.clone())
-            .collect();
-        let mut change = Change {
-            changed_at,
-            pending_to,
-            other: true,
-            incs: BTreeMap::new(),
-        };
-        increments::read(
-            &row,
-            nk + 1 + receivers.len(),
-            table,
-            receivers,
-            &mut change,
-        );
-        pending
-            .entry(key)
-            .or_default()
-            .insert(source.to_string(), change);
-    }
-    let truncs: Vec<String> = preds
+    let key: Key = (0..nk).map(|i| row.get::<_, String>(i)).collect();
+    let changed_at: DateTime<Utc> = row.get(nk);
+    let pending_to = receivers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| row.get::<_, bool>(nk + 1 + i))
+        .map(|(_, (r, _))| r.clone())
+        .collect();
+    let mut change = Change {
+        changed_at,
+        pending_to,
+        other: true,
+        incs: BTreeMap::new(),
+    };
+    increments::read(row, nk + 1 + receivers.len(), table, receivers, &mut change);
+    (key, change)
+}
+
+/// The delta rows a round of one table reads: its delta table, from the oldest receiver
+/// horizon, and per receiver the predicate of what it has not applied.
+struct DeltaScope<'a> {
+    delta: &'a str,
+    min_xmin: i64,
+    preds: &'a [String],
+}
+
+/// Which receivers have a TRUNCATE pending, and how many delta rows are retained.
+async fn truncates_and_retained(
+    client: &Client,
+    (source, upto): (&str, &Snapshot),
+    scope: &DeltaScope<'_>,
+    receivers: &[(String, Snapshot)],
+    purpose: &str,
+) -> Result<SourceTable, PgError> {
+    let (delta, min_xmin) = (scope.delta, scope.min_xmin);
+    let truncs: Vec<String> = scope
+        .preds
         .iter()
         .map(|p| format!("coalesce(bool_or(drover_truncate AND {p}), false)"))
         .collect();
@@ -112,7 +154,7 @@ pub async fn pending_keys(
             &[],
         )
         .await
-        .map_err(|e| PgError::query(source, &purpose, e))?;
+        .map_err(|e| PgError::query(source, purpose, e))?;
     Ok(SourceTable {
         retained: row.get(0),
         truncate_to: receivers

@@ -154,8 +154,35 @@ fn env_var_name(path: &str, key: &str, var: &str, problems: &mut Problems) -> bo
 
 fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
     let raw = &entry.raw;
-    let mut ok = true;
-    let listen = match &raw.listen {
+    let listen = listen_address(raw.listen.as_ref(), problems);
+    let access = api_access(entry, listen, problems);
+    let log_format = choice(
+        "daemon",
+        entry,
+        raw.log_format.as_ref(),
+        DEFAULT_LOG_FORMAT,
+        problems,
+    );
+    let lease_timeout = timeouts::lease_timeout(raw.lease_timeout.as_ref(), problems);
+    let round = timeouts::round_limits(raw, problems);
+    let access = access?;
+    Some(Daemon {
+        listen: listen?,
+        api_token: access.api_token,
+        api_token_env: access.api_token_env,
+        api_token_for_reads: access.api_token_for_reads,
+        log_format: log_format?,
+        lease_timeout: lease_timeout?,
+        lock_timeout: round?.lock_timeout,
+        statement_timeout: round?.statement_timeout,
+        round_deadline: round?.round_deadline,
+        auto_install: raw.auto_install.is_some_and(|b| b.0),
+    })
+}
+
+/// `daemon.listen`, defaulting to loopback; host names are refused, not resolved.
+fn listen_address(listen: Option<&Str>, problems: &mut Problems) -> Option<SocketAddr> {
+    match listen {
         None => Some(DEFAULT_LISTEN),
         Some(Str(s)) => match s.trim().parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
@@ -167,7 +194,25 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
                 None
             }
         },
-    };
+    }
+}
+
+/// The `[daemon]` keys guarding the HTTP API.
+struct ApiAccess {
+    api_token: Option<Secret>,
+    api_token_env: Option<String>,
+    api_token_for_reads: bool,
+}
+
+/// The API token keys: at most one of `api_token` and `api_token_env`, and one of them
+/// whenever `listen` is not loopback or reads must carry the token.
+fn api_access(
+    entry: &Entry<RawDaemon>,
+    listen: Option<SocketAddr>,
+    problems: &mut Problems,
+) -> Option<ApiAccess> {
+    let raw = &entry.raw;
+    let mut ok = true;
     let api_token = raw.api_token.as_ref().map(|t| Secret::new(t.0.clone()));
     if api_token
         .as_ref()
@@ -187,6 +232,7 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
             ok = false;
         }
     }
+    // A token key that failed its type check was still meant to be given.
     let token_given = api_token.is_some()
         || api_token_env.is_some()
         || entry.broken.contains("api_token")
@@ -211,29 +257,10 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
         );
         ok = false;
     }
-    let log_format = choice(
-        "daemon",
-        entry,
-        raw.log_format.as_ref(),
-        DEFAULT_LOG_FORMAT,
-        problems,
-    );
-    let lease_timeout = timeouts::lease_timeout(raw.lease_timeout.as_ref(), problems);
-    let round = timeouts::round_limits(raw, problems);
-    if !ok {
-        return None;
-    }
-    Some(Daemon {
-        listen: listen?,
+    ok.then_some(ApiAccess {
         api_token,
         api_token_env,
         api_token_for_reads,
-        log_format: log_format?,
-        lease_timeout: lease_timeout?,
-        lock_timeout: round?.lock_timeout,
-        statement_timeout: round?.statement_timeout,
-        round_deadline: round?.round_deadline,
-        auto_install: raw.auto_install.is_some_and(|b| b.0),
     })
 }
 

@@ -47,52 +47,7 @@ pub(super) fn sync(
     let targets = raw.targets.clone().unwrap_or_default();
     let sources = sources.cloned();
 
-    // Every listed database: defined, listed once, in one role.
-    let empty = StrList::default();
-    let mut seen: BTreeMap<&str, String> = BTreeMap::new();
-    for (field, list) in [
-        ("sources", sources.as_ref().unwrap_or(&empty)),
-        ("targets", &targets),
-    ] {
-        for (i, db) in list.0.iter().enumerate() {
-            let key = format!("{path}.{field}[{i}]");
-            if !names.databases.contains(db.as_str()) {
-                problems.push(&key, not_found("database", db, &names.databases));
-                ok = false;
-            }
-            match seen.get(db.as_str()) {
-                Some(first) if first.starts_with(field) => {
-                    problems.push(
-                        &key,
-                        format!("database {db:?} is listed twice (also {first})"),
-                    );
-                    ok = false;
-                }
-                Some(first) => {
-                    problems.push(
-                        &key,
-                        format!("database {db:?} is both a source and a target ({first})"),
-                    );
-                    ok = false;
-                }
-                None => {
-                    seen.insert(db, format!("{field}[{i}]"));
-                }
-            }
-        }
-    }
-    if sources.as_ref().is_some_and(|s| !s.0.is_empty()) && seen.len() < 2 {
-        let dbs: Vec<String> = seen.keys().map(|d| format!("{d:?}")).collect();
-        problems.push(
-            path,
-            format!(
-                "a sync needs at least two distinct databases among sources and targets, found {}: {}",
-                seen.len(),
-                dbs.join(", ")
-            ),
-        );
-        ok = false;
-    }
+    ok &= database_roles(path, sources.as_ref(), &targets, names, problems);
     let conflict_strategy = choice(
         path,
         entry,
@@ -197,6 +152,72 @@ fn priority(
         }
     }
     let list = &given?.0;
+    priority_entries(&key, list, sources, targets, problems).then(|| list.clone())
+}
+
+/// Every database listed in `sources` and `targets`: defined, listed once, in one role; and
+/// at least two distinct ones once sources are given. False if any of that fails.
+fn database_roles(
+    path: &str,
+    sources: Option<&StrList>,
+    targets: &StrList,
+    names: &Names<'_>,
+    problems: &mut Problems,
+) -> bool {
+    let mut ok = true;
+    let empty = StrList::default();
+    let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+    for (field, list) in [("sources", sources.unwrap_or(&empty)), ("targets", targets)] {
+        for (i, db) in list.0.iter().enumerate() {
+            let key = format!("{path}.{field}[{i}]");
+            if !names.databases.contains(db.as_str()) {
+                problems.push(&key, not_found("database", db, &names.databases));
+                ok = false;
+            }
+            match seen.get(db.as_str()) {
+                Some(first) if first.starts_with(field) => {
+                    problems.push(
+                        &key,
+                        format!("database {db:?} is listed twice (also {first})"),
+                    );
+                    ok = false;
+                }
+                Some(first) => {
+                    problems.push(
+                        &key,
+                        format!("database {db:?} is both a source and a target ({first})"),
+                    );
+                    ok = false;
+                }
+                None => {
+                    seen.insert(db, format!("{field}[{i}]"));
+                }
+            }
+        }
+    }
+    if sources.is_some_and(|s| !s.0.is_empty()) && seen.len() < 2 {
+        let dbs: Vec<String> = seen.keys().map(|d| format!("{d:?}")).collect();
+        problems.push(
+            path,
+            format!(
+                "a sync needs at least two distinct databases among sources and targets, found {}: {}",
+                seen.len(),
+                dbs.join(", ")
+            ),
+        );
+        ok = false;
+    }
+    ok
+}
+
+/// Each `priority` entry: listed once, and one of the sync's sources (when those are valid).
+fn priority_entries(
+    key: &str,
+    list: &[String],
+    sources: Option<&StrList>,
+    targets: &StrList,
+    problems: &mut Problems,
+) -> bool {
     let mut ok = true;
     for (i, db) in list.iter().enumerate() {
         let key = format!("{key}[{i}]");
@@ -222,7 +243,7 @@ fn priority(
             ok = false;
         }
     }
-    ok.then(|| list.clone())
+    ok
 }
 
 /// Two syncs must not write the same table (or sequence) into the same
