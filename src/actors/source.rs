@@ -3,7 +3,8 @@
 //! within the last tick, answers share that read (`round::batch_share`), so under steady load
 //! the source is read once per round whatever the number of targets. A target it cannot
 //! answer (lagging, held tables, a batch too large to share, a failed read) gets None and
-//! runs a round of its own, as before. Each read it makes is counted in
+//! runs a round of its own, as before; after a batch too large to share, every request does
+//! for `LARGE_PAUSE`. Each read it makes is counted in
 //! `drover_source_reads_total`.
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::actors::metrics::{MetricsActor, SourceReads};
 use crate::round::batch::{self, Batch, BatchRequest, ReadShared};
-use crate::round::batch_share::{Asked, Sharing};
+use crate::round::batch_share::{Asked, Sharing, LARGE_PAUSE};
 
 type Reply = oneshot::Sender<Option<Arc<Batch>>>;
 
@@ -32,6 +33,9 @@ pub struct SourceActor {
     sharing: Sharing<BatchRequest, Arc<Batch>, Reply>,
     /// Tables the last batch found changed: the next read reads their rows in its first flight.
     busy: Vec<String>,
+    /// Until then requests get None at once: the last batch was too large to share (a backlog
+    /// is applied through each target's own rounds).
+    own_until: Option<Instant>,
 }
 
 impl SourceActor {
@@ -43,6 +47,7 @@ impl SourceActor {
             deadline,
             sharing: Sharing::default(),
             busy: Vec::new(),
+            own_until: None,
         }
     }
 
@@ -76,6 +81,9 @@ impl SourceActor {
         ctx.spawn(read.into_actor(self).map(move |(req, batch), act, _| {
             if let Some(b) = &batch {
                 act.busy = b.busy(&req.tables);
+                if !b.shareable() {
+                    act.own_until = Some(Instant::now() + LARGE_PAUSE);
+                }
             }
             for (reply, b) in act.sharing.done(id, batch, Instant::now()) {
                 let _ = reply.send(b);
@@ -92,8 +100,12 @@ impl Handler<ReadBatch> for SourceActor {
     type Result = ResponseFuture<Option<Arc<Batch>>>;
 
     fn handle(&mut self, msg: ReadBatch, ctx: &mut Context<Self>) -> Self::Result {
+        let now = Instant::now();
+        if self.own_until.is_some_and(|t| now < t) {
+            return Box::pin(async { None });
+        }
         let (tx, rx) = oneshot::channel();
-        match self.sharing.ask(msg.0, tx, Instant::now()) {
+        match self.sharing.ask(msg.0, tx, now) {
             Asked::Ready(b, tx) => {
                 let _ = tx.send(Some(b));
             }

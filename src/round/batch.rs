@@ -68,6 +68,11 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Small enough to share: its changes travel as text.
+    pub fn shareable(&self) -> bool {
+        self.changes.is_some()
+    }
+
     /// Whether a target whose progress is `prevs` may apply this batch: each is at or after
     /// the batch's start and within its snapshot (the apply moves progress to the snapshot).
     pub fn serves(&self, prevs: &[Snapshot]) -> bool {

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 /// their apply at nearly the same time share the next read without waiting for each other.
 pub const TICK: Duration = Duration::from_millis(20);
 
+/// After a batch too large to share, how long requests go straight to their own reads (as
+/// before the source actor) instead of paying for a shared read of counts first.
+pub const LARGE_PAUSE: Duration = Duration::from_secs(1);
+
 /// Most batches kept for the tick (different starts: lagging targets, held tables).
 const KEPT: usize = 8;
 
