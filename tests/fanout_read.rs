@@ -114,7 +114,7 @@ fn reads_and_rounds(r: &Run) -> (f64, f64) {
 }
 
 #[test]
-fn four_targets_share_one_source_read_per_round() {
+fn four_targets_share_one_source_read_per_round_and_again_after_a_large_batch() {
     let c = Cluster::start();
     let mut r = setup(&c);
     let (reads0, rounds0) = reads_and_rounds(&r);
@@ -131,6 +131,29 @@ fn four_targets_share_one_source_read_per_round() {
     assert!(
         reads > 0.0 && reads * 2.0 <= rounds,
         "source reads {reads} for {rounds} target rounds during the load: not shared"
+    );
+
+    // A batch too large to share: each target applies it through its own round (COPY path).
+    c.psql(
+        "src",
+        "INSERT INTO herd SELECT g, 'bulk' FROM generate_series(5000000, 5005000) g; \
+         UPDATE herd SET v = v || 'b' WHERE id % 3 = 0",
+    );
+    for t in TARGETS {
+        reaches(&c, t, "a large batch");
+    }
+    // The targets' own rounds left them at different progress: they converge and share again.
+    let (reads0, rounds0) = reads_and_rounds(&r);
+    small_writes(&c, r._dir.path(), 3_000_000);
+    for t in TARGETS {
+        reaches(&c, t, "the writes after the large batch");
+    }
+    let (reads, rounds) = reads_and_rounds(&r);
+    let (reads, rounds) = (reads - reads0, rounds - rounds0);
+    eprintln!("after the large batch: source reads {reads} for {rounds} target rounds");
+    assert!(
+        reads > 0.0 && reads * 2.0 <= rounds,
+        "source reads {reads} for {rounds} target rounds after a large batch: not shared again"
     );
     r.daemon.stop();
 }

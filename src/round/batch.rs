@@ -20,6 +20,7 @@ use crate::pg::error::PgError;
 use crate::pg::simple;
 use crate::pg::txn::ReadTx;
 use crate::round::apply_steps::TableWork;
+use crate::round::batch_rows::{self, KeyedChanges};
 use crate::round::pending;
 use crate::round::plan::{partitioned, TablePlan, Window};
 use crate::round::rewind::{self, Horizons};
@@ -43,8 +44,8 @@ impl BatchRequest {
     /// Whether a read for this request may answer `other` too: the same plans (not only
     /// names: a re-read plan may have other columns) and identity expression, and a start at
     /// or before `other`'s for every table. The read's changes then include every change
-    /// `other` needs; changes it already has are applied again as the source's current rows,
-    /// which leaves them as they are (a lagging target and the others converge this way).
+    /// `other` needs, and `batch_rows` leaves out those it has seen (a target that fell
+    /// behind and the others converge this way).
     pub fn covers(&self, other: &BatchRequest) -> bool {
         self.tables.len() == other.tables.len()
             && (self.tables.iter().zip(&other.tables)).all(|(a, b)| Arc::ptr_eq(a, b))
@@ -63,8 +64,9 @@ pub struct Batch {
     pub(crate) horizons: Horizons,
     /// Per table (request order): what is pending after the start.
     pub(crate) work: Vec<TableWork>,
-    /// Every pending table's changes as text; None when the batch is not small.
-    pub(crate) changes: Option<Vec<TextChanges>>,
+    /// Every pending table's changes as text, with their delta rows; None when the batch is
+    /// not small.
+    pub(crate) changes: Option<Vec<KeyedChanges>>,
 }
 
 impl Batch {
@@ -80,23 +82,30 @@ impl Batch {
             && (self.start.iter().zip(prevs)).all(|(s, p)| s.within(p) && p.within(&self.cur))
     }
 
-    /// Each table's work for a target at `prevs` (which `serves` accepted): the batch's counts
-    /// (an upper bound when the batch started earlier) after the target's own progress, which
-    /// the apply checks.
-    pub(crate) fn work_for(&self, prevs: &[Snapshot]) -> Vec<TableWork> {
-        (self.work.iter().zip(prevs))
-            .map(|(w, p)| TableWork {
+    /// What a target at `prevs` (which `serves` accepted) applies: each table's work after
+    /// its own progress (which the apply checks) with its own pending counts, and the changes
+    /// it has not seen. None when the batch is not small.
+    pub(crate) fn for_target(
+        &self,
+        prevs: &[Snapshot],
+    ) -> Option<(Vec<TableWork>, Vec<TextChanges>)> {
+        let (changes, pending) = batch_rows::for_target(self.changes.as_ref()?, prevs);
+        let work = (self.work.iter().zip(prevs).zip(pending))
+            .map(|((w, p), (n, oldest))| TableWork {
                 prev: p.clone(),
                 window: Window {
                     prev: p.clone(),
                     below: None,
                 },
-                pending: w.pending,
-                oldest: w.oldest,
+                pending: n,
+                oldest,
                 truncate: w.truncate,
+                // Rows kept after the batch's start: at least the target's (it only decides
+                // whether an empty apply moves progress along for the purge).
                 retained: w.retained,
             })
-            .collect()
+            .collect();
+        Some((work, changes))
     }
 
     /// The tables (by display name) with changes: what the next read of this source reads in
@@ -146,7 +155,7 @@ pub async fn read(req: &BatchRequest, busy: &[String]) -> Result<Batch, PgError>
             if first.is_empty() {
                 return Ok(Vec::new());
             }
-            small::read(stx, src, &first).await
+            batch_rows::read(stx, src, &first).await
         },
         partitions::check_captured(stx, src, &parts),
     )?;
@@ -160,7 +169,7 @@ pub async fn read(req: &BatchRequest, busy: &[String]) -> Result<Batch, PgError>
             work[i].pending > 0 && !changes.iter().any(|c| c.table == i)
         });
         if !missing.is_empty() {
-            changes.extend(small::read(stx, src, &missing).await?);
+            changes.extend(batch_rows::read(stx, src, &missing).await?);
         }
         changes.retain(|c| work[c.table].pending > 0);
         changes.sort_by_key(|c| c.table);

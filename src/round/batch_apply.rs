@@ -69,7 +69,7 @@ async fn apply_batch(
     steps: &mut Phases,
     batch: &Batch,
 ) -> bool {
-    let (Some(changes), [target]) = (&batch.changes, input.targets) else {
+    let [target] = input.targets else {
         return false;
     };
     let src = input.source.name.as_str();
@@ -79,7 +79,9 @@ async fn apply_batch(
     if !batch.serves(&prevs) {
         return false;
     }
-    let work = batch.work_for(&prevs);
+    let Some((work, changes)) = batch.for_target(&prevs) else {
+        return false;
+    };
     if let Some(id) = &batch.id {
         input.progress.identity.set_current(src, id.clone());
     }
@@ -111,7 +113,7 @@ async fn apply_batch(
             target,
             cur,
             work: &work,
-            changes,
+            changes: &changes,
         };
         tr.result = apply_one(input, text, &mut tr.tables, steps).await;
         if let Err(e) = &tr.result {

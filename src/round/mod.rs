@@ -24,6 +24,7 @@ pub mod apply_steps;
 pub mod backlog;
 pub mod batch;
 pub mod batch_apply;
+pub mod batch_rows;
 pub mod batch_share;
 pub mod clock;
 pub mod conflict_log;

@@ -53,6 +53,12 @@ impl Snapshot {
         (self.0.split(':').nth(2).unwrap_or_default().split(',')).filter_map(|x| x.parse().ok())
     }
 
+    /// Transaction `xid` (committed) is visible in this snapshot, as
+    /// `txid_visible_in_snapshot` says.
+    pub fn sees(&self, xid: i64) -> bool {
+        xid < self.xmin() || (xid < self.xmax() && !self.xip().any(|x| x == xid))
+    }
+
     /// Every transaction visible in this snapshot is visible in `later` (snapshots of one
     /// source taken in that order): `later` started no earlier, and each transaction it
     /// lists as running was running here too or had not started.
@@ -103,5 +109,12 @@ mod tests {
         assert!(!s("15:25:15,22").within(&s("10:20:12,15")));
         assert!(Snapshot::below(12).within(&s("12:20:")));
         assert!(!s("12:20:").within(&Snapshot::below(12)));
+    }
+
+    #[test]
+    fn sees_like_txid_visible_in_snapshot() {
+        let s = Snapshot::parse("10:20:12,15").unwrap();
+        assert!(s.sees(9) && s.sees(13) && s.sees(19));
+        assert!(!s.sees(12) && !s.sees(15) && !s.sees(20) && !s.sees(25));
     }
 }
