@@ -106,12 +106,12 @@ fn deltas(text: &str) -> Vec<(i64, Option<DateTime<Utc>>)> {
         .collect()
 }
 
+/// Per table: pending delta rows and the oldest of them.
+pub type Pending = Vec<(u64, Option<DateTime<Utc>>)>;
+
 /// What a target at `prevs` applies from `changes`: the keys some delta row it has not seen
 /// changed, and per table its pending delta rows and the oldest of them.
-pub fn for_target(
-    changes: &[KeyedChanges],
-    prevs: &[Snapshot],
-) -> (Vec<TextChanges>, Vec<(u64, Option<DateTime<Utc>>)>) {
+pub fn for_target(changes: &[KeyedChanges], prevs: &[Snapshot]) -> (Vec<TextChanges>, Pending) {
     let mut pending = vec![(0, None); prevs.len()];
     let mut out = Vec::new();
     for c in changes {
