@@ -32,6 +32,24 @@ pub struct RoundMetrics {
     pub targets: Vec<(String, bool)>,
     /// (database, clock offset seconds) of each master a multi-master round measured.
     pub clock_offsets: Vec<(String, f64)>,
+    /// Source transactions the round opened to read changes (`drover_source_reads_total`).
+    pub source_reads: u64,
+}
+
+/// A source actor read a batch that targets share (`actors::source`).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SourceReads {
+    pub sync: String,
+    pub source: String,
+}
+
+impl Handler<SourceReads> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, m: SourceReads, _: &mut Context<Self>) {
+        metrics::counter!(SOURCE_READS, "sync" => m.sync, "source" => m.source).increment(1);
+    }
 }
 
 #[derive(Default)]
@@ -156,6 +174,10 @@ impl Handler<RoundMetrics> for MetricsActor {
         }
         for (database, offset) in m.clock_offsets {
             metrics::gauge!(CLOCK_OFFSET, "database" => database).set(offset);
+        }
+        if m.source_reads > 0 {
+            metrics::counter!(SOURCE_READS, "sync" => sync.clone(), "source" => m.source.clone())
+                .increment(m.source_reads);
         }
         metrics::histogram!(ROUND_DURATION, "sync" => sync.clone()).record(m.duration_secs);
         if let Some(t) = m.last_good_unix {

@@ -7,7 +7,10 @@
 //! - `SyncActor`, one per sync: the lease, its lifecycle (`Phase`), fan-out of kicks to its
 //!   lanes (one per target of a one-source sync), purge, status, error backoff.
 //! - `TargetActor`, one per (sync, target) of a one-source sync: that target's progress and
-//!   rounds, each under its own source snapshot and within the round deadline.
+//!   rounds, each applying a batch its SourceActor shares (or, for a batch too large to
+//!   share, read under its own source snapshot), within the round deadline.
+//! - `SourceActor`, one per (sync, source) of a one-source sync: reads a batch of changes
+//!   once under one snapshot and hands it to every target actor at that batch's start.
 //! - `MetricsActor`: the only writer of the Prometheus recorder.
 //! - `WatchdogActor`: systemd's watchdog pings, only while this System runs (`crate::systemd`).
 //!
@@ -21,6 +24,7 @@ pub mod database;
 pub mod doorbell;
 pub mod metrics;
 pub mod reload;
+pub mod source;
 pub mod sync;
 pub mod table;
 pub mod target;

@@ -12,6 +12,7 @@ use chrono::Utc;
 
 use crate::actors::database::{DatabaseActor, Kick, Subscribe};
 use crate::actors::metrics::{LeaseMetrics, MetricsActor};
+use crate::actors::source::SourceActor;
 use crate::actors::table::{GetTableStatus, TableActor};
 use crate::actors::target::TargetActor;
 use crate::metrics::failures::{self, Stage};
@@ -78,6 +79,8 @@ pub struct SyncActor {
     prepared: Option<Arc<Prepared>>,
     /// One actor per target of a one-source sync: it runs that target's rounds.
     targets: HashMap<String, Addr<TargetActor>>,
+    /// A one-source sync's source actor: its targets share its reads.
+    source: Option<Addr<SourceActor>>,
     /// Bumped when plans are read again or tables copied: targets re-read their progress.
     generation: u64,
     /// Counts the sync's readings of its plans (`Prepared::read`).
@@ -170,6 +173,7 @@ impl SyncActor {
             metrics: d.metrics,
             prepared: None,
             targets: HashMap::new(),
+            source: None,
             generation: 0,
             plans_read: 0,
             lanes,
@@ -381,6 +385,10 @@ impl SyncActor {
             let addr = TargetActor::new(self.limits).start();
             self.targets.insert(t.to_string(), addr);
         }
+        let (sync, source) = (&self.plan.name, &self.plan.sources[0]);
+        let deadline = self.limits.round_deadline;
+        let actor = SourceActor::new(sync, source, self.metrics.clone(), deadline);
+        self.source = Some(actor.start());
     }
 
     /// After new plans or a copy: every target reads its progress again.

@@ -6,7 +6,7 @@
 //! database only one stage ever touches) are still listed: a 0 is true for them too.
 
 use super::failures::Stage;
-use super::{CONFLICTS, ERRORS, ROUNDS, ROWS_DELETED, ROWS_INSERTED};
+use super::{CONFLICTS, ERRORS, ROUNDS, ROWS_DELETED, ROWS_INSERTED, SOURCE_READS};
 use crate::pg::error::ErrorKind;
 use crate::topology::SyncPlan;
 
@@ -58,6 +58,13 @@ pub fn counter_series(plans: &[SyncPlan]) -> Vec<Series> {
 }
 
 fn rows_and_rounds(p: &SyncPlan, out: &mut Vec<Series>) {
+    // One-source syncs (a multi-master round reads every master in its own way).
+    if let [source] = p.sources.as_slice() {
+        out.push((
+            SOURCE_READS,
+            vec![("sync", p.name.clone()), ("source", source.clone())],
+        ));
+    }
     for result in ["good", "bad"] {
         out.push((
             ROUNDS,

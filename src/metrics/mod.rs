@@ -33,6 +33,10 @@ pub const ROWS_DELETED: &str = "drover_rows_deleted_total";
 pub const CONFLICTS: &str = "drover_conflicts_total";
 /// Counter {sync, result="good"|"bad"}: rounds run.
 pub const ROUNDS: &str = "drover_rounds_total";
+/// Counter {sync, source}: source transactions that read a one-source sync's changes; the
+/// targets at the same progress share one (`actors::source`), so under steady load it grows
+/// by one per round whatever the number of targets.
+pub const SOURCE_READS: &str = "drover_source_reads_total";
 /// Counter {sync, database, kind, stage}: failed attempts, each also logged once (see
 /// `failures`).
 pub const ERRORS: &str = "drover_errors_total";
@@ -76,6 +80,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
     describe_counter!(ROWS_DELETED, Unit::Count, "Rows deleted on targets");
     describe_counter!(CONFLICTS, Unit::Count, "Conflicts resolved between masters");
     describe_counter!(ROUNDS, Unit::Count, "Rounds run, by result");
+    describe_counter!(
+        SOURCE_READS,
+        Unit::Count,
+        "Source transactions that read changes (shared by the targets at the same progress)"
+    );
     describe_counter!(
         ERRORS,
         Unit::Count,

@@ -78,6 +78,7 @@ async fn round_inner(
         }
     }
     let src = checkout(&input.source.pool, src_name).await?;
+    report.source_reads += 1;
     let id_sql = input.progress.identity.sql(&*src, src_name).await?;
     // Rolled back when dropped: the round only reads from the source.
     let guard = ReadTx::new(&src);
@@ -118,7 +119,7 @@ struct Pass<'a> {
 }
 
 /// How a target's pass ended, beside its report.
-enum Done {
+pub(crate) enum Done {
     Nothing,
     /// Committed: progress moved to this snapshot.
     Advanced(Snapshot),
@@ -201,7 +202,7 @@ async fn cut(
 }
 
 /// Records an apply's result in the cache: the new progress, or a re-read after a failure.
-fn record(
+pub(crate) fn record(
     input: &mut RoundInput<'_>,
     target: &TargetSide,
     upto: Snapshot,
@@ -332,7 +333,7 @@ type SourceRead = (
 );
 
 /// Stops a target whose source or progress moved backwards (see `rewind`).
-fn check_rewind(
+pub(crate) fn check_rewind(
     input: &RoundInput<'_>,
     target: &TargetSide,
     cur: &Snapshot,
@@ -433,7 +434,7 @@ async fn apply_target(
     Ok(true)
 }
 
-async fn begin<'c>(
+pub(crate) async fn begin<'c>(
     client: &'c mut crate::pg::connect::PooledClient<'_>,
     dst: &str,
     steps: &mut Phases,
@@ -446,8 +447,8 @@ async fn begin<'c>(
     Ok(ttx)
 }
 
-/// A small round (`small`): the changes read in the first flight, applied in the flight that
-/// opens the apply; its commit is the only other round trip.
+/// A small round (`small`): the changes read in the first flight (and any other changed
+/// table's, read now), applied by `apply_text`.
 async fn apply_small(
     stx: &tokio_postgres::Client,
     ttx: tokio_postgres::Transaction<'_>,
@@ -457,7 +458,6 @@ async fn apply_small(
     steps: &mut Phases,
 ) -> Result<bool, PgError> {
     let (target, work) = (side.target, side.work);
-    let dst = target.name.as_str();
     let tables = input.tables;
     // Tables the first flight did not read (not busy in the previous round).
     let missing: Vec<(usize, &TablePlan, Window)> = (tables.iter().zip(work).enumerate())
@@ -474,12 +474,41 @@ async fn apply_small(
         .into_iter()
         .filter(|c| work[c.table].pending > 0)
         .collect();
+    let text = TextRound {
+        target,
+        cur: side.cur,
+        work,
+        changes: &changes,
+    };
+    apply_text(ttx, input, text, counts, steps).await
+}
+
+/// A small round's changes for one target, read as text (`small`).
+pub(crate) struct TextRound<'a> {
+    pub target: &'a TargetSide,
+    pub cur: &'a Snapshot,
+    pub work: &'a [TableWork],
+    /// Only tables with pending changes, in table order.
+    pub changes: &'a [small::TextChanges],
+}
+
+/// Applies a small round's changes in the flight that opens the apply; its commit is the only
+/// other round trip.
+pub(crate) async fn apply_text(
+    ttx: tokio_postgres::Transaction<'_>,
+    input: &RoundInput<'_>,
+    text: TextRound<'_>,
+    counts: &mut HashMap<String, TableCounts>,
+    steps: &mut Phases,
+) -> Result<bool, PgError> {
+    let (target, work, tables) = (text.target, text.work, input.tables);
+    let dst = target.name.as_str();
     for (t, w) in tables.iter().zip(work) {
         counts.entry(t.display.clone()).or_default().pending = w.pending;
     }
     let in_place = !target.replica_role.is_replica();
-    let (sql, statements) = small::apply_batch(tables, &changes, in_place);
-    let progress = progress_for(input, target, side.cur);
+    let (sql, statements) = small::apply_batch(tables, text.changes, in_place);
+    let progress = progress_for(input, target, text.cur);
     let opening = Opening {
         sql: &progress,
         extra: "",

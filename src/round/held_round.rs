@@ -16,6 +16,8 @@ use crate::capture::apply_errors::{self, ErrorRow};
 use crate::metrics::failures::{self, Stage};
 use crate::pg::error::PgError;
 use crate::round::apply::{run_round, RoundInput};
+use crate::round::batch::ReadShared;
+use crate::round::batch_apply;
 use crate::round::hold::{attribute, cause_of, is_data_error, Cause, Groups, Holds};
 use crate::round::limits::Limits;
 use crate::round::plan::TablePlan;
@@ -32,6 +34,8 @@ pub struct HeldInput<'a> {
     pub tables: &'a [Arc<TablePlan>],
     pub progress: &'a mut ProgressCache,
     pub limits: &'a Limits,
+    /// The source actor's shared reads (`batch`); None: every round reads its own.
+    pub shared: Option<&'a ReadShared>,
 }
 
 /// Runs the target's round without its held tables, then the retries that are due.
@@ -62,15 +66,18 @@ pub async fn run(mut input: HeldInput<'_>, holds: &mut Holds) -> RoundReport {
 
 /// A round over `tables` for the input's target.
 async fn round_of(input: &mut HeldInput<'_>, tables: &[Arc<TablePlan>]) -> RoundReport {
-    run_round(RoundInput {
+    let round = RoundInput {
         sync: input.sync,
         source: input.source,
         targets: std::slice::from_ref(input.target),
         tables,
         progress: &mut *input.progress,
         limits: input.limits,
-    })
-    .await
+    };
+    match input.shared {
+        Some(shared) => batch_apply::run_round(round, shared).await,
+        None => run_round(round).await,
+    }
 }
 
 /// The target's error in a round's report.
@@ -303,5 +310,6 @@ fn merge(into: &mut RoundReport, r: RoundReport) {
         }
     }
     into.rewound |= r.rewound;
+    into.source_reads += r.source_reads;
     into.duration += r.duration;
 }

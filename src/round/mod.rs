@@ -15,11 +15,17 @@
 //! own snapshot and transaction, within `limits`: lock and statement timeouts, a deadline);
 //! `clock` measures each
 //! master's clock offset; `hold` keeps a table the target refuses (and its FK group) back on that target alone, and
-//! `held_round` runs a target's round around those holds.
+//! `held_round` runs a target's round around those holds. `batch` is a source read that the
+//! targets at the same progress share (the source actor's), `batch_apply` one target's round
+//! from it.
 
 pub mod apply;
 pub mod apply_steps;
 pub mod backlog;
+pub mod batch;
+pub mod batch_apply;
+pub mod batch_rows;
+pub mod batch_share;
 pub mod clock;
 pub mod conflict_log;
 pub mod copy;

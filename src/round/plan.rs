@@ -181,6 +181,16 @@ impl TablePlan {
         )
     }
 
+    /// The pending delta rows of a window: key, transaction id, change time (`batch_rows`).
+    pub(crate) fn pending_deltas(&self, source: &str, prev: &Window) -> String {
+        format!(
+            "SELECT {k}, drover_xid, drover_changed_at FROM {d} WHERE {p} AND NOT drover_truncate",
+            k = self.key_list(),
+            d = self.deltas[source],
+            p = Self::window(prev)
+        )
+    }
+
     /// The distinct keys changed since `prev`, as COPY text.
     pub fn keys_out(&self, source: &str, prev: &Window) -> String {
         format!(

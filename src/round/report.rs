@@ -62,6 +62,9 @@ pub struct RoundReport {
     pub held: Vec<crate::round::hold::HeldTable>,
     /// Multi-master: each master's clock offset from the daemon's, in seconds (`clock`).
     pub clock_offsets: BTreeMap<String, f64>,
+    /// Source transactions this round opened to read its changes (a shared batch is counted
+    /// by the source actor that read it).
+    pub source_reads: u64,
 }
 
 impl RoundReport {
@@ -78,6 +81,7 @@ impl RoundReport {
             rewound: false,
             left_out: Vec::new(),
             held: Vec::new(),
+            source_reads: 0,
             clock_offsets: BTreeMap::new(),
         }
     }

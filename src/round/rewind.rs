@@ -61,6 +61,12 @@ impl Identities {
             .and_then(|r| r.as_deref())
     }
 
+    /// The identity's SQL once the source was asked whether its system identifier is
+    /// readable (a round of its own asks); None before.
+    pub fn known_sql(&self, source: &str) -> Option<String> {
+        self.readable.get(source).map(|r| identity_sql(*r))
+    }
+
     /// The SQL expression of the source's identity (`system/timeline`); asks the source once
     /// whether its system identifier is readable.
     pub async fn sql(

@@ -48,6 +48,29 @@ impl Snapshot {
         Snapshot(format!("{x}:{x}:"))
     }
 
+    /// Transactions listed as running in this snapshot.
+    fn xip(&self) -> impl Iterator<Item = i64> + '_ {
+        (self.0.split(':').nth(2).unwrap_or_default().split(',')).filter_map(|x| x.parse().ok())
+    }
+
+    /// Transaction `xid` (committed) is visible in this snapshot, as
+    /// `txid_visible_in_snapshot` says.
+    pub fn sees(&self, xid: i64) -> bool {
+        xid < self.xmin() || (xid < self.xmax() && !self.xip().any(|x| x == xid))
+    }
+
+    /// Every transaction visible in this snapshot is visible in `later` (snapshots of one
+    /// source taken in that order): `later` started no earlier, and each transaction it
+    /// lists as running was running here too or had not started.
+    pub fn within(&self, later: &Snapshot) -> bool {
+        let xmax = self.xmax();
+        self.xmax() <= later.xmax()
+            && later
+                .xip()
+                .filter(|x| *x < xmax)
+                .all(|x| self.xip().any(|y| y == x))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -70,5 +93,28 @@ mod tests {
         assert!(Snapshot::parse("1:x:").is_none());
         assert!(Snapshot::parse("1:2:3,'").is_none());
         assert!(Snapshot::parse("'; drop table x; --:1:").is_none());
+    }
+
+    #[test]
+    fn within_follows_visibility() {
+        let s = |t: &str| Snapshot::parse(t).unwrap();
+        let nothing = Snapshot::nothing_applied();
+        assert!(nothing.within(&s("10:20:12,15")));
+        assert!(s("10:20:12,15").within(&s("10:20:12,15")));
+        // 12 finished meanwhile, 20..25 started and 22 still runs.
+        assert!(s("10:20:12,15").within(&s("15:25:15,22")));
+        // 13 was finished (visible) in the first: it cannot run again in the second.
+        assert!(!s("10:20:12,15").within(&s("13:25:13")));
+        // Taken earlier.
+        assert!(!s("15:25:15,22").within(&s("10:20:12,15")));
+        assert!(Snapshot::below(12).within(&s("12:20:")));
+        assert!(!s("12:20:").within(&Snapshot::below(12)));
+    }
+
+    #[test]
+    fn sees_like_txid_visible_in_snapshot() {
+        let s = Snapshot::parse("10:20:12,15").unwrap();
+        assert!(s.sees(9) && s.sees(13) && s.sees(19));
+        assert!(!s.sees(12) && !s.sees(15) && !s.sees(20) && !s.sees(25));
     }
 }

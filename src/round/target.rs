@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::pg::error::PgError;
 use crate::pg::ident::TableName;
+use crate::round::batch::ReadShared;
 use crate::round::held_round::{self, HeldInput};
 use crate::round::hold::{Groups, Holds};
 use crate::round::limits::Limits;
@@ -26,6 +27,8 @@ pub struct Lane {
     pub target: TargetSide,
     pub tables: Vec<Arc<TablePlan>>,
     pub sequences: Vec<TableName>,
+    /// The sync's source actor, which shares one read between targets at the same progress.
+    pub shared: Option<ReadShared>,
 }
 
 /// Runs one round for the lane's target; `cache` is that target's progress, `holds` its
@@ -46,6 +49,7 @@ pub async fn run_target_round(
             tables: &lane.tables,
             progress: &mut *cache,
             limits,
+            shared: lane.shared.as_ref(),
         };
         let mut report = held_round::run(input, &mut *holds).await;
         if report.ok() {

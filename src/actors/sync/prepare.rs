@@ -44,6 +44,7 @@ impl Prepared {
             target: t.clone(),
             tables: self.tables.clone(),
             sequences: plan.sequences.clone(),
+            shared: None,
         })
     }
 

@@ -103,6 +103,7 @@ pub fn metrics(
             .map(|(d, o)| (d.clone(), *o))
             .collect(),
         duration_secs: report.duration.as_secs_f64(),
+        source_reads: report.source_reads,
         ..Default::default()
     };
     let mut applied = Vec::new();

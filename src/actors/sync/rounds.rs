@@ -11,6 +11,7 @@ use super::lanes::MULTI;
 use super::report;
 use super::{Next, Phase, SyncActor};
 use crate::actors::database::Kick;
+use crate::actors::source::SourceActor;
 use crate::actors::table::Applied;
 use crate::actors::target::RunRound;
 use crate::metrics::failures::{self, Stage};
@@ -54,9 +55,10 @@ impl SyncActor {
         if lane == MULTI {
             return self.start_multi(ctx);
         }
-        let Some(l) = prepared.lane(&self.plan, &lane) else {
+        let Some(mut l) = prepared.lane(&self.plan, &lane) else {
             return self.prepare_lane(lane, prepared, ctx);
         };
+        l.shared = self.source.clone().map(SourceActor::reader);
         let Some(addr) = self.targets.get(&lane) else {
             return;
         };
