@@ -315,6 +315,7 @@ fn delta_columns_and_history_while_one_of_three_masters_is_down() {
     });
     c.psql("c", &tpcb(77, 1000));
     c.stop_immediate();
+    let crashed = a.psql("a", "SELECT clock_timestamp()");
     transactions += 1;
 
     // While c is down: a and b run pgbench, and a key new to c is made on a and added to on b.
@@ -340,15 +341,48 @@ fn delta_columns_and_history_while_one_of_three_masters_is_down() {
         ];
         runs.into_iter().map(|r| r.join().unwrap()).sum::<i64>()
     });
+    // c's last changes may have reached a and not b in the round it crashed in (a master's
+    // changes travel only from it): a and b then differ by those until c returns. What they
+    // wrote since the crash converges.
+    let since = |cl: &Cluster, db: &str| {
+        cl.psql(
+            db,
+            &format!(
+                "SELECT count(*) || ' ' || coalesce(sum(delta), 0) || ' ' || md5(coalesce(string_agg(h::text, ',' ORDER BY h::text), '')) \
+                 FROM pgbench_history h WHERE mtime > '{crashed}'"
+            ),
+        ) + &cl.psql(db, "SELECT ' ' || abalance FROM pgbench_accounts WHERE aid = 2000001")
+    };
     eventually(
         Duration::from_secs(60),
-        "a and b to converge while c is down",
+        "a and b to converge on their writes while c is down",
+        || since(a, "a") == since(b, "b"),
+    );
+    // c's last transactions are not all on a and b yet: only the sums.
+    assert_money_adds_up(a, "a", None);
+    assert_money_adds_up(b, "b", None);
+
+    // The README's three-master case: a key new to c (made on a) and an increment on b that a
+    // has not received either reach c in the same round, when c returns.
+    a.psql(
+        "a",
+        &format!(
+            "INSERT INTO pgbench_accounts VALUES (2000002, 1, 0, 'new on a'); {}",
+            tpcb(2000002, 7)
+        ),
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the second new account on b",
         || bank_md5s(a, "a") == bank_md5s(b, "b"),
     );
-    // c's last transactions are not on a yet: only the sums.
-    assert_money_adds_up(a, "a", None);
-
+    daemon.stop();
+    b.psql("b", &tpcb(2000002, 5));
+    a.psql("a", &tpcb(2000002, 11));
+    transactions += 3;
+    daemon = Daemon::start(&cfg);
     c.restart();
+    wait_for_daemon(&cfg);
     // c writes again at once, to the new key too.
     eventually(Duration::from_secs(60), "the new account on c", || {
         c.psql(
@@ -466,5 +500,57 @@ fn delta_columns_with_a_cascading_child_on_non_superuser_masters() {
         table_md5(&c, "a", "child", "id"),
         table_md5(&c, "b", "child", "id")
     );
+    daemon.stop();
+}
+
+#[test]
+fn a_key_new_to_a_returning_master_gets_the_increments_its_winner_lacked() {
+    // a and b on one cluster, c on another so that it can be stopped.
+    let (ab, cc) = (Cluster::start(), Cluster::start());
+    let dbs = [(&ab, "a"), (&ab, "b"), (&cc, "c")];
+    let mut toml = format!("[daemon]\nlisten = \"127.0.0.1:{}\"\n", free_port());
+    for (cl, db) in dbs {
+        cl.create_db(db);
+        cl.psql(db, COUNTED);
+        toml.push_str(&cl.database_toml(db, db));
+    }
+    toml.push_str(
+        "[relgroups.g]\ntables = [\"t\"]\n[relgroups.g.delta_columns]\nt = [\"n\"]\n\
+         [syncs.s]\nrelgroup = \"g\"\nsources = [\"a\", \"b\", \"c\"]\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, mut daemon) = install_and_run(dir.path(), &toml);
+    drover_wait(&cfg, "s", 60);
+    cc.stop_immediate();
+    // While c is down, a makes key 500 and b receives it.
+    ab.psql("a", "INSERT INTO t VALUES (500, 7, 'new on a')");
+    eventually(Duration::from_secs(60), "key 500 on b", || {
+        ab.psql("b", "SELECT count(*) FROM t WHERE id = 500") == "1"
+    });
+    // Then b and a add to it, and c returns: c's first round brings a's row (the winner: the
+    // row was inserted there) and b's increment, which a has not received either.
+    daemon.stop();
+    ab.psql("b", "UPDATE t SET n = n + 5 WHERE id = 500");
+    ab.psql("a", "UPDATE t SET n = n + 11 WHERE id = 500");
+    cc.restart();
+    daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    drover_wait(&cfg, "s", 120);
+    for (cl, db) in dbs {
+        assert_eq!(
+            cl.psql(db, "SELECT n FROM t WHERE id = 500"),
+            "23",
+            "key 500 on {db}: 7 + 5 + 11"
+        );
+    }
+    assert_eq!(
+        table_md5(&ab, "a", "t", "id"),
+        table_md5(&cc, "c", "t", "id")
+    );
+    assert_eq!(
+        table_md5(&ab, "b", "t", "id"),
+        table_md5(&cc, "c", "t", "id")
+    );
+    assert_verify_equal(&cfg, "s");
     daemon.stop();
 }
