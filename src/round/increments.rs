@@ -5,7 +5,8 @@
 //! masters that changed other columns compete for the row; when at most one did, there is no
 //! conflict; with none, no row image is sent at all. Applying to database D: every key D held before the apply ends with D's value
 //! then (read under a row lock) plus the increments of every other master, whoever won the
-//! row's other columns; a key new to D takes the winner's image.
+//! row's other columns; a key new to D takes the winner's image plus the increments of other
+//! masters the winner had not received (`collect_missing`).
 
 use std::collections::{BTreeMap, HashMap};
 
