@@ -349,3 +349,36 @@ pub async fn add_missing(
         })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(other: bool, incs: &[(&str, &str)]) -> Change {
+        Change {
+            changed_at: chrono::Utc::now(),
+            pending_to: incs.iter().map(|(r, _)| r.to_string()).collect(),
+            other,
+            incs: (incs.iter())
+                .map(|(r, v)| (r.to_string(), vec![v.to_string()]))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_new_key_gets_what_the_winner_lacked() {
+        // a inserted the key (pending to c only); b added 5, pending to a and c.
+        let changes = BTreeMap::from([
+            ("a".to_string(), change(true, &[("c", "11")])),
+            ("b".to_string(), change(false, &[("a", "5"), ("c", "5")])),
+        ]);
+        let key: Key = vec!["500".to_string()];
+        let mut by = ByReceiver::new();
+        collect_missing(&mut by, &key, &changes, Some("a"));
+        assert_eq!(by.len(), 1, "{by:?}");
+        assert_eq!(by["c"], vec![(key.clone(), vec!["5".to_string()])]);
+        let mut none = ByReceiver::new();
+        collect_missing(&mut none, &key, &changes, None);
+        assert!(none.is_empty());
+    }
+}
