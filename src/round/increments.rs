@@ -5,7 +5,8 @@
 //! masters that changed other columns compete for the row; when at most one did, there is no
 //! conflict; with none, no row image is sent at all. Applying to database D: every key D held before the apply ends with D's value
 //! then (read under a row lock) plus the increments of every other master, whoever won the
-//! row's other columns; a key new to D takes the winner's image.
+//! row's other columns; a key new to D takes the winner's image plus the increments of other
+//! masters the winner had not received (`collect_missing`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -263,4 +264,121 @@ pub async fn after(
         .await
         .map_err(|e| PgError::query(dst, format!("add the increments of {}", t.display), e))?;
     Ok(())
+}
+
+/// Adds one key's increments that its winner has not received to `by`, per receiver. A key
+/// new to a receiver arrives as the winner's image, which holds only the increments the
+/// winner had; the other masters' changes pending to both the winner and that receiver are
+/// added on top (`add_missing`).
+pub fn collect_missing(
+    by: &mut ByReceiver,
+    key: &Key,
+    changes: &BTreeMap<String, Change>,
+    winner: Option<&str>,
+) {
+    let Some(w) = winner else { return };
+    for (s, ch) in changes.iter().filter(|(s, _)| s.as_str() != w) {
+        let Some(lacking) = ch.incs.get(w) else {
+            continue;
+        };
+        for receiver in ch.incs.keys().filter(|r| *r != w && *r != s) {
+            let rows = by.entry(receiver.clone()).or_default();
+            rows.push((key.clone(), lacking.clone()));
+        }
+    }
+}
+
+/// After `after`: each key new to `dst` (its row came as the winner's image) gets the
+/// increments the winner lacked, from `collect_missing`.
+pub async fn add_missing(
+    ttx: &Transaction<'_>,
+    dst: &str,
+    t: &TablePlan,
+    rows: Option<&Vec<(Key, Vec<String>)>>,
+) -> Result<(), PgError> {
+    let Some(rows) = rows.filter(|r| !r.is_empty() && !t.increments.is_empty()) else {
+        return Ok(());
+    };
+    let (nk, n) = (t.key.len(), t.increments.len());
+    let keys_m: Vec<String> = (t.key.iter().zip(&t.key_types).enumerate())
+        .map(|(i, (k, ty))| format!("u.c{i}::{ty} AS {k}"))
+        .collect();
+    let sums: Vec<String> = (t.increments.iter().enumerate())
+        .map(|(i, (_, ty))| format!("sum(u.i{i}::{}) AS i{i}", inc_type(ty)))
+        .collect();
+    let names: Vec<String> = (0..nk)
+        .map(|i| format!("c{i}"))
+        .chain((0..n).map(|i| format!("i{i}")))
+        .collect();
+    let unnest: Vec<String> = (1..=nk + n).map(|i| format!("${i}::text[]")).collect();
+    let set: Vec<String> = (t.increments.iter().enumerate())
+        .map(|(i, (c, ty))| {
+            format!("{c} = CASE WHEN m.i{i} = 0 THEN r.{c} ELSE (coalesce(r.{c}, 0) + m.i{i})::{ty} END")
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE {tb} AS r SET {set} FROM (SELECT {km}, {sums} FROM unnest({un}) AS u({names}) GROUP BY {groups}) AS m, \
+         {tmp} AS k WHERE {on_rm} AND {on_km} AND k.drover_existed IS NOT TRUE",
+        tb = t.quoted,
+        set = set.join(", "),
+        km = keys_m.join(", "),
+        sums = sums.join(", "),
+        un = unnest.join(", "),
+        names = names.join(", "),
+        groups = (1..=nk).map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+        tmp = t.temp_name("inc", dst),
+        on_rm = on(t, "r", "m"),
+        on_km = on(t, "k", "m"),
+    );
+    let flat: Vec<Key> = (rows.iter())
+        .map(|(k, s)| k.iter().chain(s.iter()).cloned().collect())
+        .collect();
+    let refs: Vec<&Key> = flat.iter().collect();
+    let columns = keys::by_column(&refs, nk + n);
+    ttx.execute(&sql, &keys::params(&columns))
+        .await
+        .map_err(|e| {
+            PgError::query(
+                dst,
+                format!(
+                    "add the increments missing from the winner's image of {}",
+                    t.display
+                ),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(other: bool, incs: &[(&str, &str)]) -> Change {
+        Change {
+            changed_at: chrono::Utc::now(),
+            pending_to: incs.iter().map(|(r, _)| r.to_string()).collect(),
+            other,
+            incs: (incs.iter())
+                .map(|(r, v)| (r.to_string(), vec![v.to_string()]))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_new_key_gets_what_the_winner_lacked() {
+        // a inserted the key (pending to c only); b added 5, pending to a and c.
+        let changes = BTreeMap::from([
+            ("a".to_string(), change(true, &[("c", "11")])),
+            ("b".to_string(), change(false, &[("a", "5"), ("c", "5")])),
+        ]);
+        let key: Key = vec!["500".to_string()];
+        let mut by = ByReceiver::new();
+        collect_missing(&mut by, &key, &changes, Some("a"));
+        assert_eq!(by.len(), 1, "{by:?}");
+        assert_eq!(by["c"], vec![(key.clone(), vec!["5".to_string()])]);
+        let mut none = ByReceiver::new();
+        collect_missing(&mut none, &key, &changes, None);
+        assert!(none.is_empty());
+    }
 }

@@ -248,6 +248,7 @@ async fn decide_table(
             None => increments::decide(t, changes, strategy_of(input, t), &sources),
         };
         increments::collect(&mut tr.incs, key, changes);
+        increments::collect_missing(&mut tr.missing, key, changes, d.winner.as_deref());
         if let Some(w) = &d.winner {
             tr.won.entry(w.clone()).or_default().push(key.clone());
             if let Some(c) = changes.get(w) {

@@ -185,6 +185,12 @@ async fn apply_db(
             c.inserted += winner_rows(from, &ttx, dst, t, &t.rows_in()).await?;
         }
         increments::after(&ttx, dst, t, incs_to(r, dst)).await?;
+        let missing = r
+            .reload_from
+            .is_none()
+            .then(|| r.missing.get(dst))
+            .flatten();
+        increments::add_missing(&ttx, dst, t, missing).await?;
     }
     conflict_log::record(&ttx, dst, (input.sync, input.strategy), ctx.conflicts).await?;
     let from: Vec<(&str, &Snapshot, Option<&str>)> = (input.sources.iter())

@@ -41,6 +41,8 @@ pub(crate) struct TableRound {
     pub(crate) pending_to: HashMap<String, BTreeSet<String>>,
     /// Per receiver: the increments of delta columns it receives (`increments`).
     pub(crate) incs: crate::round::increments::ByReceiver,
+    /// Per receiver: increments the winner's image lacks, for keys new there (`increments`).
+    pub(crate) missing: crate::round::increments::ByReceiver,
 }
 
 /// The strategy that decides `t`'s conflicts.
