@@ -33,3 +33,7 @@ pub const PARTITIONS: &str = "CREATE TABLE IF NOT EXISTS drover.partitions (
     partition_name text NOT NULL,
     PRIMARY KEY (table_name, partition));
 ";
+
+/// Upgrades `drover.tables` of earlier installs: the delta columns recorded per table
+/// (`increments`).
+pub const DELTA_COLUMNS: &str = "ALTER TABLE drover.tables ADD COLUMN IF NOT EXISTS delta_columns text[] NOT NULL DEFAULT '{}';\n";

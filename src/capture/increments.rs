@@ -9,9 +9,6 @@ use crate::pg::schema::{Column, TableMeta};
 
 use super::sql::{capture_function, CaptureMode, CaptureObjects, OnTable, Pieces};
 
-/// Upgrades `drover.tables` of earlier installs: the delta columns recorded per table.
-pub const CATALOG: &str = "ALTER TABLE drover.tables ADD COLUMN IF NOT EXISTS delta_columns text[] NOT NULL DEFAULT '{}';\n";
-
 /// The delta table column saying a change touched more than the delta columns.
 pub const OTHER: &str = "drover_other";
 

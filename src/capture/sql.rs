@@ -138,7 +138,7 @@ CREATE TABLE IF NOT EXISTS drover.lease_epoch (
         + super::secret::CREATE
         + super::catalog::SYNC_PAUSE
         + super::catalog::DDL_LOG
-        + super::increments::CATALOG
+        + super::catalog::DELTA_COLUMNS
 }
 
 /// Names of the objects that capture one table, from its catalog id.

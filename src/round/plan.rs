@@ -10,10 +10,10 @@ use crate::pg::floats;
 use crate::pg::ident::{quote_ident, TableName};
 use crate::pg::schema::{self, TableMeta};
 use crate::pg::Pool;
-use crate::round::increments;
 use crate::round::signature;
 use crate::round::snapshot::Snapshot;
 
+mod increments;
 mod target;
 pub use target::TargetTable;
 
