@@ -46,9 +46,11 @@ fn a_stopped_master_does_not_stop_the_others_and_catches_up() {
     // meanwhile: a round reading c's write when c crashes could deliver it to a and not to b,
     // and only c sends c's changes (README: a master failing during a round).
     drover_ok(&cfg, &["pause", "mm"]);
-    eventually(Duration::from_secs(30), "the daemon to see the pause", || {
-        sync_status(&cfg, "mm")["paused"] == true
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the daemon to see the pause",
+        || sync_status(&cfg, "mm")["paused"] == true,
+    );
     c.psql(
         "c",
         "INSERT INTO pgbench_accounts (aid, bid, abalance, filler) VALUES (1000001, 1, 7, 'from c before its crash'); \
