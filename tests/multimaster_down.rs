@@ -42,13 +42,22 @@ fn a_stopped_master_does_not_stop_the_others_and_catches_up() {
     drover_wait(&cfg, "mm", 60);
     let [a, b, c] = &clusters;
 
-    // c writes, then crashes (the lease lives on the first source, a).
+    // c writes, then crashes (the lease lives on the first source, a). The sync is paused
+    // meanwhile: a round reading c's write when c crashes could deliver it to a and not to b,
+    // and only c sends c's changes (README: a master failing during a round).
+    drover_ok(&cfg, &["pause", "mm"]);
+    eventually(
+        Duration::from_secs(30),
+        "the daemon to see the pause",
+        || sync_status(&cfg, "mm")["paused"] == true,
+    );
     c.psql(
         "c",
         "INSERT INTO pgbench_accounts (aid, bid, abalance, filler) VALUES (1000001, 1, 7, 'from c before its crash'); \
          UPDATE pgbench_branches SET filler = 'c' WHERE bid = 1;",
     );
     c.stop_immediate();
+    drover_ok(&cfg, &["resume", "mm"]);
     // a and b keep writing (bounded), also to a key of c's last change.
     let writers = [
         pgbench_in_background(a, "a", &["-n", "-c", "2", "-T", "30"]),

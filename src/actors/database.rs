@@ -39,6 +39,11 @@ pub struct DbHandle {
 #[rtype(result = "Result<DbHandle, PgError>")]
 pub struct GetHandle;
 
+/// The database's pool, without connecting (a probe of a database that is down).
+#[derive(Message)]
+#[rtype(result = "Pool")]
+pub struct GetPool;
+
 /// Subscribes a sync to change notifications; starts listening on first use.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -307,6 +312,14 @@ impl Handler<Waiting> for DatabaseActor {
     fn handle(&mut self, msg: Waiting, ctx: &mut Context<Self>) {
         let next = self.bell.set_waiting(&msg.sync, msg.waiting);
         self.ring(next, ctx);
+    }
+}
+
+impl Handler<GetPool> for DatabaseActor {
+    type Result = MessageResult<GetPool>;
+
+    fn handle(&mut self, _: GetPool, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.pool.clone())
     }
 }
 

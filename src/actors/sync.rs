@@ -31,6 +31,7 @@ use crate::topology::SyncPlan;
 mod held;
 pub mod lanes;
 pub mod lease;
+mod multi_prep;
 mod pause_gate;
 mod phase;
 mod prepare;
@@ -265,6 +266,7 @@ impl SyncActor {
             former: self.former(),
             term: self.lease_generation,
             targets: self.targets_to_prepare(),
+            settled: self.settled(),
         });
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
             Ok(mut p) => {
@@ -273,9 +275,11 @@ impl SyncActor {
                 act.plans_read += 1;
                 p.read = act.plans_read;
                 let unprepared = std::mem::take(&mut p.unprepared);
+                let absent = std::mem::take(&mut p.absent);
                 act.prepared = Some(Arc::new(p));
                 act.phase = act.phase.step_done(true);
                 act.forget_progress();
+                act.masters_absent(absent);
                 if first {
                     act.start_targets();
                     for s in &act.plan.sources {

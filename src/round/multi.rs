@@ -47,6 +47,7 @@ pub async fn run_multi_round(input: MultiInput<'_>) -> RoundReport {
 /// Runs the round on the databases that answer (`multi_down`); the others are reported.
 async fn multi_inner(input: MultiInput<'_>, report: &mut RoundReport) -> Result<(), PgError> {
     let live = input.progress.down.live(input.sources, input.databases);
+    report.rejoin = live.rejoin;
     for e in live.left_out {
         report.left_out.push(e.database().to_string());
         report.targets.push(TargetReport {

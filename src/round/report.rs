@@ -58,6 +58,9 @@ pub struct RoundReport {
     pub rewound: bool,
     /// Multi-master: unreachable databases this round left out (the others ran).
     pub left_out: Vec<String>,
+    /// Multi-master: masters missing from the plans that answer again (`multi_down`): the
+    /// plans are read again with them.
+    pub rejoin: Vec<String>,
     /// One-source rounds: the target's tables held after this round (`hold`).
     pub held: Vec<crate::round::hold::HeldTable>,
     /// Multi-master: each master's clock offset from the daemon's, in seconds (`clock`).
@@ -80,6 +83,7 @@ impl RoundReport {
             advanced: Vec::new(),
             rewound: false,
             left_out: Vec::new(),
+            rejoin: Vec::new(),
             held: Vec::new(),
             source_reads: 0,
             clock_offsets: BTreeMap::new(),

@@ -5,7 +5,7 @@
 //! source gives) and each target on its own (`prepare_target`: facts, table checks, eviction
 //! of a former holder's sessions, fencing). A target that cannot be prepared is left out and
 //! retried by its lane, so one target that is down does not stop the others. A multi-master
-//! sync needs every master and is prepared whole.
+//! sync is prepared with the masters that answer (`multi_prep`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub struct Prepared {
     pub tables: Vec<Arc<TablePlan>>,
     /// Targets that could not be prepared, with why (one-source syncs).
     pub unprepared: Vec<(String, PgError)>,
+    /// Multi-master: databases the plans were read without, with why and their pool.
+    pub absent: Vec<(PgError, crate::pg::Pool)>,
     /// Which reading of the plans this is (`SyncActor::plans_read`).
     pub read: u64,
 }
@@ -63,6 +65,7 @@ impl Prepared {
             receivers: self.receivers.clone(),
             tables: self.tables.clone(),
             unprepared: Vec::new(),
+            absent: Vec::new(),
             read: self.read,
         }
     }
@@ -99,6 +102,9 @@ pub struct Inputs {
     pub term: u64,
     /// One-source syncs: the targets to prepare with the sync (the others are their lanes').
     pub targets: Vec<String>,
+    /// Multi-master: the databases of the plans read before, if any. Any other database that
+    /// fails to prepare is left out instead of failing the sync (`multi_prep`).
+    pub settled: Vec<String>,
 }
 
 /// One target of a one-source sync, prepared on its own.
@@ -111,14 +117,14 @@ pub struct TargetInputs {
     pub term: u64,
 }
 
-async fn handle(addr: &Addr<DatabaseActor>, db: &str) -> Result<DbHandle, PgError> {
+pub(super) async fn handle(addr: &Addr<DatabaseActor>, db: &str) -> Result<DbHandle, PgError> {
     addr.send(GetHandle)
         .await
         .map_err(|e| PgError::internal(db, format!("database actor gone: {e}")))?
 }
 
 /// Table plans from `sources` (and, for multi-master, every other database as `targets`).
-async fn table_plans(
+pub(super) async fn table_plans(
     tables: &[Addr<TableActor>],
     sources: &[DbHandle],
     targets: &[DbHandle],
@@ -140,7 +146,7 @@ async fn table_plans(
     .await
 }
 
-fn target_side(h: &DbHandle) -> TargetSide {
+pub(super) fn target_side(h: &DbHandle) -> TargetSide {
     TargetSide {
         name: h.name.clone(),
         pool: h.pool.clone(),
@@ -148,7 +154,7 @@ fn target_side(h: &DbHandle) -> TargetSide {
     }
 }
 
-fn source_side(h: &DbHandle) -> SourceSide {
+pub(super) fn source_side(h: &DbHandle) -> SourceSide {
     SourceSide {
         name: h.name.clone(),
         pool: h.pool.clone(),
@@ -157,7 +163,7 @@ fn source_side(h: &DbHandle) -> SourceSide {
 
 pub async fn prepare(i: Inputs) -> Result<Prepared, PgError> {
     if i.plan.sources.len() > 1 {
-        return prepare_multi(i).await;
+        return super::multi_prep::prepare_multi(i).await;
     }
     let plan = &i.plan;
     let source = &plan.sources[0];
@@ -169,6 +175,7 @@ pub async fn prepare(i: Inputs) -> Result<Prepared, PgError> {
         receivers: Vec::new(),
         tables: fk_order(plans).into_iter().map(Arc::new).collect(),
         unprepared: Vec::new(),
+        absent: Vec::new(),
         read: 0,
     };
     // Targets are prepared concurrently and each on its own: one that is down is left out.
@@ -215,34 +222,4 @@ pub async fn prepare_target(i: TargetInputs) -> Result<ReadyTarget, PgError> {
     // Before this target's first commit under this lease: a former holder's commits fail.
     fence::take_over_target(&i.sync, i.term, &side).await?;
     Ok(ReadyTarget { side, tables })
-}
-
-/// A multi-master sync: every database, all or nothing.
-async fn prepare_multi(i: Inputs) -> Result<Prepared, PgError> {
-    let plan = &i.plan;
-    // Databases, then tables, are read concurrently: a daemon starts its first round
-    // sooner (catch-up after a stop is timed from the start).
-    let handles: HashMap<String, DbHandle> =
-        futures::future::try_join_all(plan.databases().map(|db| {
-            let addr = i.databases[db].clone();
-            async move { Ok::<_, PgError>((db.to_string(), handle(&addr, db).await?)) }
-        }))
-        .await?
-        .into_iter()
-        .collect();
-    let source_handles: Vec<DbHandle> = plan.sources.iter().map(|d| handles[d].clone()).collect();
-    let receive_only: Vec<DbHandle> = plan.targets.iter().map(|d| handles[d].clone()).collect();
-    let plans = table_plans(&i.tables, &source_handles, &receive_only).await?;
-    let prepared = Prepared {
-        sources: source_handles.iter().map(source_side).collect(),
-        receivers: plan.databases().map(|d| target_side(&handles[d])).collect(),
-        tables: fk_order(plans).into_iter().map(Arc::new).collect(),
-        unprepared: Vec::new(),
-        read: 0,
-    };
-    if let Some(f) = &i.former {
-        evict::end_former_sessions(&plan.name, f, &prepared.receivers).await;
-    }
-    fence::take_over(&plan.name, i.term, &prepared.receivers).await?;
-    Ok(prepared)
 }

@@ -20,6 +20,9 @@ use crate::round::progress::ProgressCache;
 use crate::round::purge;
 use crate::round::RoundReport;
 
+/// How soon the plans are read again for a master that answers again.
+const REJOIN_NOW: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl SyncActor {
     /// No round while plans are read again (after a schema error: it would use the old ones),
     /// while tables are copied or a copy waits, or without the lease. The stored pause is
@@ -147,7 +150,12 @@ impl SyncActor {
             self.status.last_good = Some(now);
         }
         self.send_metrics(&report, outcome.lag, all_good);
-        let reprepare = report::needs_reprepare(&report);
+        let reprepare = report::needs_reprepare(&report) || !report.rejoin.is_empty();
+        // A master back from before the plans were read: read them with it next.
+        let next = match next {
+            Next::Now | Next::Idle if !report.rejoin.is_empty() => Next::After(REJOIN_NOW),
+            next => next,
+        };
         self.report_waiting();
         self.after_lane(lane, next, reprepare, ctx);
     }
