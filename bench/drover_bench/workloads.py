@@ -437,7 +437,7 @@ MM_HISTORY = ["public.pgbench_history"]
 
 
 def multi_master(ctx):
-    out = {"pgbench": f"pgbench -c 2 -T {ctx.p.mm_seconds} (scale {MAIN_SCALE}) on both masters at once, "
+    out = {"pgbench": f"pgbench -n -c 2 -T {ctx.p.mm_seconds} (scale {MAIN_SCALE}) on both masters at once, "
                       "then the time until both hold the same rows, and the money check: every balance "
                       "must equal the sum of its deltas in pgbench_history"}
     for name in ctx.peers:
@@ -469,9 +469,11 @@ def _mm_peer(ctx, name):
         for run in range(ctx.p.runs):
             results, errors = {}, []
 
+            # -n: pgbench would otherwise truncate pgbench_history before each run, while the
+            # balances keep every run's deltas (the money check adds up all runs).
             def bench(c, key):
                 try:
-                    results[key] = c.pgbench(DB, ["-c", "2", "-T", str(ctx.p.mm_seconds)])[1]
+                    results[key] = c.pgbench(DB, ["-n", "-c", "2", "-T", str(ctx.p.mm_seconds)])[1]
                 except Exception as e:
                     errors.append(str(e))
 
@@ -483,7 +485,9 @@ def _mm_peer(ctx, name):
             if errors:
                 raise CommandError("; ".join(errors))
             t0 = time.monotonic()
-            secs = converge(a, b, t0, ctx.p.mm_timeout, check=getattr(peer, "check_alive", None))
+            # A peer that replicates pgbench_history has converged once the history has too.
+            also = [HISTORY] if name == "drover" and MM_HISTORY else []
+            secs = converge(a, b, t0, ctx.p.mm_timeout, check=getattr(peer, "check_alive", None), also=also)
             r = {"seconds": secs, "tps_a": results["a"]["tps"], "tps_b": results["b"]["tps"],
                  "transactions": results["a"]["transactions"] + results["b"]["transactions"]}
             if secs is not None:
@@ -498,8 +502,12 @@ def _mm_peer(ctx, name):
         destroy(peer, peer.clusters() if peer else [a, b], ctx.keep)
 
 
-def converge(a, b, t0, timeout, check=None):
-    """Seconds from t0 until a and b hold the same rows (both may still move)."""
+HISTORY = "SELECT count(*) || '/' || coalesce(sum(delta), 0) FROM pgbench_history"
+
+
+def converge(a, b, t0, timeout, check=None, also=()):
+    """Seconds from t0 until a and b hold the same rows (both may still move); `also`:
+    more queries whose answers must match."""
     from .data import CHEAP, MD5
 
     ca, cb = a.conn(DB, app="drover-bench-poll"), b.conn(DB, app="drover-bench-poll")
@@ -508,7 +516,8 @@ def converge(a, b, t0, timeout, check=None):
             c.query("SET max_parallel_workers_per_gather = 0")
         while True:
             sent = time.monotonic()
-            if ca.value(CHEAP) == cb.value(CHEAP) and ca.value(MD5) == cb.value(MD5):
+            if (ca.value(CHEAP) == cb.value(CHEAP) and all(ca.value(q) == cb.value(q) for q in also)
+                    and ca.value(MD5) == cb.value(MD5)):
                 return sent - t0
             if check:
                 check()
