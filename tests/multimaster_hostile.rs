@@ -277,11 +277,13 @@ fn bank_md5s(c: &Cluster, db: &str) -> Vec<String> {
     all
 }
 
-// Ignored until understood: in one full-suite run (four tests of this file in parallel, loaded
-// machine) no multi-master round ran for 60 s after a burst of apply/pgbench deadlocks while c
-// was down; alone it passes in 30 s. Run it with `cargo test --test multimaster_hostile -- --ignored`.
+// Ignored: fails about one run in two when this file's tests run in parallel, with c's
+// balance sums over by one increment after it returns (`on c: balance sums left: "29957 29946
+// 29946" right: "29946 29946 29946"`: a's +11 on the account new to c counted twice). A real
+// bug in the increments a key new to a master receives (`increments::collect_missing`), open in
+// issue 13. Run it with `cargo test --test multimaster_hostile -- --include-ignored`.
 #[test]
-#[ignore = "rounds stalled for 60 s once under a loaded full suite; under investigation"]
+#[ignore = "open bug: a delta-column key new to a returning master can get an increment twice (issue 13)"]
 fn delta_columns_and_history_while_one_of_three_masters_is_down() {
     let clusters = [Cluster::start(), Cluster::start(), Cluster::start()];
     let names = ["a", "b", "c"];
@@ -375,10 +377,19 @@ fn delta_columns_and_history_while_one_of_three_masters_is_down() {
             tpcb(2000002, 7)
         ),
     );
+    // Only this account: c's last transactions before its crash may have reached a and not b
+    // (README: a master failing during a round), so the whole tables can differ until c returns.
+    let second = |cl: &Cluster, db: &str| {
+        cl.psql(
+            db,
+            "SELECT (SELECT abalance || '/' || filler FROM pgbench_accounts WHERE aid = 2000002) || ' ' || \
+             (SELECT count(*) || '/' || coalesce(sum(delta), 0) FROM pgbench_history WHERE aid = 2000002)",
+        )
+    };
     eventually(
         Duration::from_secs(60),
         "the second new account on b",
-        || bank_md5s(a, "a") == bank_md5s(b, "b"),
+        || second(b, "b") == second(a, "a"),
     );
     daemon.stop();
     b.psql("b", &tpcb(2000002, 5));
