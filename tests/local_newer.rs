@@ -36,6 +36,13 @@ fn setup(strategy: &str) -> (Cluster, tempfile::TempDir, std::path::PathBuf, Dae
 /// misses b's change; its apply on b waits for b's row lock; then b commits: b's change is
 /// newer than b's round snapshot while a's change to the key is being applied there.
 fn late_local_change(c: &Cluster) {
+    let b = b_changes_key_1(c);
+    c.psql("a", "UPDATE t SET v = 'a' WHERE id = 1");
+    commit_once_the_apply_waits(c, b);
+}
+
+/// b's `UPDATE` of key 1 in a transaction left open, once it holds the row.
+fn b_changes_key_1(c: &Cluster) -> Child {
     let mut b: Child = Command::new("psql")
         .args(["-XAtq", "-h", "127.0.0.1", "-p", &c.port.to_string()])
         .args(["-U", "postgres", "-d", "b", "-v", "ON_ERROR_STOP=1"])
@@ -49,15 +56,19 @@ fn late_local_change(c: &Cluster) {
     eventually(Duration::from_secs(10), "b's row lock", || {
         c.psql("b", "SELECT count(*) FROM pg_locks WHERE mode = 'RowExclusiveLock' AND relation = 't'::regclass AND granted") == "1"
     });
-    c.psql("a", "UPDATE t SET v = 'a' WHERE id = 1");
+    b
+}
+
+/// Commits b's open transaction once drover's apply on b waits for its row.
+fn commit_once_the_apply_waits(c: &Cluster, mut b: Child) {
     eventually(
         Duration::from_secs(20),
         "the apply on b to wait for b's row",
         || {
             c.psql(
-            "b",
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'drover:%' AND wait_event_type = 'Lock'",
-        ) != "0"
+                "b",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'drover:%' AND wait_event_type = 'Lock'",
+            ) != "0"
         },
     );
     let stdin = b.stdin.as_mut().expect("psql stdin");
@@ -130,34 +141,9 @@ fn abort_stops_on_a_late_local_change() {
 fn later_local_change(c: &Cluster, cfg: &std::path::Path) {
     drover_ok(cfg, &["pause", "mm"]);
     c.psql("a", "UPDATE t SET v = 'a' WHERE id = 1");
-    let mut b: Child = Command::new("psql")
-        .args(["-XAtq", "-h", "127.0.0.1", "-p", &c.port.to_string()])
-        .args(["-U", "postgres", "-d", "b", "-v", "ON_ERROR_STOP=1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run psql");
-    let stdin = b.stdin.as_mut().expect("psql stdin");
-    writeln!(stdin, "BEGIN; UPDATE t SET v = 'b late' WHERE id = 1;").unwrap();
-    stdin.flush().unwrap();
-    eventually(Duration::from_secs(10), "b's row lock", || {
-        c.psql("b", "SELECT count(*) FROM pg_locks WHERE mode = 'RowExclusiveLock' AND relation = 't'::regclass AND granted") == "1"
-    });
+    let b = b_changes_key_1(c);
     drover_ok(cfg, &["resume", "mm"]);
-    eventually(
-        Duration::from_secs(20),
-        "the apply on b to wait for b's row",
-        || {
-            c.psql(
-                "b",
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'drover:%' AND wait_event_type = 'Lock'",
-            ) != "0"
-        },
-    );
-    let stdin = b.stdin.as_mut().expect("psql stdin");
-    writeln!(stdin, "COMMIT;").unwrap();
-    drop(b.stdin.take());
-    assert!(b.wait().unwrap().success(), "b's transaction");
+    commit_once_the_apply_waits(c, b);
 }
 
 fn logged_on_b(c: &Cluster) -> String {
