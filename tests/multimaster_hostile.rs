@@ -277,7 +277,7 @@ fn bank_md5s(c: &Cluster, db: &str) -> Vec<String> {
     all
 }
 
-// Ignored: fails about one run in two when this file's tests run in parallel, with c's
+// Ignored: failed one run in ten when this file's tests ran in parallel, with c's
 // balance sums over by one increment after it returns (`on c: balance sums left: "29957 29946
 // 29946" right: "29946 29946 29946"`: a's +11 on the account new to c counted twice). A real
 // bug in the increments a key new to a master receives (`increments::collect_missing`), open in
