@@ -117,6 +117,7 @@ fn pending_change(
         pending_to,
         other: true,
         incs: BTreeMap::new(),
+        past_cut: Vec::new(),
     };
     increments::read(row, nk + 1 + receivers.len(), table, receivers, &mut change);
     (key, change)

@@ -20,20 +20,28 @@ use crate::round::resolve::{decide as decide_row, Change, Decision, Strategy};
 use crate::round::snapshot::Snapshot;
 
 /// Extra select items of `gather::pending_keys`: whether the source changed other columns,
-/// then per receiver (`preds`) each delta column's sum, as text.
+/// then per receiver (`preds`) each delta column's sum, then each column's increments past the
+/// cut `upto` negated (the query reads at the round snapshot, so these are the ones the
+/// source's row image holds and this round does not send), all as text.
 pub fn gather_columns(t: &TablePlan, any: &str, preds: &[String], upto: &Snapshot) -> String {
     if t.increments.is_empty() {
         return String::new();
     }
     let mut out = format!(", coalesce(bool_or({OTHER}) FILTER (WHERE {any}), false)");
+    let upto = upto.sql();
     for p in preds {
         for i in 0..t.increments.len() {
             out.push_str(&format!(
-                ", coalesce(sum({}) FILTER (WHERE {p} AND txid_visible_in_snapshot(drover_xid, {})), 0)::text",
+                ", coalesce(sum({}) FILTER (WHERE {p} AND txid_visible_in_snapshot(drover_xid, {upto})), 0)::text",
                 inc_name(i),
-                upto.sql()
             ));
         }
+    }
+    for i in 0..t.increments.len() {
+        out.push_str(&format!(
+            ", (-coalesce(sum({}) FILTER (WHERE NOT txid_visible_in_snapshot(drover_xid, {upto})), 0))::text",
+            inc_name(i),
+        ));
     }
     out
 }
@@ -57,6 +65,8 @@ pub fn read(
             change.incs.insert(name.clone(), sums);
         }
     }
+    let past = at + 1 + receivers.len() * n;
+    change.past_cut = (0..n).map(|i| row.get(past + i)).collect();
 }
 
 /// Decides one key of a table with delta columns: only masters that changed other columns
@@ -93,13 +103,30 @@ pub fn decide(
 /// Per receiver: (key, increment sums) of every source's pending change to one key.
 pub type ByReceiver = HashMap<String, Vec<(Key, Vec<String>)>>;
 
-/// Adds one key's increments to `by`.
-pub fn collect(by: &mut ByReceiver, key: &Key, changes: &BTreeMap<String, Change>) {
+/// Adds one key's increments to `by`. With a winner, every other database of the round
+/// (`dbs`) gets a row, with no increment when none is pending to it: the winner's image
+/// overwrites the delta columns, and `after` puts back the value a database held (its own
+/// increments not sent yet included) plus what it receives.
+pub fn collect(
+    by: &mut ByReceiver,
+    key: &Key,
+    changes: &BTreeMap<String, Change>,
+    winner: Option<&str>,
+    dbs: &[String],
+) {
     for ch in changes.values() {
         for (receiver, sums) in &ch.incs {
             let rows = by.entry(receiver.clone()).or_default();
             rows.push((key.clone(), sums.clone()));
         }
+    }
+    let n = changes.values().next().map_or(0, |c| c.past_cut.len());
+    let Some(w) = winner.filter(|_| n > 0) else {
+        return;
+    };
+    for db in dbs.iter().filter(|d| *d != w) {
+        let rows = by.entry(db.clone()).or_default();
+        rows.push((key.clone(), vec!["0".to_string(); n]));
     }
 }
 
@@ -224,17 +251,27 @@ pub async fn after(
     Ok(())
 }
 
-/// Adds one key's increments that its winner has not received to `by`, per receiver. A key
-/// new to a receiver arrives as the winner's image, which holds only the increments the
-/// winner had; the other masters' changes pending to both the winner and that receiver are
-/// added on top (`add_missing`).
+/// Adds what turns the winner's image of one key into the right value for a database new to
+/// the key (`add_missing`), per receiver. The image holds the increments the winner had at its
+/// round snapshot: the other masters' changes pending to both the winner and that receiver
+/// are added on top, and the winner's own past the round's cut are taken off (the next round
+/// sends them as increments, to a receiver that then holds the key).
 pub fn collect_missing(
     by: &mut ByReceiver,
     key: &Key,
     changes: &BTreeMap<String, Change>,
     winner: Option<&str>,
+    dbs: &[String],
 ) {
     let Some(w) = winner else { return };
+    if let Some(past) = changes.get(w).map(|c| &c.past_cut) {
+        if past.iter().any(|p| !is_zero(p)) {
+            for db in dbs.iter().filter(|d| *d != w) {
+                let rows = by.entry(db.clone()).or_default();
+                rows.push((key.clone(), past.clone()));
+            }
+        }
+    }
     for (s, ch) in changes.iter().filter(|(s, _)| s.as_str() != w) {
         let Some(lacking) = ch.incs.get(w) else {
             continue;
@@ -244,6 +281,13 @@ pub fn collect_missing(
             rows.push((key.clone(), lacking.clone()));
         }
     }
+}
+
+/// Whether an increment (as text) is zero: `0`, `-0`, `0.00`, `-0.0`.
+fn is_zero(v: &str) -> bool {
+    v.trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
 }
 
 /// After `after`: each key new to `dst` (its row came as the winner's image) gets the
@@ -320,7 +364,12 @@ mod tests {
             incs: (incs.iter())
                 .map(|(r, v)| (r.to_string(), vec![v.to_string()]))
                 .collect(),
+            past_cut: vec!["0".to_string()],
         }
+    }
+
+    fn dbs() -> Vec<String> {
+        vec!["a".into(), "b".into(), "c".into()]
     }
 
     #[test]
@@ -332,11 +381,45 @@ mod tests {
         ]);
         let key: Key = vec!["500".to_string()];
         let mut by = ByReceiver::new();
-        collect_missing(&mut by, &key, &changes, Some("a"));
+        collect_missing(&mut by, &key, &changes, Some("a"), &dbs());
         assert_eq!(by.len(), 1, "{by:?}");
         assert_eq!(by["c"], vec![(key.clone(), vec!["5".to_string()])]);
         let mut none = ByReceiver::new();
-        collect_missing(&mut none, &key, &changes, None);
+        collect_missing(&mut none, &key, &changes, None, &dbs());
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_new_key_loses_the_winners_increments_past_the_cut() {
+        // a's image holds 11 that a bounded round leaves for the next one.
+        let mut a = change(true, &[("c", "7")]);
+        a.past_cut = vec!["-11".to_string()];
+        let changes = BTreeMap::from([("a".to_string(), a)]);
+        let key: Key = vec!["500".to_string()];
+        let mut by = ByReceiver::new();
+        collect_missing(&mut by, &key, &changes, Some("a"), &dbs());
+        let undo = vec![(key.clone(), vec!["-11".to_string()])];
+        assert_eq!((by.len(), &by["b"], &by["c"]), (2, &undo, &undo));
+    }
+
+    #[test]
+    fn every_database_but_the_winner_keeps_its_value_under_the_image() {
+        // b added 5 (not at a yet); a's insert, pending to c only, wins: b gets a row with no
+        // increment, so that `after` restores its value over a's image.
+        let changes = BTreeMap::from([
+            ("a".to_string(), change(true, &[("c", "7")])),
+            ("b".to_string(), change(false, &[("a", "5"), ("c", "5")])),
+        ]);
+        let key: Key = vec!["500".to_string()];
+        let mut by = ByReceiver::new();
+        collect(&mut by, &key, &changes, Some("a"), &dbs());
+        let row = |v: &str| (key.clone(), vec![v.to_string()]);
+        assert_eq!(by["b"], vec![row("0")]);
+        assert_eq!(by["a"], vec![row("5")]);
+        assert_eq!(by["c"], vec![row("7"), row("5"), row("0")]);
+        let mut alone = ByReceiver::new();
+        collect(&mut alone, &key, &changes, None, &dbs());
+        assert!(!alone.contains_key("b"), "{alone:?}");
+        assert!(is_zero("-0.00") && is_zero("0") && !is_zero("-10"));
     }
 }

@@ -201,6 +201,7 @@ fn both(
         pending_to: BTreeSet::from([other.to_string()]),
         other: true,
         incs: BTreeMap::new(),
+        past_cut: Vec::new(),
     };
     BTreeMap::from([
         (w.to_string(), change(at.0.unwrap_or(at.1), dst)),

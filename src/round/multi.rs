@@ -209,6 +209,7 @@ async fn decide_table(
         return crate::round::multi_images::gather(input, t, (txs, curs), report).await;
     }
     let sources: Vec<String> = input.sources.iter().map(|s| s.name.clone()).collect();
+    let dbs: Vec<String> = input.databases.iter().map(|d| d.name.clone()).collect();
     let mut pending = Pending::new();
     let mut tr = TableRound::default();
     for s in input.sources {
@@ -248,8 +249,9 @@ async fn decide_table(
             Some(from) => resolve::truncated(changes, from),
             None => increments::decide(t, changes, strategy_of(input, t), &sources),
         };
-        increments::collect(&mut tr.incs, key, changes);
-        increments::collect_missing(&mut tr.missing, key, changes, d.winner.as_deref());
+        let w = d.winner.as_deref();
+        increments::collect(&mut tr.incs, key, changes, w, &dbs);
+        increments::collect_missing(&mut tr.missing, key, changes, w, &dbs);
         if let Some(w) = &d.winner {
             tr.won.entry(w.clone()).or_default().push(key.clone());
             if let Some(c) = changes.get(w) {

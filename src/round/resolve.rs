@@ -64,6 +64,10 @@ pub struct Change {
     pub other: bool,
     /// With delta columns: per receiver, each delta column's summed increments (as text).
     pub incs: BTreeMap<String, Vec<String>>,
+    /// With delta columns: each column's increments past the round's cut (`multi_backlog`),
+    /// negated (as text): what takes this source's row image, read at its round snapshot, back
+    /// to the cut. Empty without delta columns.
+    pub past_cut: Vec<String>,
 }
 
 /// What to do with one key.
@@ -198,6 +202,7 @@ mod tests {
             pending_to: to.iter().map(|s| s.to_string()).collect(),
             other: true,
             incs: BTreeMap::new(),
+            past_cut: Vec::new(),
         }
     }
 

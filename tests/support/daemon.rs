@@ -183,6 +183,12 @@ impl Drop for Daemon {
                 tail(&self.log(), 60)
             );
         }
+        // `DROVER_TEST_KEEP_LOGS=DIR` keeps every daemon's whole log (the temp dir goes):
+        // for chasing a failure that shows once in many runs.
+        if let Ok(dir) = std::env::var("DROVER_TEST_KEEP_LOGS") {
+            let to = Path::new(&dir).join(format!("daemon-{}.log", self.pid()));
+            let _ = fs::copy(&self.log_path, to);
+        }
         self.kill9();
     }
 }
