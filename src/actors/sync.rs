@@ -19,7 +19,6 @@ use crate::metrics::failures::{self, Stage};
 use crate::pg::error::PgError;
 use crate::pg::Endpoint;
 use crate::round::copy::{initial_copy, CopyBoard, CopyMode};
-use crate::round::fence;
 use crate::round::limits::Limits;
 use crate::round::progress::ProgressCache;
 use crate::round::purge::PurgeDue;
@@ -28,6 +27,7 @@ use crate::round::TablePlan;
 use crate::status::SyncStatus;
 use crate::topology::SyncPlan;
 
+mod first_down;
 mod held;
 pub mod lanes;
 pub mod lease;
@@ -69,7 +69,7 @@ pub struct Shutdown;
 /// The lease session ended (generation tells stale sessions apart).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct LeaseLost(u64);
+struct LeaseLost(u64, lease::Ended);
 
 pub struct SyncActor {
     plan: SyncPlan,
@@ -111,6 +111,8 @@ pub struct SyncActor {
     gate: crate::pause::Gate,
     /// The newest `drover.ddl_log` id the gate has seen (plans are read again when it moves).
     ddl_mark: Option<i64>,
+    /// Multi-master: the lease lost with the first source, rounds going on (`first_down`).
+    first_down: first_down::FirstDown,
 }
 
 pub struct SyncDeps {
@@ -167,6 +169,7 @@ impl SyncActor {
         SyncActor {
             gate,
             ddl_mark: None,
+            first_down: Default::default(),
             plan: d.plan,
             lease_endpoint: d.lease_endpoint,
             databases: d.databases,
@@ -212,10 +215,11 @@ impl SyncActor {
             timeout: self.lease_timeout,
         };
         let me = ctx.address();
-        let fut = lease::try_take(req, move || me.do_send(LeaseLost(generation)));
+        let fut = lease::try_take(req, move |why| me.do_send(LeaseLost(generation, why)));
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             match res {
                 Ok(Attempt::Taken(l)) if generation == act.lease_generation => {
+                    act.first_back();
                     tracing::info!(sync = %act.name(), expiry = ?l.expiry, "lease taken: running this sync");
                     act.lease = Some(l);
                     act.status.lease = "held".into();
@@ -227,9 +231,13 @@ impl SyncActor {
                 Ok(Attempt::Taken(_)) => {}
                 Ok(Attempt::Busy(holder)) => {
                     tracing::debug!(sync = %act.name(), "lease held by another daemon");
+                    act.lease_busy();
                     act.standby(holder);
                 }
-                Err(e) => act.record_error(Stage::Lease, &e),
+                Err(e) => {
+                    act.lease_failed(&e);
+                    act.record_error(Stage::Lease, &e);
+                }
             }
             ctx.run_later(LEASE_RETRY, |act, ctx| act.acquire_lease(ctx));
         }));
@@ -416,7 +424,7 @@ impl SyncActor {
     fn mark_bad(&mut self, e: &PgError) {
         let msg = e.redacted();
         // Without the lease, failures (a fenced commit, a lease attempt) do not make it bad.
-        if self.lease.is_some() {
+        if self.runs_sync() {
             self.status.state = "bad".into();
         }
         self.status.last_bad = Some(Utc::now());
@@ -467,11 +475,7 @@ impl Handler<LeaseLost> for SyncActor {
         if msg.0 != self.lease_generation || self.lease.is_none() {
             return;
         }
-        tracing::warn!(sync = %self.plan.name, "lease session lost: standing by until the lease is back");
-        fence::lost(&self.plan.name);
-        self.lease = None;
-        self.standby(None);
-        ctx.run_later(LEASE_RETRY, |act, ctx| act.acquire_lease(ctx));
+        self.lease_lost(msg.1, ctx);
     }
 }
 

@@ -9,6 +9,8 @@
 //! The row in `drover.leases` also names the holder (host, pid, since) for a standby's status,
 //! and its instance id, so the next holder can end the sessions it left open (`round::evict`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
@@ -83,19 +85,33 @@ pub struct Request {
     pub timeout: Duration,
 }
 
+/// Why a held lease session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The heartbeat found the lease row taken over by another daemon.
+    TakenOver,
+    /// The session failed or went silent: the server ended it, or cannot be reached.
+    SessionLost,
+}
+
 /// Tries to take the lease. `lost` runs when the lease session ends, whoever ends it.
 pub async fn try_take(
     req: Request,
-    lost: impl FnOnce() + Send + 'static,
+    lost: impl FnOnce(Ended) + Send + 'static,
 ) -> Result<Attempt, PgError> {
     let db = req.endpoint.name.clone();
     let (client, conn) = req
         .endpoint
         .connect_raw(&format!("{}:lease", req.sync))
         .await?;
+    let taken_over = Arc::new(AtomicBool::new(false));
+    let seen = taken_over.clone();
     actix_rt::spawn(async move {
         let _ = conn.await;
-        lost();
+        lost(match seen.load(Ordering::SeqCst) {
+            true => Ended::TakenOver,
+            false => Ended::SessionLost,
+        });
     });
     let q = |what: &'static str| {
         let db = db.clone();
@@ -126,7 +142,7 @@ pub async fn try_take(
     let former = record_holder(&client, &req.sync)
         .await
         .map_err(|e| missing_catalog(&db, e))?;
-    let task = actix_rt::spawn(heartbeat(client, req.sync, req.timeout / 3));
+    let task = actix_rt::spawn(heartbeat(client, req.sync, req.timeout / 3, taken_over));
     Ok(Attempt::Taken(Lease {
         task,
         expiry,
@@ -162,8 +178,9 @@ async fn record_holder(
 }
 
 /// Proves the holder alive every `every` until a heartbeat fails or finds its row taken
-/// over; then drops the session, which releases the lock and reports the loss.
-async fn heartbeat(client: Client, sync: String, every: Duration) {
+/// over (then sets `taken_over`); then drops the session, which releases the lock and reports
+/// the loss.
+async fn heartbeat(client: Client, sync: String, every: Duration, taken_over: Arc<AtomicBool>) {
     loop {
         tokio::time::sleep(every).await;
         // A heartbeat that takes longer than its interval (a black-holed network) counts as
@@ -185,6 +202,7 @@ async fn heartbeat(client: Client, sync: String, every: Duration) {
             }
             Ok(Ok(_)) => {
                 tracing::warn!(sync = %sync, "lease row taken over by another daemon: giving the lease up");
+                taken_over.store(true, Ordering::SeqCst);
                 return;
             }
             Ok(Err(e)) => {

@@ -27,6 +27,9 @@ impl SyncActor {
     /// `drover ddl` ran (or the sync was resumed) since the last check. The lane is already
     /// marked running, so kicks meanwhile coalesce and Shutdown waits.
     pub(super) fn gated_start(&mut self, lane: String, ctx: &mut Context<Self>) {
+        if self.first_down.away() {
+            return self.gateless_start(lane, ctx);
+        }
         let gate = self.gate.clone();
         let fut = async move { gate.enter().await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
@@ -60,7 +63,7 @@ impl SyncActor {
     }
 
     /// No round runs for `lane` after all: release Shutdown's waiters when none runs.
-    fn gate_closed(&mut self, lane: &str) {
+    pub(super) fn gate_closed(&mut self, lane: &str) {
         self.lanes.closed(lane);
         if self.phase == Phase::Stopping && !self.lanes.running() {
             for w in self.stop_waiters.drain(..) {

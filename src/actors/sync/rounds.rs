@@ -25,13 +25,14 @@ const REJOIN_NOW: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl SyncActor {
     /// No round while plans are read again (after a schema error: it would use the old ones),
-    /// while tables are copied or a copy waits, or without the lease. The stored pause is
-    /// checked by the round gate at each round start (`pause_gate`).
+    /// while tables are copied or a copy waits (unless the first source it copies from is
+    /// down: then it waits for the lease), or without the lease. The stored pause is checked
+    /// by the round gate at each round start (`pause_gate`).
     pub(super) fn may_run(&self) -> bool {
         self.phase == Phase::Running
             && self.prepared.is_some()
-            && self.lease.is_some()
-            && self.forced_copy.is_none()
+            && self.runs_sync()
+            && (self.forced_copy.is_none() || self.first_down.away())
     }
 
     /// A kick for every lane: each starts a round unless one runs or it backs off.
@@ -120,7 +121,7 @@ impl SyncActor {
     }
 
     fn lane_done(&mut self, lane: String, report: RoundReport, ctx: &mut Context<Self>) {
-        self.leave_gate(ctx);
+        self.round_left_gate(&lane, ctx);
         let now = Utc::now();
         let outcome = report::outcome(&report, now);
         let (inserted, deleted) = report.rows();
@@ -143,7 +144,7 @@ impl SyncActor {
             self.round_failed(&report);
         }
         let all_good = self.lanes.all_good();
-        if all_good && self.lease.is_some() {
+        if all_good && self.runs_sync() {
             self.status.state = "good".into();
         }
         if all_good && outcome.good {
