@@ -213,3 +213,90 @@ fn silent_target_is_abandoned_at_the_round_deadline() {
     drover_wait(&cfg, "s", 60);
     daemon.stop();
 }
+
+/// A lock timeout on the target's progress rows is reported as what it is. The apply sends
+/// its opening statements in one flight; the ones after the lock fail with "current
+/// transaction is aborted" (25P02), and that must not be the error status and metrics show.
+#[test]
+fn a_locked_progress_row_is_reported_as_a_lock_timeout() {
+    let (a, b) = (Cluster::start(), Cluster::start());
+    let schema = "CREATE TABLE herd (id int PRIMARY KEY, v text)";
+    for (c, db) in [(&a, "src"), (&a, "t1"), (&b, "t2")] {
+        c.create_db(db);
+        c.psql(db, schema);
+    }
+    let listen = format!("127.0.0.1:{}", free_port());
+    let toml = format!(
+        "[daemon]\nlisten = \"{listen}\"\nlock_timeout = \"200ms\"\n{}{}{}[relgroups.g]\n\
+         tables = [\"{TABLE}\"]\n[syncs.s]\nrelgroup = \"g\"\nsources = [\"src\"]\n\
+         targets = [\"t1\", \"t2\"]\n",
+        a.database_toml("src", "src"),
+        a.database_toml("t1", "t1"),
+        b.database_toml("t2", "t2"),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cfg, mut daemon) = install_and_run(dir.path(), &toml);
+    a.psql("src", "INSERT INTO herd VALUES (1, 'v')");
+    reaches((&a, "t1"), &a, "first rows on t1");
+
+    let mut locker = Command::new("psql")
+        .args(["-XAtq", "-h", "127.0.0.1", "-p", &a.port.to_string()])
+        .args(["-U", "postgres", "-d", "t1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run psql");
+    let stdin = locker.stdin.as_mut().expect("psql stdin");
+    writeln!(stdin, "BEGIN; SELECT * FROM drover.progress FOR UPDATE;").expect("write");
+    stdin.flush().expect("flush");
+    let mut seen = Vec::new();
+    for i in 0..8 {
+        a.psql("src", &format!("UPDATE herd SET v = 'v{i}'"));
+        reaches(
+            (&b, "t2"),
+            &a,
+            "t2 to receive changes while t1's progress is locked",
+        );
+        std::thread::sleep(Duration::from_millis(700));
+        let s = sync_status(&cfg, "s");
+        let t1 = (s["target_states"].as_array().into_iter().flatten())
+            .find(|t| t["target"] == "t1")
+            .map(|t| t["last_error"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_default();
+        if !t1.is_empty() {
+            seen.push(t1);
+        }
+    }
+    assert!(
+        !seen.is_empty(),
+        "t1 never failed while its progress was locked"
+    );
+    for e in &seen {
+        assert!(
+            e.contains("55P03"),
+            "t1's error is not the lock timeout: {e}"
+        );
+    }
+    let metrics = http_get(&listen, "/metrics");
+    let misfiled: Vec<&str> = (metrics.lines())
+        .filter(|l| l.starts_with("drover_errors_total{") && l.contains("database=\"t1\""))
+        .filter(|l| !l.contains("kind=\"contention\"") && !l.ends_with(" 0"))
+        .collect();
+    assert!(
+        misfiled.is_empty(),
+        "t1's lock timeouts counted under another kind: {misfiled:?}"
+    );
+
+    drop(locker.stdin.take());
+    locker.wait().expect("psql exits");
+    reaches((&a, "t1"), &a, "t1 to catch up after the lock is released");
+    daemon.stop();
+}
+
+fn http_get(listen: &str, path: &str) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", &format!("http://{listen}{path}")]);
+    let out = run_with_timeout(&mut cmd, None, Duration::from_secs(15));
+    assert!(out.status.success(), "curl {path} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -259,6 +259,9 @@ async fn read_source(
     let horizons_sql = rewind::horizons_sql(input.sync);
     let partitioned = crate::round::plan::partitioned(input.tables);
     let (snap, horizons, counts, reads, ()) = tokio::try_join!(
+        // In statement order: after the first error the later statements of the flight
+        // fail with 25P02, and the first error is the one to report.
+        biased;
         async {
             stx.simple_query(&snapshot_sql)
                 .await
@@ -572,6 +575,9 @@ async fn open_apply(
     let setup = format!("{}\n{}", sql.session, o.extra);
     let what = |e| PgError::query(dst, "lock and record progress", e);
     let (_, locked, _, done) = tokio::try_join!(
+        // In statement order: after the first error the later statements of the flight
+        // fail with 25P02, and the first error is the one to report.
+        biased;
         async { ttx.simple_query(&setup).await.map_err(what) },
         async { ttx.simple_query(&sql.lock).await.map_err(what) },
         async { ttx.simple_query(&sql.update).await.map_err(what) },

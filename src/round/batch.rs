@@ -139,6 +139,9 @@ pub async fn read(req: &BatchRequest, busy: &[String]) -> Result<Batch, PgError>
     let first = tables_to_read(req, |t, _| busy.contains(&t.display));
     let parts = partitioned(&req.tables);
     let (snap, horizons, counts, mut changes, ()) = tokio::try_join!(
+        // In statement order: after the first error the later statements of the flight
+        // fail with 25P02, and the first error is the one to report.
+        biased;
         async {
             (stx.simple_query(&snapshot_sql).await)
                 .map_err(|e| PgError::query(src, "begin the source snapshot", e))

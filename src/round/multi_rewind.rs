@@ -41,6 +41,9 @@ pub async fn check_receivers(
     let id_sql = format!("SELECT {id_sql}");
     let horizons_sql = horizons_sql(on.sync);
     let (id, rows) = tokio::try_join!(
+        // In statement order: after the first error the later statements of the flight
+        // fail with 25P02, and the first error is the one to report.
+        biased;
         async { tx.query_one(&id_sql, &[]).await.map_err(what) },
         async { tx.simple_query(&horizons_sql).await.map_err(what) },
     )?;
