@@ -72,6 +72,8 @@ struct Kept<R, B> {
     until: Instant,
     batch: B,
     ahead: bool,
+    /// Given to requests (not an empty read-ahead).
+    answers: bool,
 }
 
 /// What to do with a request.
@@ -109,18 +111,17 @@ impl<R: Start, B: Serves<R>, W> Sharing<R, B, W> {
     pub fn ask(&mut self, req: R, waiter: W, now: Instant) -> Asked<R, B, W> {
         self.recent.retain(|k| now < k.until);
         // Read-ahead first: a batch of the last tick whose snapshot is the request's start
-        // serves it too, but brings it nothing new. A read-ahead answers only its own start:
-        // kept long, it serves the targets that applied it as well, with nothing new, while
-        // the read-ahead after it is in flight for them.
+        // serves it too, but brings it nothing new. A read-ahead is not given to a request
+        // at its snapshot: kept long, it would answer the targets that applied it with
+        // nothing, again and again, while the read-ahead after it is in flight for them. A
+        // target between its start and its snapshot takes it and rejoins the chain.
         for ahead in [true, false] {
             let kept = (self.recent.iter()).find(|k| {
                 k.ahead == ahead
-                    && (if ahead {
-                        same(&k.start, &req)
-                    } else {
-                        k.start.covers(&req)
-                    })
+                    && k.answers
+                    && k.start.covers(&req)
                     && k.batch.serves(&req)
+                    && (!ahead || k.batch.next(&req).is_some_and(|n| !same(&n, &req)))
             });
             if let Some(k) = kept {
                 return Asked::Ready(k.batch.clone(), waiter);
@@ -179,22 +180,22 @@ impl<R: Start, B: Serves<R>, W> Sharing<R, B, W> {
                 (w, b)
             })
             .collect();
+        // An empty read-ahead answers nobody: it was read before the targets asked, and
+        // those asking now were woken by newer changes (it would give them nothing). It is
+        // kept for the tick all the same, so that the targets it was read for, handed the
+        // batch before it one after the other, do not each read ahead again from its start.
         if let Some(b) = batch {
+            let answers = !f.ahead || b.next(&f.start).is_some();
+            let keep = if f.ahead && answers { AHEAD_KEEP } else { TICK };
             if self.recent.len() == KEPT {
                 self.recent.remove(0);
             }
-            // An empty read-ahead is only as fresh as any read: the targets asking later
-            // were woken by newer changes.
-            let keep = if f.ahead && b.next(&f.start).is_some() {
-                AHEAD_KEEP
-            } else {
-                TICK
-            };
             self.recent.push(Kept {
                 start: f.start,
                 until: now + keep,
                 batch: b,
                 ahead: f.ahead,
+                answers,
             });
         }
         out
@@ -289,6 +290,11 @@ mod tests {
         let id = read_ahead(&mut s, now);
         s.done(id, Some(B(9, 12)), now);
         assert!(matches!(s.ask(At(12), "t1", later), Asked::Read(_, At(12))));
+        // One between its start and its snapshot takes it (and rejoins the chain).
+        assert!(matches!(
+            s.ask(At(10), "t2", later),
+            Asked::Ready(B(9, 12), "t2")
+        ));
     }
 
     #[test]
@@ -305,14 +311,24 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_batch_ends_the_chain_and_an_empty_read_ahead_lasts_a_tick() {
+    fn an_empty_batch_ends_the_chain_and_an_empty_read_ahead_answers_nobody() {
         let mut s: Sharing<At, B, &str> = Sharing::default();
         let now = Instant::now();
         let id = read_ahead(&mut s, now);
-        s.done(id, Some(B(9, 9)), now);
+        assert!(matches!(s.ask(At(9), "t1", now), Asked::Joined));
+        // Its joiner takes it; it ends the chain; a later request reads anew.
+        assert_eq!(s.done(id, Some(B(9, 9)), now), vec![("t1", Some(B(9, 9)))]);
         assert!(s.ahead(&At(9), &B(9, 9), now).is_none());
-        assert!(matches!(s.ask(At(9), "t1", now), Asked::Ready(B(9, 9), _)));
-        assert!(matches!(s.ask(At(9), "t2", now + TICK), Asked::Read(..)));
+        // Within the tick, B(5, 9) handed to another target does not read ahead again, and
+        // the empty read-ahead answers nobody (as before, the batch of the tick does).
+        let later = now + TICK / 2;
+        assert!(s.ahead(&At(5), &B(5, 9), later).is_none());
+        assert!(matches!(
+            s.ask(At(9), "t2", later),
+            Asked::Ready(B(5, 9), _)
+        ));
+        let after = now + TICK;
+        assert!(matches!(s.ask(At(9), "t3", after), Asked::Read(_, At(9))));
     }
 
     #[test]
