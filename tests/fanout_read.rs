@@ -1,6 +1,7 @@
 //! One source, four targets: the targets at the same progress share one source read per
 //! round (the source actor), so `drover_source_reads_total` grows by about one per round of
-//! all four, not one per target's round; a locked target falls behind alone while the others
+//! all four, not one per target's round; the next batch is read ahead while the targets apply
+//! (`drover_source_read_ahead_total`); a locked target falls behind alone while the others
 //! go on sharing, and catches up after.
 
 mod support;
@@ -132,6 +133,11 @@ fn four_targets_share_one_source_read_per_round_and_again_after_a_large_batch() 
         reads > 0.0 && reads * 2.0 <= rounds,
         "source reads {reads} for {rounds} target rounds during the load: not shared"
     );
+    // The next batch is read while the targets apply the last one (and they all ended equal
+    // to the source above: the read-ahead keeps progress exact).
+    let ahead = metric(&r.listen, "drover_source_read_ahead_total");
+    eprintln!("of which read ahead: {ahead}");
+    assert!(ahead > 0.0, "no source read ahead during the load");
 
     // A batch too large to share: each target applies it through its own round (COPY path).
     c.psql(

@@ -82,6 +82,20 @@ impl Batch {
             && (self.start.iter().zip(prevs)).all(|(s, p)| s.within(p) && p.within(&self.cur))
     }
 
+    /// What a target that asked `req` asks next once it applied this batch (the apply moves
+    /// every table's progress to the snapshot): the read-ahead's request (`batch_share`).
+    /// None when the batch is not small or has no changes (an idle source reads nothing
+    /// ahead).
+    pub fn next(&self, req: &BatchRequest) -> Option<BatchRequest> {
+        if !self.shareable() || self.work.iter().all(|w| w.pending == 0) {
+            return None;
+        }
+        Some(BatchRequest {
+            prevs: vec![self.cur.clone(); req.prevs.len()],
+            ..req.clone()
+        })
+    }
+
     /// What a target at `prevs` (which `serves` accepted) applies: each table's work after
     /// its own progress (which the apply checks) with its own pending counts, and the changes
     /// it has not seen. None when the batch is not small.
