@@ -96,6 +96,12 @@ impl Batch {
         })
     }
 
+    /// Whether a target at `prevs` would apply rows from it (`batch_share` gives a kept batch
+    /// only then). False when the batch is not small.
+    pub fn brings(&self, prevs: &[Snapshot]) -> bool {
+        (self.changes.as_ref()).is_some_and(|c| batch_rows::unseen(c, prevs))
+    }
+
     /// What a target at `prevs` (which `serves` accepted) applies: each table's work after
     /// its own progress (which the apply checks) with its own pending counts, and the changes
     /// it has not seen. None when the batch is not small.

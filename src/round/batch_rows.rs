@@ -111,6 +111,14 @@ pub type Pending = Vec<(u64, Option<DateTime<Utc>>)>;
 
 /// What a target at `prevs` applies from `changes`: the keys some delta row it has not seen
 /// changed, and per table its pending delta rows and the oldest of them.
+/// Whether a target at `prevs` has not seen some of `changes` (`for_target` would give it rows).
+pub fn unseen(changes: &[KeyedChanges], prevs: &[Snapshot]) -> bool {
+    (changes.iter()).any(|c| {
+        let prev = &prevs[c.table];
+        (c.keys.iter()).any(|k| k.deltas.iter().any(|(x, _)| !prev.sees(*x)))
+    })
+}
+
 pub fn for_target(changes: &[KeyedChanges], prevs: &[Snapshot]) -> (Vec<TextChanges>, Pending) {
     let mut pending = vec![(0, None); prevs.len()];
     let mut out = Vec::new();
