@@ -42,18 +42,12 @@ pub struct RoundMetrics {
 pub struct SourceReads {
     pub sync: String,
     pub source: String,
-    /// Read ahead, while the targets apply the batch before it.
-    pub ahead: bool,
 }
 
 impl Handler<SourceReads> for MetricsActor {
     type Result = ();
 
     fn handle(&mut self, m: SourceReads, _: &mut Context<Self>) {
-        if m.ahead {
-            metrics::counter!(SOURCE_READ_AHEAD, "sync" => m.sync.clone(), "source" => m.source.clone())
-                .increment(1);
-        }
         metrics::counter!(SOURCE_READS, "sync" => m.sync, "source" => m.source).increment(1);
     }
 }

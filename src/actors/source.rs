@@ -4,10 +4,8 @@
 //! the source is read once per round whatever the number of targets. A target it cannot
 //! answer (lagging, held tables, a batch too large to share, a failed read) gets None and
 //! runs a round of its own, as before; after a batch too large to share, every request does
-//! for `LARGE_PAUSE`. Once it hands a batch with changes to a target, it reads the batch
-//! after it at once (read-ahead, at most one in flight), so the next round's read overlaps
-//! the targets' apply of this one. Each read it makes is counted in
-//! `drover_source_reads_total`, read-aheads also in `drover_source_read_ahead_total`.
+//! for `LARGE_PAUSE`. Each read it makes is counted in
+//! `drover_source_reads_total`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,23 +59,10 @@ impl SourceActor {
         })
     }
 
-    /// `batch` was handed to a target that asked `req`: read what it asks next while it
-    /// applies (`Sharing::ahead` decides whether).
-    fn read_ahead(&mut self, req: &BatchRequest, batch: &Arc<Batch>, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        if self.own_until.is_some_and(|t| now < t) {
-            return;
-        }
-        if let Some((id, next)) = self.sharing.ahead(req, batch, now) {
-            self.start_read(id, next, true, ctx);
-        }
-    }
-
-    fn start_read(&mut self, id: u64, req: BatchRequest, ahead: bool, ctx: &mut Context<Self>) {
+    fn start_read(&mut self, id: u64, req: BatchRequest, ctx: &mut Context<Self>) {
         self.metrics.do_send(SourceReads {
             sync: self.sync.clone(),
             source: self.source.clone(),
-            ahead,
         });
         let (busy, deadline) = (self.busy.clone(), self.deadline);
         let read = async move {
@@ -93,20 +78,15 @@ impl SourceActor {
             };
             (req, batch)
         };
-        ctx.spawn(read.into_actor(self).map(move |(req, batch), act, ctx| {
+        ctx.spawn(read.into_actor(self).map(move |(req, batch), act, _| {
             if let Some(b) = &batch {
                 act.busy = b.busy(&req.tables);
                 if !b.shareable() {
                     act.own_until = Some(Instant::now() + LARGE_PAUSE);
                 }
             }
-            let mut handed = false;
-            for (reply, b) in act.sharing.done(id, batch.clone(), Instant::now()) {
-                handed |= b.is_some();
+            for (reply, b) in act.sharing.done(id, batch, Instant::now()) {
                 let _ = reply.send(b);
-            }
-            if let (true, Some(b)) = (handed, &batch) {
-                act.read_ahead(&req, b, ctx);
             }
         }));
     }
@@ -125,13 +105,12 @@ impl Handler<ReadBatch> for SourceActor {
             return Box::pin(async { None });
         }
         let (tx, rx) = oneshot::channel();
-        match self.sharing.ask(msg.0.clone(), tx, now) {
+        match self.sharing.ask(msg.0, tx, now) {
             Asked::Ready(b, tx) => {
-                let _ = tx.send(Some(b.clone()));
-                self.read_ahead(&msg.0, &b, ctx);
+                let _ = tx.send(Some(b));
             }
             Asked::Joined => {}
-            Asked::Read(id, req) => self.start_read(id, req, false, ctx),
+            Asked::Read(id, req) => self.start_read(id, req, ctx),
         }
         Box::pin(async move { rx.await.ok().flatten() })
     }

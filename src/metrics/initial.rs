@@ -6,9 +6,7 @@
 //! database only one stage ever touches) are still listed: a 0 is true for them too.
 
 use super::failures::Stage;
-use super::{
-    CONFLICTS, ERRORS, ROUNDS, ROWS_DELETED, ROWS_INSERTED, SOURCE_READS, SOURCE_READ_AHEAD,
-};
+use super::{CONFLICTS, ERRORS, ROUNDS, ROWS_DELETED, ROWS_INSERTED, SOURCE_READS};
 use crate::pg::error::ErrorKind;
 use crate::topology::SyncPlan;
 
@@ -62,12 +60,10 @@ pub fn counter_series(plans: &[SyncPlan]) -> Vec<Series> {
 fn rows_and_rounds(p: &SyncPlan, out: &mut Vec<Series>) {
     // One-source syncs (a multi-master round reads every master in its own way).
     if let [source] = p.sources.as_slice() {
-        for name in [SOURCE_READS, SOURCE_READ_AHEAD] {
-            out.push((
-                name,
-                vec![("sync", p.name.clone()), ("source", source.clone())],
-            ));
-        }
+        out.push((
+            SOURCE_READS,
+            vec![("sync", p.name.clone()), ("source", source.clone())],
+        ));
     }
     for result in ["good", "bad"] {
         out.push((

@@ -37,9 +37,6 @@ pub const ROUNDS: &str = "drover_rounds_total";
 /// targets at the same progress share one (`actors::source`), so under steady load it grows
 /// by one per round whatever the number of targets.
 pub const SOURCE_READS: &str = "drover_source_reads_total";
-/// Counter {sync, source}: the source reads of `SOURCE_READS` made ahead, while the targets
-/// applied the batch before (`actors::source`); under steady load about one per round.
-pub const SOURCE_READ_AHEAD: &str = "drover_source_read_ahead_total";
 /// Counter {sync, database, kind, stage}: failed attempts, each also logged once (see
 /// `failures`).
 pub const ERRORS: &str = "drover_errors_total";
@@ -87,11 +84,6 @@ pub fn install() -> Result<PrometheusHandle, String> {
         SOURCE_READS,
         Unit::Count,
         "Source transactions that read changes (shared by the targets at the same progress)"
-    );
-    describe_counter!(
-        SOURCE_READ_AHEAD,
-        Unit::Count,
-        "Source reads made ahead, while the targets applied the batch before"
     );
     describe_counter!(
         ERRORS,

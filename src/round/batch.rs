@@ -82,20 +82,6 @@ impl Batch {
             && (self.start.iter().zip(prevs)).all(|(s, p)| s.within(p) && p.within(&self.cur))
     }
 
-    /// What a target that asked `req` asks next once it applied this batch (the apply moves
-    /// every table's progress to the snapshot): the read-ahead's request (`batch_share`).
-    /// None when the batch is not small or has no changes (an idle source reads nothing
-    /// ahead).
-    pub fn next(&self, req: &BatchRequest) -> Option<BatchRequest> {
-        if !self.shareable() || self.work.iter().all(|w| w.pending == 0) {
-            return None;
-        }
-        Some(BatchRequest {
-            prevs: vec![self.cur.clone(); req.prevs.len()],
-            ..req.clone()
-        })
-    }
-
     /// Whether a target at `prevs` would apply rows from it (`batch_share` gives a kept batch
     /// only then). False when the batch is not small.
     pub fn brings(&self, prevs: &[Snapshot]) -> bool {
