@@ -177,7 +177,10 @@ impl Lanes {
                 next => next,
             };
         }
-        l.schedule.finished(o.good, o.moved, o.elapsed)
+        // A bounded round left at least a full batch waiting: a pause would not make the
+        // next round bigger, only the backlog's catch-up slower.
+        let pause = if o.behind { Duration::ZERO } else { o.elapsed };
+        l.schedule.finished(o.good, o.moved, pause)
     }
 
     /// The lane's held tables after its round (`round::hold`). A good lane with held tables
@@ -302,6 +305,19 @@ mod tests {
         assert!(l.kick("a") && l.is_running("a"), "the paced round starts");
         assert!(!l.kick("a"), "once");
         assert!(l.kicked().is_empty());
+    }
+
+    #[test]
+    fn a_lane_catching_up_a_backlog_is_not_paced() {
+        let mut l = Lanes::new(["a".to_string()]).paced(Duration::from_millis(20));
+        let mut behind = outcome(true);
+        behind.behind = true;
+        for _ in 0..3 {
+            assert!(l.kick("a"));
+            assert_eq!(l.finished("a", &behind), Next::Now);
+        }
+        assert!(l.kick("a"));
+        assert!(matches!(l.finished("a", &outcome(true)), Next::Paced(_)));
     }
 
     #[test]

@@ -87,7 +87,8 @@ impl Schedule {
     /// each round then carries more rows and the per-round cost (statements, snapshots, one
     /// commit per target) is paid less often, while the lag grows by at most one round's
     /// time. A lane that is not saturated (an idle lane's first rounds after a kick) goes on
-    /// at once, so lag at low rates does not grow.
+    /// at once, so lag at low rates does not grow; so does a zero `elapsed` (`Lanes::finished`
+    /// passes zero for a round bounded by a backlog).
     fn pace(&mut self, elapsed: Duration) -> Next {
         let wait = elapsed.min(self.pacing);
         if !self.saturated() || wait.is_zero() {
