@@ -193,7 +193,8 @@ fn diff(
     plans: &[SyncPlan],
 ) -> Diff {
     let changed_db = |db: &str| new.databases.get(db) != old.databases.get(db);
-    let daemon_changed = new.daemon.lease_timeout != old.daemon.lease_timeout;
+    let (o, n) = (&old.daemon, &new.daemon);
+    let daemon_changed = n.lease_timeout != o.lease_timeout || n.round_pacing != o.round_pacing;
     let mut d = Diff::default();
     for plan in plans {
         match running.get(&plan.name) {
@@ -312,6 +313,14 @@ mod tests {
         assert_eq!(d.restarted, ["main"], "a table added to its relgroup");
         let d = diff_of(&new, &old);
         assert_eq!(d.added, ["side"]);
+    }
+
+    #[test]
+    fn a_changed_round_pacing_restarts_the_syncs() {
+        let old = config(false, true, 5432);
+        let mut new = old.clone();
+        new.daemon.round_pacing = std::time::Duration::ZERO;
+        assert_eq!(diff_of(&old, &new).restarted, ["keep", "main", "side"]);
     }
 
     #[test]

@@ -123,7 +123,7 @@ pub struct SyncDeps {
     pub databases: HashMap<String, Addr<DatabaseActor>>,
     pub tables: Vec<Addr<TableActor>>,
     pub metrics: Addr<MetricsActor>,
-    /// `daemon.lock_timeout`, `statement_timeout`, `round_deadline`.
+    /// `daemon.lock_timeout`, `statement_timeout`, `round_deadline`, `round_pacing`.
     pub limits: Limits,
 }
 
@@ -164,6 +164,7 @@ impl SyncActor {
             Lanes::new([MULTI.to_string()])
         } else {
             Lanes::new(d.plan.receivers_of(&d.plan.sources[0]).map(str::to_string))
+                .paced(d.limits.round_pacing)
         };
         let gate = crate::pause::Gate::new(d.lease_endpoint.clone(), &d.plan.name);
         SyncActor {

@@ -48,7 +48,9 @@ pub use model::{
     Config, Daemon, Database, Relgroup, Secret, SyncConfig, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_PORT, DEFAULT_SSLMODE,
 };
-pub use timeouts::{DEFAULT_LOCK_TIMEOUT, DEFAULT_ROUND_DEADLINE, DEFAULT_STATEMENT_TIMEOUT};
+pub use timeouts::{
+    DEFAULT_LOCK_TIMEOUT, DEFAULT_ROUND_DEADLINE, DEFAULT_ROUND_PACING, DEFAULT_STATEMENT_TIMEOUT,
+};
 
 /// Config file used when neither `--config` nor `$DROVER_CONFIG` is given:
 /// relative to the working directory, like the repository layout.

@@ -89,6 +89,12 @@ pub struct Daemon {
     /// included, before it is abandoned (so a stuck target cannot hold the
     /// source's snapshot open). Default [`super::timeouts::DEFAULT_ROUND_DEADLINE`].
     pub round_deadline: Duration,
+    /// `round_pacing`: the longest pause before the next round of a target
+    /// whose rounds run back to back (the pause is as long as the last round
+    /// took, at most this), so that a busy source pays the per-round cost less
+    /// often; zero (`0`) turns pacing off. Multi-master syncs are not paced.
+    /// Default [`super::timeouts::DEFAULT_ROUND_PACING`].
+    pub round_pacing: Duration,
     /// `auto_install`: when true, a reload (SIGHUP, `drover reload`) runs `drover install`
     /// itself before starting what the new config adds. Default false.
     pub auto_install: bool,
@@ -112,6 +118,7 @@ impl Default for Daemon {
             lock_timeout: super::timeouts::DEFAULT_LOCK_TIMEOUT,
             statement_timeout: Some(super::timeouts::DEFAULT_STATEMENT_TIMEOUT),
             round_deadline: super::timeouts::DEFAULT_ROUND_DEADLINE,
+            round_pacing: super::timeouts::DEFAULT_ROUND_PACING,
             auto_install: false,
         }
     }

@@ -36,6 +36,7 @@ pub(super) struct RawDaemon {
     pub lock_timeout: Option<Str>,
     pub statement_timeout: Option<Str>,
     pub round_deadline: Option<Str>,
+    pub round_pacing: Option<Str>,
     pub auto_install: Option<Bool>,
 }
 

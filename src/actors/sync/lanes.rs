@@ -3,6 +3,8 @@
 //! lane has its schedule and its status; the sync's status is their aggregate. Plain structs,
 //! driven by unit tests without an actor system.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
 use super::schedule::{Next, Schedule};
@@ -13,7 +15,7 @@ use crate::status::TargetStatus;
 pub const MULTI: &str = "*";
 
 /// A round that left out unreachable databases runs again after this, changes or not.
-const PARTIAL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+const PARTIAL_RETRY: Duration = Duration::from_secs(1);
 
 /// What a finished round of one lane says, as the bookkeeping needs it.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct Outcome {
     /// (redacted, full) text of the round's first error.
     pub error: Option<(String, String)>,
     pub now: DateTime<Utc>,
+    /// How long the round took: the pause before a paced next round (`Schedule::pace`).
+    pub elapsed: Duration,
 }
 
 #[derive(Debug)]
@@ -59,6 +63,15 @@ impl Lanes {
             })
             .collect();
         Lanes { lanes }
+    }
+
+    /// Paces every lane's back-to-back rounds by `daemon.round_pacing` (`Schedule::pace`).
+    /// One-source syncs only: a multi-master sync's lane is not paced.
+    pub fn paced(mut self, pacing: Duration) -> Lanes {
+        for l in &mut self.lanes {
+            l.schedule.pacing = pacing;
+        }
+        self
     }
 
     fn lane(&mut self, name: &str) -> Option<&mut Lane> {
@@ -159,12 +172,15 @@ impl Lanes {
             }
         }
         if o.partial {
-            return match l.schedule.finished(true, o.moved) {
+            return match l.schedule.finished(true, o.moved, o.elapsed) {
                 Next::Idle => Next::After(PARTIAL_RETRY),
                 next => next,
             };
         }
-        l.schedule.finished(o.good, o.moved)
+        // A bounded round left at least a full batch waiting: a pause would not make the
+        // next round bigger, only the backlog's catch-up slower.
+        let pause = if o.behind { Duration::ZERO } else { o.elapsed };
+        l.schedule.finished(o.good, o.moved, pause)
     }
 
     /// The lane's held tables after its round (`round::hold`). A good lane with held tables
@@ -193,6 +209,13 @@ impl Lanes {
     pub fn backoff_over(&mut self, name: &str) {
         if let Some(l) = self.lane(name) {
             l.schedule.backoff_over();
+        }
+    }
+
+    /// The pause before `name`'s paced round is over (`Next::Paced`): a kick starts it.
+    pub fn pace_over(&mut self, name: &str) {
+        if let Some(l) = self.lane(name) {
+            l.schedule.pace_over();
         }
     }
 
@@ -253,7 +276,75 @@ mod tests {
             pending: 40,
             error: (!good).then(|| ("locked".to_string(), "locked (detail)".to_string())),
             now: Utc::now(),
+            elapsed: Duration::from_millis(4),
         }
+    }
+
+    /// Two productive rounds of `name`: the second ends saturated, its follow-up paced.
+    fn run_back_to_back(l: &mut Lanes, name: &str) -> Next {
+        assert!(l.kick(name));
+        assert_eq!(l.finished(name, &outcome(true)), Next::Now);
+        assert!(l.kick(name));
+        l.finished(name, &outcome(true))
+    }
+
+    #[test]
+    fn a_saturated_lane_is_paced_alone_and_kicks_do_not_start_it_twice() {
+        let ms = Duration::from_millis(20);
+        let mut l = Lanes::new(["a".to_string(), "b".to_string()]).paced(ms);
+        let four = Duration::from_millis(4);
+        assert_eq!(run_back_to_back(&mut l, "a"), Next::Paced(four));
+        assert!(!l.is_running("a"));
+        assert_eq!(
+            l.kicked(),
+            vec!["b"],
+            "idle b starts at once, paced a waits"
+        );
+        assert!(!l.kick("a"), "no second round on a during its pause");
+        l.pace_over("a");
+        assert!(l.kick("a") && l.is_running("a"), "the paced round starts");
+        assert!(!l.kick("a"), "once");
+        assert!(l.kicked().is_empty());
+    }
+
+    #[test]
+    fn a_lane_catching_up_a_backlog_is_not_paced() {
+        let mut l = Lanes::new(["a".to_string()]).paced(Duration::from_millis(20));
+        let mut behind = outcome(true);
+        behind.behind = true;
+        for _ in 0..3 {
+            assert!(l.kick("a"));
+            assert_eq!(l.finished("a", &behind), Next::Now);
+        }
+        assert!(l.kick("a"));
+        assert!(matches!(l.finished("a", &outcome(true)), Next::Paced(_)));
+    }
+
+    #[test]
+    fn stop_during_a_pause_ends_at_once_and_starts_nothing() {
+        let mut l = Lanes::new(["a".to_string()]).paced(Duration::from_millis(20));
+        assert!(matches!(run_back_to_back(&mut l, "a"), Next::Paced(_)));
+        assert!(l.stop(), "a pausing lane runs no round");
+        l.pace_over("a");
+        assert!(!l.kick("a"));
+        assert!(!l.running());
+    }
+
+    #[test]
+    fn unpaced_lanes_and_failures_go_on_as_before() {
+        let mut l = Lanes::new([MULTI.to_string()]);
+        assert_eq!(run_back_to_back(&mut l, MULTI), Next::Now, "multi-master");
+        let mut l = Lanes::new(["a".to_string()]).paced(Duration::ZERO);
+        assert_eq!(run_back_to_back(&mut l, "a"), Next::Now, "round_pacing = 0");
+        let mut l = Lanes::new(["a".to_string()]).paced(Duration::from_millis(20));
+        assert!(matches!(run_back_to_back(&mut l, "a"), Next::Paced(_)));
+        l.pace_over("a");
+        assert!(l.kick("a"));
+        assert_eq!(
+            l.finished("a", &outcome(false)),
+            Next::After(Duration::from_millis(500)),
+            "the usual backoff"
+        );
     }
 
     #[test]

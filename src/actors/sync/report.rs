@@ -44,6 +44,7 @@ pub fn outcome(report: &RoundReport, now: DateTime<Utc>) -> Outcome {
         pending: report.pending.values().sum(),
         error: report.first_error().map(|e| (e.redacted(), e.to_string())),
         now,
+        elapsed: report.duration,
     }
 }
 

@@ -161,7 +161,8 @@ impl SyncActor {
         self.after_lane(lane, next, reprepare, ctx);
     }
 
-    /// What a lane does after its round: another now, a retry later, or nothing.
+    /// What a lane does after its round: another now or after a pause, a retry later, or
+    /// nothing.
     pub(super) fn after_lane(
         &mut self,
         lane: String,
@@ -183,6 +184,14 @@ impl SyncActor {
         match next {
             Next::Stop | Next::Idle => {}
             Next::Now => self.kick_lane(lane, ctx),
+            // The paced round starts unless the sync stopped, paused or lost its lease
+            // meanwhile (`kick_lane` asks `may_run` and the lane's schedule again).
+            Next::Paced(wait) => {
+                ctx.run_later(wait, move |act, ctx| {
+                    act.lanes.pace_over(&lane);
+                    act.kick_lane(lane, ctx);
+                });
+            }
             Next::After(wait) => {
                 ctx.run_later(wait, move |act, ctx| {
                     act.lanes.backoff_over(&lane);

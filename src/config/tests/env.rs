@@ -135,6 +135,7 @@ fn raw_structs_expose_their_fields() {
             "lock_timeout",
             "statement_timeout",
             "round_deadline",
+            "round_pacing",
             "auto_install"
         ]
     );

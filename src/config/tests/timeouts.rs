@@ -1,4 +1,5 @@
-//! `[daemon]` round limits: `lock_timeout`, `statement_timeout`, `round_deadline`.
+//! `[daemon]` round limits: `lock_timeout`, `statement_timeout`, `round_deadline`; and
+//! `round_pacing`.
 
 use std::time::Duration;
 
@@ -143,4 +144,41 @@ fn lock_timeout_must_be_below_round_deadline() {
         "the default 10000ms must be below daemon.round_deadline (\"5s\")",
     );
     loaded("lock_timeout = \"4999ms\"\nround_deadline = \"5s\"");
+}
+
+#[test]
+fn round_pacing_default_units_off_and_errors() {
+    assert_eq!(loaded("").round_pacing, Duration::from_millis(20));
+    assert_eq!(loaded("").round_pacing, DEFAULT_ROUND_PACING);
+    assert_eq!(
+        loaded("round_pacing = \"50ms\"").round_pacing,
+        Duration::from_millis(50)
+    );
+    assert_eq!(
+        loaded("round_pacing = \"1s\"").round_pacing,
+        Duration::from_secs(1)
+    );
+    for off in ["0", "0ms", "0s"] {
+        assert_eq!(
+            loaded(&format!("round_pacing = \"{off}\"")).round_pacing,
+            Duration::ZERO
+        );
+    }
+    let msg = errors(&daemon("round_pacing = \"fast\""));
+    assert_problem(
+        &msg,
+        "daemon.round_pacing",
+        "\"fast\" is not a duration: expected e.g.",
+    );
+    assert_lines(&msg, 1);
+    let msg = errors(&daemon("round_pacing = \"-5ms\"\nlock_timeout = \"ten\""));
+    assert_problem(&msg, "daemon.round_pacing", "\"-5ms\" is not a duration");
+    assert_problem(&msg, "daemon.lock_timeout", "\"ten\" is not a duration");
+    assert_lines(&msg, 2);
+    let msg = errors(&daemon("round_pacing = 20"));
+    assert!(msg.contains("daemon.round_pacing"), "{msg}");
+    let d = with_env(BASE, &[("DROVER__DAEMON__ROUND_PACING", "5ms")])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .daemon;
+    assert_eq!(d.round_pacing, Duration::from_millis(5));
 }

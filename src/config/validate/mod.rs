@@ -165,6 +165,7 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
     );
     let lease_timeout = timeouts::lease_timeout(raw.lease_timeout.as_ref(), problems);
     let round = timeouts::round_limits(raw, problems);
+    let round_pacing = timeouts::round_pacing(raw.round_pacing.as_ref(), problems);
     let access = access?;
     Some(Daemon {
         listen: listen?,
@@ -176,6 +177,7 @@ fn daemon(entry: &Entry<RawDaemon>, problems: &mut Problems) -> Option<Daemon> {
         lock_timeout: round?.lock_timeout,
         statement_timeout: round?.statement_timeout,
         round_deadline: round?.round_deadline,
+        round_pacing: round_pacing?,
         auto_install: raw.auto_install.is_some_and(|b| b.0),
     })
 }

@@ -1,7 +1,8 @@
-//! `[daemon]` durations: `lease_timeout`, and the round's limits
+//! `[daemon]` durations: `lease_timeout`, the round's limits
 //! `lock_timeout`, `statement_timeout` (`0` turns it off) and
 //! `round_deadline`, with the rule that a lock wait must end before the round
-//! deadline (else a locked target would always run into the deadline).
+//! deadline (else a locked target would always run into the deadline), and
+//! `round_pacing` (`0` turns it off).
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use super::super::model::DEFAULT_LEASE_TIMEOUT;
 use super::super::raw::RawDaemon;
 use super::super::strict::Str;
 use super::super::timeouts::{
-    DEFAULT_LOCK_TIMEOUT, DEFAULT_ROUND_DEADLINE, DEFAULT_STATEMENT_TIMEOUT,
+    DEFAULT_LOCK_TIMEOUT, DEFAULT_ROUND_DEADLINE, DEFAULT_ROUND_PACING, DEFAULT_STATEMENT_TIMEOUT,
 };
 use super::Problems;
 
@@ -94,6 +95,12 @@ fn round_deadline(raw: Option<&Str>, problems: &mut Problems) -> Option<Duration
     let key = "daemon.round_deadline";
     let d = duration(key, raw, DEFAULT_ROUND_DEADLINE, problems)?;
     at_least(key, raw, d, MIN_ROUND_DEADLINE, "at least 1s", problems)
+}
+
+/// `round_pacing`: any duration; `0` (or `0ms`, `0s`) turns pacing off. No
+/// upper bound is needed: a pause never exceeds the round before it.
+pub(super) fn round_pacing(raw: Option<&Str>, problems: &mut Problems) -> Option<Duration> {
+    duration("daemon.round_pacing", raw, DEFAULT_ROUND_PACING, problems)
 }
 
 /// The key's value, its default when absent; a problem if it does not parse.
