@@ -194,7 +194,10 @@ fn diff(
 ) -> Diff {
     let changed_db = |db: &str| new.databases.get(db) != old.databases.get(db);
     let (o, n) = (&old.daemon, &new.daemon);
-    let daemon_changed = n.lease_timeout != o.lease_timeout || n.round_pacing != o.round_pacing;
+    // The round limits (lock and statement timeouts, round deadline, pacing) are the
+    // sync's from its start: a change needs a restart to apply, never a silent ignore.
+    let limits = crate::round::limits::Limits::from_config;
+    let daemon_changed = n.lease_timeout != o.lease_timeout || limits(n) != limits(o);
     let mut d = Diff::default();
     for plan in plans {
         match running.get(&plan.name) {
@@ -321,6 +324,22 @@ mod tests {
         let mut new = old.clone();
         new.daemon.round_pacing = std::time::Duration::ZERO;
         assert_eq!(diff_of(&old, &new).restarted, ["keep", "main", "side"]);
+    }
+
+    #[test]
+    fn changed_round_limits_restart_the_syncs() {
+        let old = config(false, true, 5432);
+        let secs = std::time::Duration::from_secs;
+        let changes: [fn(&mut Config, std::time::Duration); 3] = [
+            |c, d| c.daemon.lock_timeout = d,
+            |c, d| c.daemon.statement_timeout = Some(d),
+            |c, d| c.daemon.round_deadline = d,
+        ];
+        for change in changes {
+            let mut new = old.clone();
+            change(&mut new, secs(7));
+            assert_eq!(diff_of(&old, &new).restarted, ["keep", "main", "side"]);
+        }
     }
 
     #[test]
