@@ -45,6 +45,16 @@ fn reaches(target: (&Cluster, &str), src: &Cluster, what: &str) {
 
 /// A psql session holding an ACCESS EXCLUSIVE lock on the table in an open transaction.
 fn hold_lock(c: &Cluster, db: &str) -> Child {
+    hold(
+        c,
+        db,
+        &format!("BEGIN; LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE;"),
+    )
+}
+
+/// A psql session that ran `sql` (an open transaction taking locks) and stays connected
+/// until its stdin is closed.
+fn hold(c: &Cluster, db: &str, sql: &str) -> Child {
     let mut child = Command::new("psql")
         .args(["-XAtq", "-h", "127.0.0.1", "-p", &c.port.to_string()])
         .args(["-U", "postgres", "-d", db])
@@ -53,7 +63,7 @@ fn hold_lock(c: &Cluster, db: &str) -> Child {
         .spawn()
         .expect("run psql");
     let stdin = child.stdin.as_mut().expect("psql stdin");
-    writeln!(stdin, "BEGIN; LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE;").expect("write");
+    writeln!(stdin, "{sql}").expect("write");
     stdin.flush().expect("flush");
     child
 }
@@ -239,16 +249,7 @@ fn a_locked_progress_row_is_reported_as_a_lock_timeout() {
     a.psql("src", "INSERT INTO herd VALUES (1, 'v')");
     reaches((&a, "t1"), &a, "first rows on t1");
 
-    let mut locker = Command::new("psql")
-        .args(["-XAtq", "-h", "127.0.0.1", "-p", &a.port.to_string()])
-        .args(["-U", "postgres", "-d", "t1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run psql");
-    let stdin = locker.stdin.as_mut().expect("psql stdin");
-    writeln!(stdin, "BEGIN; SELECT * FROM drover.progress FOR UPDATE;").expect("write");
-    stdin.flush().expect("flush");
+    let mut locker = hold(&a, "t1", "BEGIN; SELECT * FROM drover.progress FOR UPDATE;");
     let mut seen = Vec::new();
     for i in 0..8 {
         a.psql("src", &format!("UPDATE herd SET v = 'v{i}'"));
