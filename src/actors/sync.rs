@@ -268,7 +268,7 @@ impl SyncActor {
             return;
         }
         self.phase = Phase::Preparing;
-        let fut = prepare::prepare(prepare::Inputs {
+        let inputs = prepare::Inputs {
             plan: self.plan.clone(),
             databases: self.databases.clone(),
             tables: self.tables.clone(),
@@ -276,7 +276,15 @@ impl SyncActor {
             term: self.lease_generation,
             targets: self.targets_to_prepare(),
             settled: self.settled(),
-        });
+        };
+        let multi = self.plan.sources.len() > 1;
+        let fut = async move {
+            if multi {
+                multi_prep::prepare_multi(inputs).await
+            } else {
+                prepare::prepare(inputs).await
+            }
+        };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
             Ok(mut p) => {
                 act.setup = Schedule::default();

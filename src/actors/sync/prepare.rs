@@ -161,10 +161,8 @@ pub(super) fn source_side(h: &DbHandle) -> SourceSide {
     }
 }
 
+/// Prepares a one-source sync (a multi-master sync: `multi_prep::prepare_multi`).
 pub async fn prepare(i: Inputs) -> Result<Prepared, PgError> {
-    if i.plan.sources.len() > 1 {
-        return super::multi_prep::prepare_multi(i).await;
-    }
     let plan = &i.plan;
     let source = &plan.sources[0];
     let source_handle = handle(&i.databases[source], source).await?;
