@@ -17,7 +17,7 @@ import time
 
 from . import procs
 from .cluster import CommandError, Cluster
-from .data import CHEAP, MD5, LagProbe, copy_schema_and_data, make_pair
+from .data import CHEAP, MD5, LagProbe, copy_schema_and_data, make_pair, place_marker, wait_marker
 from .peers import DB, Drover
 from .workloads import MAIN_SCALE, destroy, fmt_ms, guarded, percentile
 
@@ -37,10 +37,22 @@ def _fingerprint(cluster, db):
         return c.value(CHEAP), c.value(MD5)
 
 
-def _wait_equal(want, targets, t0, timeout, check):
+def _wait_equal(want, targets, t0, timeout, check, marker=None, on_marker=None):
     """Seconds from t0 until every (cluster, db) in targets shows `want` (the
-    source's fingerprint), or None on timeout. Each target is polled on its
-    own connection; one that matched is not polled again."""
+    source's fingerprint), or None on timeout. With a marker (data.place_marker,
+    placed before `want` was taken), the time is when the last target showed
+    the marker, if every target is then equal; polling the marker costs an
+    index lookup where the fingerprint costs a scan of every table.
+    `on_marker` is called once every target has the marker, before the
+    fingerprints are taken."""
+    if marker is not None:
+        seen = _wait_markers(marker, targets, t0, timeout, check)
+        if seen is None:
+            return None
+        if on_marker:
+            on_marker()
+        if all(_fingerprint(cluster, db) == want for cluster, db in targets):
+            return seen
     conns = {}
     left = list(targets)
     try:
@@ -67,6 +79,19 @@ def _wait_equal(want, targets, t0, timeout, check):
     finally:
         for c in conns.values():
             c.close()
+
+
+def _wait_markers(marker, targets, t0, timeout, check):
+    """Seconds from t0 until the last target shows the marker row, or None."""
+    latest = 0.0
+    for cluster, db in targets:
+        # Polled one after another: a target that had the marker before the
+        # one polled ahead of it counts from its first poll, a poll later.
+        seen = wait_marker(cluster, marker, t0, timeout, on_poll=check, db=db)
+        if seen is None:
+            return None
+        latest = max(latest, seen)
+    return latest
 
 
 # -- fan-out ------------------------------------------------------------------
@@ -100,25 +125,38 @@ def _fan_out_case(ctx, n):
         runs = []
         for run_no in range(ctx.p.runs):
             _, bench = src.pgbench(DB, ["-n", "-t", str(ctx.p.fanout_transactions)])
+            marker = place_marker(src)
             want = _fingerprint(src, DB)
-            src0, t0 = src.cpu_seconds(), time.monotonic()
+            src0, tgt0, t0 = src.cpu_seconds(), tgt.cpu_seconds(), time.monotonic()
             peer.start()
+            cpu = {}
+
+            def at_marker():
+                # Before the fingerprints: they scan every target table.
+                cpu.update(src=src.cpu_seconds() - src0, tgt=tgt.cpu_seconds() - tgt0)
+
             with procs.OtherLoad([src, tgt], peer) as load:
-                secs = _wait_equal(want, [(tgt, db) for db in dbs.values()], t0, ctx.p.fanout_timeout, peer.check_alive)
+                secs = _wait_equal(want, [(tgt, db) for db in dbs.values()], t0, ctx.p.fanout_timeout, peer.check_alive,
+                                   marker, at_marker)
                 daemon_cpu = peer.cpu_seconds()
-            src_cpu = src.cpu_seconds() - src0
+            src_cpu = cpu.get("src", src.cpu_seconds() - src0)
+            tgt_cpu = cpu.get("tgt")
             peer.stop()
             r = {"seconds": secs, "transactions": bench["transactions"], "source_cpu_s": src_cpu,
-                 "daemon_cpu_s": daemon_cpu, "other_cores": round(load.cores, 2)}
+                 "target_cpu_s": tgt_cpu, "daemon_cpu_s": daemon_cpu, "other_cores": round(load.cores, 2)}
             runs.append(r)
             ctx.log(f"    run {run_no + 1}: {r['transactions']} tx to {n} target(s) in "
-                    f"{'timeout' if secs is None else f'{secs:.2f} s'}, source cpu {src_cpu:.2f} s, "
+                    f"{'timeout' if secs is None else f'{secs:.2f} s'}, source cpu {src_cpu:.2f} s, target cpu {_f(tgt_cpu)} s, "
                     f"daemon cpu {daemon_cpu:.2f} s, other processes {r['other_cores']:.2f} cores")
             if secs is None:
                 break
         return {"runs": runs}
     finally:
         destroy(peer, [src, tgt], ctx.keep)
+
+
+def _f(x):
+    return "-" if x is None else f"{x:.2f}"
 
 
 # -- isolation ----------------------------------------------------------------

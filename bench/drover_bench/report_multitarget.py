@@ -22,15 +22,17 @@ def fanout(w):
         if not n.isdigit():
             continue
         if r.error_of(case):
-            rows.append([n, "-", "failed: " + case["error"].splitlines()[0][:120], "-", "-", "-"])
+            rows.append([n, "-", "failed: " + case["error"].splitlines()[0][:120], "-", "-", "-", "-"])
             continue
         runs = case["runs"]
         rows.append([n, ", ".join(str(x["transactions"]) for x in runs), r.flist(r._secs(runs)),
                      r.f(r.median(r._secs(runs))), r.f(r.median([_cpu_per_k(x) for x in runs]), 3),
+                     r.f(r.median([_cpu_per_k(x, "target_cpu_s") for x in runs]), 3),
                      r.flist([x.get("other_cores") for x in runs])])
-    return (f"### 7. Fan-out (drover): {w['pgbench']} (s); source server CPU s per 1,000 replicated transactions\n"
+    return (f"### 7. Fan-out (drover): {w['pgbench']} (s); source and target server CPU s per 1,000 replicated "
+            "transactions, until the last target had the marker\n"
             + r.table(["targets", "transactions", "seconds per run", "median s", "source CPU s / 1k tx",
-                       "other processes, cores"], rows))
+                       "target CPU s / 1k tx", "other processes, cores"], rows))
 
 
 def isolation(w):
@@ -53,8 +55,11 @@ def isolation(w):
                        "probes unseen", "other processes, cores"], rows))
 
 
-def _cpu_per_k(x):
-    return x["source_cpu_s"] / x["transactions"] * 1000 if x["transactions"] else None
+def _cpu_per_k(x, key="source_cpu_s"):
+    # Runs recorded before target CPU was measured have no such key.
+    if x.get(key) is None or not x["transactions"]:
+        return None
+    return x[key] / x["transactions"] * 1000
 
 
 def _case(w, n):

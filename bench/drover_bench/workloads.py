@@ -226,7 +226,7 @@ def _catch_up_peer(ctx, name, scale, args, timeout):
 
 
 def _measure_catch_up(ctx, peer, timeout):
-    poll = EqualityPoll(peer.source, peer.target)
+    poll = EqualityPoll(peer.source, peer.target, marker=True)
     clusters = peer.clusters()
     server0 = sum(c.cpu_seconds() for c in clusters)
     waiter, wait_seconds = None, [None]
