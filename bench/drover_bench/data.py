@@ -106,13 +106,16 @@ class EqualityPoll:
         self.source_cheap, self.source_md5 = fingerprint(source)
         self.target = target
 
-    def wait(self, t0, timeout, min_interval=0.02, on_poll=None):
+    def wait(self, t0, timeout, min_interval=0.02, on_poll=None, on_marker=None):
         """Returns seconds from `t0` (time.monotonic()) until equal, or None
-        on timeout. `on_poll` is called after every poll (it may raise)."""
+        on timeout. `on_poll` is called after every poll (it may raise);
+        `on_marker` once the marker arrived, before the fingerprints."""
         if self.marker is not None:
             seen = wait_marker(self.target, self.marker, t0, timeout, on_poll)
             if seen is None:
                 return None
+            if on_marker:
+                on_marker()
             if fingerprint(self.target) == (self.source_cheap, self.source_md5):
                 return seen
         return self._wait_fingerprint(t0, timeout, min_interval, on_poll)

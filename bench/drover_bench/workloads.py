@@ -242,11 +242,17 @@ def _measure_catch_up(ctx, peer, timeout):
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
     check = peer.check_alive if isinstance(peer, Drover) else None
+    cpu = {}
+
+    def at_marker():
+        # Before the fingerprints, which scan every table of the target.
+        cpu.update(daemon=peer.cpu_seconds(), server=sum(c.cpu_seconds() for c in clusters) - server0)
+
     try:
         with procs.OtherLoad(clusters, peer) as load, ResourceSampler(peer) as sampler:
-            seconds = poll.wait(t0, timeout, on_poll=check)
-            daemon_cpu = peer.cpu_seconds()
-        server_cpu = sum(c.cpu_seconds() for c in clusters) - server0
+            seconds = poll.wait(t0, timeout, on_poll=check, on_marker=at_marker)
+            daemon_cpu = cpu.get("daemon", peer.cpu_seconds())
+        server_cpu = cpu.get("server", sum(c.cpu_seconds() for c in clusters) - server0)
     finally:
         if waiter is not None:
             if waiter.poll() is None:
