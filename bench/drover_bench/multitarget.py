@@ -4,7 +4,7 @@ fanout: one source to 4 targets vs the same to 1 target, in the same run. A
 backlog of pgbench transactions is captured while the daemon is stopped, then
 the daemon is started and timed until every target equals the source; the
 source server's CPU over that time, per replicated transaction, is the cost of
-reading for the targets (the equality polls touch only the targets).
+reading for the targets (taken when the marker arrived, before the equality check).
 
 isolation: one source to 2 targets under steady load; the lag of the healthy
 target is probed while the other is healthy, stopped (pg_ctl stop, restarted

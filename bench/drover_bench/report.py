@@ -265,8 +265,9 @@ def cost(w, peers):
             row[6] = f(d / pd, 3)
     return ("### 5. Cost during catch-up: CPU seconds per 1,000 replicated transactions, peak RSS\n"
             "Daemon CPU is the peer's own processes (Bucardo: all of them); server CPU is every PostgreSQL "
-            "process of the clusters involved (source, target, and Bucardo's control cluster), including the "
-            "benchmark's equality polls.\n"
+            "process of the clusters involved (source, target, and Bucardo's control cluster), up to the "
+            "marker's arrival (before the equality check; runs before 2026-12-07's second run included "
+            "the equality polls).\n"
             + table(["peer", "backlog", "transactions", "daemon CPU s / 1k tx", "server CPU s / 1k tx",
                      "daemon peak RSS MB", "drover/Bucardo daemon CPU"], rows))
 
