@@ -11,6 +11,12 @@ use crate::round::plan::TablePlan;
 use crate::round::signature::sql;
 use crate::round::snapshot::Snapshot;
 
+/// The round's reads find the current rows of changed keys through the key's index, as the
+/// apply does on the target (`round::session`): at the default random_page_cost the planner
+/// hashed 1 % of a table's keys against a scan of the whole table, in parallel workers on a
+/// production source. Transaction-local, and no snapshot is taken by a SET.
+const INDEX_LOOKUPS: &str = "SET LOCAL random_page_cost = 1.1; ";
+
 /// The batch that opens a round's source snapshot: `begin` (empty when the transaction is
 /// already open), the snapshot with the `extra` columns of its row (`rewind`'s source
 /// identity), then the signatures of the round's tables in plan order.
@@ -21,7 +27,7 @@ pub fn snapshot_sql(begin: &str, source: &str, tables: &[Arc<TablePlan>], extra:
         .collect();
     let rels = format!("'{{{}}}'::pg_catalog.oid[]", oids.join(","));
     format!(
-        "{begin}SELECT txid_current_snapshot()::text{sep}{extra}; {}",
+        "{begin}{INDEX_LOOKUPS}SELECT txid_current_snapshot()::text{sep}{extra}; {}",
         sql(&rels),
         sep = if extra.is_empty() { "" } else { ", " }
     )
