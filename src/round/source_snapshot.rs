@@ -14,7 +14,8 @@ use crate::round::snapshot::Snapshot;
 /// The round's reads find the current rows of changed keys through the key's index, as the
 /// apply does on the target (`round::session`): at the default random_page_cost the planner
 /// hashed 1 % of a table's keys against a scan of the whole table, in parallel workers on a
-/// production source. Transaction-local, and no snapshot is taken by a SET.
+/// production source. Transaction-local, and no snapshot is taken by a SET. (A DBA's lower
+/// value would need a `set_config` row in this batch's answer; 1.1 is close enough.)
 const INDEX_LOOKUPS: &str = "SET LOCAL random_page_cost = 1.1; ";
 
 /// The batch that opens a round's source snapshot: `begin` (empty when the transaction is
