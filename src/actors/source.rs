@@ -1,10 +1,11 @@
 //! SourceActor: one per (sync, source) of a one-source sync. Target actors ask it for the
 //! batch after their progress (`ReadBatch`); requests that a read in flight, or one finished
 //! within the last tick, answers share that read (`round::batch_share`), so under steady load
-//! the source is read once per round whatever the number of targets. A target it cannot
-//! answer (lagging, held tables, a batch too large to share, a failed read) gets None and
-//! runs a round of its own, as before; after a batch too large to share, every request does
-//! for `LARGE_PAUSE`. Each read it makes is counted in
+//! the source is read once per round whatever the number of targets. With several targets a
+//! backlog too large for text is read once too, as COPY data held in memory up to a cap
+//! (`round::batch_copy`). A target it cannot answer (lagging, held tables, a batch too large
+//! to share, a failed read) gets None and runs a round of its own, as before; after a batch
+//! too large to share, every request does for `LARGE_PAUSE`. Each read it makes is counted in
 //! `drover_source_reads_total`.
 
 use std::sync::Arc;
@@ -30,6 +31,9 @@ pub struct SourceActor {
     metrics: Addr<MetricsActor>,
     /// A read that takes longer is dropped (its transaction rolls back): `round_deadline`.
     deadline: Duration,
+    /// Several targets: a larger batch is read once as COPY data (`batch_copy`). With one
+    /// target its own round pipes the rows instead, overlapping read and write.
+    copy_large: bool,
     sharing: Sharing<BatchRequest, Arc<Batch>, Reply>,
     /// Tables the last batch found changed: the next read reads their rows in its first flight.
     busy: Vec<String>,
@@ -39,16 +43,23 @@ pub struct SourceActor {
 }
 
 impl SourceActor {
-    pub fn new(sync: &str, source: &str, metrics: Addr<MetricsActor>, deadline: Duration) -> Self {
+    pub fn new(sync: &str, source: &str, metrics: Addr<MetricsActor>, targets: usize) -> Self {
         SourceActor {
             sync: sync.to_string(),
             source: source.to_string(),
             metrics,
-            deadline,
+            deadline: Duration::MAX,
+            copy_large: targets > 1,
             sharing: Sharing::default(),
             busy: Vec::new(),
             own_until: None,
         }
+    }
+
+    /// Reads that take longer than `deadline` are dropped.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// What a target's rounds call to ask this actor.
@@ -64,9 +75,9 @@ impl SourceActor {
             sync: self.sync.clone(),
             source: self.source.clone(),
         });
-        let (busy, deadline) = (self.busy.clone(), self.deadline);
+        let (busy, deadline, large) = (self.busy.clone(), self.deadline, self.copy_large);
         let read = async move {
-            let got = tokio::time::timeout(deadline, batch::read(&req, &busy)).await;
+            let got = tokio::time::timeout(deadline, batch::read(&req, &busy, large)).await;
             let batch = match got {
                 Ok(Ok(b)) => Some(Arc::new(b)),
                 Ok(Err(e)) => {

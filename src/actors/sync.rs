@@ -402,13 +402,16 @@ impl SyncActor {
         if self.plan.sources.len() > 1 {
             return;
         }
-        for t in self.plan.receivers_of(&self.plan.sources[0]) {
+        let receivers: Vec<String> = (self.plan.receivers_of(&self.plan.sources[0]))
+            .map(str::to_string)
+            .collect();
+        for t in &receivers {
             let addr = TargetActor::new(self.limits).start();
             self.targets.insert(t.to_string(), addr);
         }
         let (sync, source) = (&self.plan.name, &self.plan.sources[0]);
-        let deadline = self.limits.round_deadline;
-        let actor = SourceActor::new(sync, source, self.metrics.clone(), deadline);
+        let actor = SourceActor::new(sync, source, self.metrics.clone(), receivers.len())
+            .with_deadline(self.limits.round_deadline);
         self.source = Some(actor.start());
     }
 

@@ -124,3 +124,47 @@ pub async fn copy_in_bytes(
         .await
         .map_err(|e| PgError::query(database, purpose, e))
 }
+
+/// Reads all of `COPY ... TO STDOUT` into chunks of about `COALESCE_BYTES`, or None once it
+/// passes `cap` bytes (the rest is not kept: dropping the stream discards it).
+pub async fn read_all<S: ?Sized + ToStatement>(
+    from: CopyEnd<'_, S>,
+    cap: usize,
+    purpose: &str,
+) -> Result<Option<Vec<Bytes>>, PgError> {
+    let err = |e| PgError::query(from.database, purpose, e);
+    let out = from.tx.copy_out(from.sql).await.map_err(err)?;
+    futures::pin_mut!(out);
+    let (mut chunks, mut buf, mut total) = (Vec::new(), BytesMut::new(), 0usize);
+    while let Some(chunk) = out.next().await {
+        let chunk = chunk.map_err(err)?;
+        total += chunk.len();
+        if total > cap {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= COALESCE_BYTES {
+            chunks.push(buf.split().freeze());
+        }
+    }
+    if !buf.is_empty() {
+        chunks.push(buf.freeze());
+    }
+    Ok(Some(chunks))
+}
+
+/// Feeds chunks already read (`read_all`) to `COPY ... FROM STDIN`; returns the rows stored.
+pub async fn write_all<S: ?Sized + ToStatement>(
+    to: CopyEnd<'_, S>,
+    chunks: &[Bytes],
+    purpose: &str,
+) -> Result<u64, PgError> {
+    let err = |e| PgError::query(to.database, purpose, e);
+    let sink = to.tx.copy_in::<_, Bytes>(to.sql).await.map_err(err)?;
+    futures::pin_mut!(sink);
+    for c in chunks {
+        // Cheap clones: the bytes are shared with every other target of the batch.
+        sink.feed(c.clone()).await.map_err(err)?;
+    }
+    sink.as_mut().finish().await.map_err(err)
+}

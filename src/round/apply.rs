@@ -15,42 +15,31 @@
 //! a prepare round trip of its own).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
-
-use tokio_postgres::SimpleQueryMessage;
 
 use crate::capture::partitions;
 use crate::pg::connect::checkout;
 use crate::pg::error::PgError;
 use crate::pg::simple;
 use crate::pg::txn::ReadTx;
-use crate::round::apply_steps::{ApplySteps, CopyApply, Pipes, Prepared, Scope, TableWork};
+use crate::round::apply_steps::{Scope, TableWork};
 use crate::round::backlog;
+use crate::round::copy_apply::{apply_copy, CopyRound, RowsFrom};
 use crate::round::in_place;
+use crate::round::input::RoundInput;
 pub use crate::round::limits::Limits;
+use crate::round::opening::{open_apply, progress_for, Opening};
 use crate::round::pending;
 use crate::round::plan::{TablePlan, Window};
-use crate::round::progress::{self, check_progress, load_progress, ProgressCache, ProgressSql};
+use crate::round::progress::load_progress;
 use crate::round::report::{RoundReport, TableCounts, TargetReport};
 use crate::round::rewind;
-use crate::round::session::{commit_apply, session_settings};
-use crate::round::side::{SourceSide, TargetSide};
+use crate::round::session::commit_apply;
+use crate::round::side::TargetSide;
 use crate::round::small;
 use crate::round::snapshot::Snapshot;
 use crate::round::source_snapshot;
 use crate::round::timing::Phases;
-
-/// Everything a round reads; the progress cache is updated in place.
-pub struct RoundInput<'a> {
-    pub sync: &'a str,
-    pub source: &'a SourceSide,
-    pub targets: &'a [TargetSide],
-    /// Parents before children.
-    pub tables: &'a [Arc<TablePlan>],
-    pub progress: &'a mut ProgressCache,
-    pub limits: &'a Limits,
-}
 
 pub async fn run_round(input: RoundInput<'_>) -> RoundReport {
     let started = Instant::now();
@@ -392,49 +381,8 @@ async fn apply_target(
         }
     }
     let ttx = begin(&mut client, dst, steps).await?;
-    let scope = Scope {
-        src: input.source.name.as_str(),
-        tables: input.tables,
-    };
-    let plan = ApplySteps::new(&scope, target, work);
-    // One flight: the session setup, the progress lock, check and update (a failed check
-    // rolls the update back), and every statement the round runs, prepared on both sides.
-    let progress = progress_for(input, target, cur);
-    let opening = Opening {
-        sql: &progress,
-        extra: &plan.temp_tables,
-        batch: None,
-    };
-    let (opened, tstmts, sstmts) = tokio::join!(
-        open_apply(&ttx, input, target, work, opening),
-        futures::future::try_join_all(plan.target_sql.iter().map(|q| ttx.prepare(q))),
-        futures::future::try_join_all(plan.source_sql.iter().map(|q| stx.prepare(q))),
-    );
-    opened?;
-    let stmts = Prepared {
-        target: tstmts.map_err(|e| PgError::query(dst, "prepare the apply statements", e))?,
-        source: sstmts.map_err(|e| PgError::query(scope.src, "prepare the read statements", e))?,
-    };
-    steps.mark("target_setup");
-    let pipes = Pipes {
-        stx,
-        src: scope.src,
-        ttx: ttx.client(),
-        dst,
-    };
-    let copy = CopyApply {
-        ttx: &ttx,
-        pipes: &pipes,
-        plan: &plan,
-        stmts: &stmts,
-    };
-    copy.deletes(input.tables, work, counts).await?;
-    steps.mark("target_deletes");
-    copy.rows(input.tables, counts).await?;
-    steps.mark("target_rows");
-    commit_apply(ttx, &target.replica_role, dst).await?;
-    steps.mark("target_commit");
-    Ok(true)
+    let side = CopyRound { target, cur, work };
+    apply_copy(ttx, input, side, RowsFrom::Source(stx), counts, steps).await
 }
 
 pub(crate) async fn begin<'c>(
@@ -531,67 +479,4 @@ pub(crate) async fn apply_text(
     commit_apply(ttx, &target.replica_role, dst).await?;
     steps.mark("target_commit");
     Ok(true)
-}
-
-/// The statements that open an apply, and `extra` statements (temp tables) and a `batch` (a
-/// small round's changes) that go in the same flight.
-struct Opening<'a> {
-    sql: &'a ProgressSql,
-    extra: &'a str,
-    batch: Option<&'a str>,
-}
-
-/// The progress rows of this round's sync and source on its targets.
-fn progress_rows<'a>(input: &'a RoundInput<'_>) -> progress::Rows<'a> {
-    progress::Rows {
-        sync: input.sync,
-        source: &input.source.name,
-        tables: input.tables,
-        identity: input.progress.identity.current(&input.source.name),
-    }
-}
-
-/// The statements that open an apply on `target`, moving progress to `cur`. No wait for the
-/// WAL flush (the purge waits instead: see `purge`).
-fn progress_for(input: &RoundInput<'_>, target: &TargetSide, cur: &Snapshot) -> ProgressSql {
-    let mut settings = input.limits.settings();
-    settings.push(("synchronous_commit", "off".to_string()));
-    let session = session_settings(input.sync, &target.replica_role, &settings);
-    progress::progress_sql(&progress_rows(input), session, cur)
-}
-
-/// Sends the session setup (with `extra` statements), the progress lock, the update and then
-/// `batch`, if any, in one flight; checks the locked progress against the cache (a mismatch
-/// fails the apply, and the rollback undoes the batch too). Returns the batch's answer.
-async fn open_apply(
-    ttx: &tokio_postgres::Transaction<'_>,
-    input: &RoundInput<'_>,
-    target: &TargetSide,
-    work: &[TableWork],
-    o: Opening<'_>,
-) -> Result<Vec<SimpleQueryMessage>, PgError> {
-    let dst = target.name.as_str();
-    let (sql, batch) = (o.sql, o.batch);
-    let setup = format!("{}\n{}", sql.session, o.extra);
-    let what = |e| PgError::query(dst, "lock and record progress", e);
-    let (_, locked, _, done) = tokio::try_join!(
-        // In statement order: after the first error the later statements of the flight
-        // fail with 25P02, and the first error is the one to report.
-        biased;
-        async { ttx.simple_query(&setup).await.map_err(what) },
-        async { ttx.simple_query(&sql.lock).await.map_err(what) },
-        async { ttx.simple_query(&sql.update).await.map_err(what) },
-        async {
-            match batch {
-                Some(b) => ttx
-                    .simple_query(b)
-                    .await
-                    .map_err(|e| PgError::query(dst, "apply changed rows", e)),
-                None => Ok(Vec::new()),
-            }
-        }
-    )?;
-    let prevs = work.iter().map(|w| &w.prev);
-    check_progress(&simple::rows(locked), &progress_rows(input), dst, prevs)?;
-    Ok(done)
 }

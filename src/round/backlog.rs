@@ -64,6 +64,11 @@ fn constraint_violation(e: &PgError) -> bool {
 /// Most delta rows of one table one round applies; a larger backlog is split into rounds.
 const ROUND_BUDGET: u64 = 100_000;
 
+/// Whether every table's pending rows fit one round (`bound` cuts nothing).
+pub(crate) fn within_budget(work: &[TableWork]) -> bool {
+    work.iter().all(|w| w.pending <= ROUND_BUDGET || w.truncate)
+}
+
 /// The transaction-id cut that keeps this round within `ROUND_BUDGET` rows per table, or None
 /// to apply everything visible in `cur`. The cut is valid only at or below `cur.xmin()`
 /// (nothing below it still running) and at or above every `prev.xmax()` (it must not go back).
@@ -73,7 +78,7 @@ pub(crate) async fn bound(
     work: &[TableWork],
     cur: &Snapshot,
 ) -> Result<Option<i64>, PgError> {
-    if work.iter().all(|w| w.pending <= ROUND_BUDGET || w.truncate) {
+    if within_budget(work) {
         return Ok(None);
     }
     let src = scope.src;

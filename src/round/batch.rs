@@ -4,11 +4,12 @@
 //! progress is that start, so under steady load the source is read once per round whatever
 //! the number of targets (`batch_apply` applies it on one target).
 //!
-//! Only small batches are shared (`small`: the changed rows travel as text, so the source
-//! transaction ends right after the read and holds no snapshot while targets apply). A batch
-//! with a table over the small limit, a TRUNCATE or a key-less table with changes says so
-//! (`changes` is None): each target then runs its own round under its own snapshot (COPY
-//! path, bounded backlog rounds), as before.
+//! A small batch's changed rows travel as text (`small`); a larger one of a sync with several
+//! targets as the COPY data its targets' own rounds would read (`batch_copy`), held in memory
+//! up to a cap. Either way the source transaction ends right after the read and holds no
+//! snapshot while targets apply. A batch that is neither (over the cap or a round's budget, a
+//! TRUNCATE, or a key-less table's changes with a single target) says so: each target then runs
+//! its own round under its own snapshot (COPY piped from the source, bounded backlog rounds).
 
 use std::sync::Arc;
 
@@ -19,7 +20,8 @@ use crate::pg::connect::checkout;
 use crate::pg::error::PgError;
 use crate::pg::simple;
 use crate::pg::txn::ReadTx;
-use crate::round::apply_steps::TableWork;
+use crate::round::apply_steps::{Scope, TableWork};
+use crate::round::batch_copy::{self, Copied};
 use crate::round::batch_rows::{self, KeyedChanges};
 use crate::round::pending;
 use crate::round::plan::{partitioned, TablePlan, Window};
@@ -67,25 +69,41 @@ pub struct Batch {
     /// Every pending table's changes as text, with their delta rows; None when the batch is
     /// not small.
     pub(crate) changes: Option<Vec<KeyedChanges>>,
+    /// A larger batch's COPY reads (`batch_copy`), for targets exactly at its start.
+    pub(crate) copied: Option<Copied>,
 }
 
 impl Batch {
-    /// Small enough to share: its changes travel as text.
+    /// Targets may apply it: its changes travel as text or as COPY data.
     pub fn shareable(&self) -> bool {
-        self.changes.is_some()
+        self.changes.is_some() || self.copied.is_some()
     }
 
     /// Whether a target whose progress is `prevs` may apply this batch: each is at or after
     /// the batch's start and within its snapshot (the apply moves progress to the snapshot).
+    /// COPY data holds every change after the start, so only a target exactly there takes it.
     pub fn serves(&self, prevs: &[Snapshot]) -> bool {
+        if self.copied.is_some() {
+            return self.start == prevs;
+        }
         self.start.len() == prevs.len()
             && (self.start.iter().zip(prevs)).all(|(s, p)| s.within(p) && p.within(&self.cur))
     }
 
     /// Whether a target at `prevs` would apply rows from it (`batch_share` gives a kept batch
-    /// only then). False when the batch is not small.
+    /// only then). False when the batch is not shareable.
     pub fn brings(&self, prevs: &[Snapshot]) -> bool {
-        (self.changes.as_ref()).is_some_and(|c| batch_rows::unseen(c, prevs))
+        match (&self.changes, &self.copied) {
+            (Some(c), _) => batch_rows::unseen(c, prevs),
+            // Only ever built with changes pending (else it would be small).
+            (None, Some(_)) => self.start == prevs,
+            (None, None) => false,
+        }
+    }
+
+    /// Bytes of COPY data it holds (`batch_share` keeps at most one such batch).
+    pub fn copied_bytes(&self) -> usize {
+        self.copied.as_ref().map_or(0, |c| c.bytes)
     }
 
     /// What a target at `prevs` (which `serves` accepted) applies: each table's work after
@@ -132,8 +150,9 @@ pub type ReadShared =
 /// Reads the batch after `req.prevs`: the first flight carries the snapshot, the purge
 /// horizons, the pending counts, the partitions check and the changes of the `busy` tables
 /// (those the last batch found changed); a small batch's other changed tables are read in a
-/// second flight. The transaction is rolled back before returning.
-pub async fn read(req: &BatchRequest, busy: &[String]) -> Result<Batch, PgError> {
+/// second flight, a larger one's COPY data after it when `copy_large` (several targets).
+/// The transaction is rolled back before returning.
+pub async fn read(req: &BatchRequest, busy: &[String], copy_large: bool) -> Result<Batch, PgError> {
     let src = req.source.name.as_str();
     let client = checkout(&req.source.pool, src).await?;
     let guard = ReadTx::new(&client);
@@ -186,6 +205,15 @@ pub async fn read(req: &BatchRequest, busy: &[String]) -> Result<Batch, PgError>
     } else {
         None
     };
+    let copied = if changes.is_none() && copy_large {
+        let scope = Scope {
+            src,
+            tables: &req.tables,
+        };
+        batch_copy::read(stx, &scope, &work).await?
+    } else {
+        None
+    };
     // Read only: dropping rolls back without waiting for the answer.
     drop(guard);
     Ok(Batch {
@@ -195,6 +223,7 @@ pub async fn read(req: &BatchRequest, busy: &[String]) -> Result<Batch, PgError>
         horizons: rewind::parse_horizons(&simple::rows(horizons)),
         work,
         changes,
+        copied,
     })
 }
 

@@ -1,10 +1,11 @@
 //! One target's round from a shared source batch (`batch`): the target asks its source actor
 //! for the batch after its progress, and applies it in its own transaction with its progress,
 //! exactly as a round with its own read would (the progress check in that transaction keeps
-//! it exact: a target whose progress moved meanwhile fails and reads again). A batch that is
-//! not small, a target whose progress or source identity is not known yet, a failed shared
-//! read, and a small apply a unique index refuses all fall back to the target's own round
-//! (`apply::run_round`).
+//! it exact: a target whose progress moved meanwhile fails and reads again). A small batch is
+//! applied as text (`apply_text`), a larger one through COPY from the data read once
+//! (`copy_apply`). A batch that is neither, a target whose progress is not known yet, a failed
+//! shared read, and a small apply a unique index refuses all fall back to the target's own
+//! round (`apply::run_round`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,11 +13,16 @@ use std::time::Instant;
 
 use crate::pg::connect::checkout;
 use crate::pg::error::PgError;
-use crate::round::apply::{self, apply_text, begin, check_rewind, Done, RoundInput, TextRound};
+use crate::round::apply::{self, apply_text, begin, check_rewind, Done, TextRound};
+use crate::round::apply_steps::TableWork;
 use crate::round::batch::{Batch, BatchRequest, ReadShared};
+use crate::round::copy_apply::{apply_copy, CopyRound, RowsFrom};
 use crate::round::in_place;
+use crate::round::input::RoundInput;
 use crate::round::progress::load_progress;
 use crate::round::report::{RoundReport, TableCounts, TargetReport};
+use crate::round::small::TextChanges;
+use crate::round::snapshot::Snapshot;
 use crate::round::timing::Phases;
 
 /// A round for the input's one target from a shared batch, or its own round when no shared
@@ -47,7 +53,15 @@ async fn ask(input: &mut RoundInput<'_>, shared: &ReadShared) -> Option<Arc<Batc
             .await
             .ok()?;
     }
-    let id_sql = input.progress.identity.known_sql(src)?;
+    let id_sql = match input.progress.identity.known_sql(src) {
+        Some(sql) => sql,
+        // Asked once per source, so that a target's first round can share a read too (a
+        // backlog found at start is the largest batch there is).
+        None => {
+            let client = checkout(&input.source.pool, src).await.ok()?;
+            input.progress.identity.sql(&*client, src).await.ok()?
+        }
+    };
     let prevs = (input.tables.iter())
         .map(|t| input.progress.get(src, &target.name, &t.display))
         .collect();
@@ -61,7 +75,25 @@ async fn ask(input: &mut RoundInput<'_>, shared: &ReadShared) -> Option<Arc<Batc
     shared(req).await
 }
 
-/// Applies a small batch to the input's one target; false when the target must run a round
+/// What one target applies of a shared batch.
+enum Shared<'b> {
+    Text(Vec<TextChanges>),
+    Copied(&'b [Vec<bytes::Bytes>]),
+}
+
+/// This target's work and share of `batch`, or None when it runs a round of its own.
+fn share_of<'b>(batch: &'b Batch, prevs: &[Snapshot]) -> Option<(Vec<TableWork>, Shared<'b>)> {
+    if !batch.serves(prevs) {
+        return None;
+    }
+    if let Some((work, changes)) = batch.for_target(prevs) {
+        return Some((work, Shared::Text(changes)));
+    }
+    let copied = batch.copied.as_ref()?;
+    Some((batch.work.clone(), Shared::Copied(&copied.reads)))
+}
+
+/// Applies a shared batch to the input's one target; false when the target must run a round
 /// of its own instead (nothing of this attempt stays).
 async fn apply_batch(
     input: &mut RoundInput<'_>,
@@ -76,10 +108,7 @@ async fn apply_batch(
     let prevs: Vec<_> = (input.tables.iter())
         .map(|t| input.progress.get(src, &target.name, &t.display))
         .collect();
-    if !batch.serves(&prevs) {
-        return false;
-    }
-    let Some((work, changes)) = batch.for_target(&prevs) else {
+    let Some((work, shared)) = share_of(batch, &prevs) else {
         return false;
     };
     if let Some(id) = &batch.id {
@@ -109,13 +138,7 @@ async fn apply_batch(
     let needed =
         (work.iter()).any(|w| w.pending > 0 || (w.retained > 0 && cur.xmin() > w.prev.xmin()));
     if needed {
-        let text = TextRound {
-            target,
-            cur,
-            work: &work,
-            changes: &changes,
-        };
-        tr.result = apply_one(input, text, &mut tr.tables, steps).await;
+        tr.result = apply_one(input, (&work, cur), shared, &mut tr.tables, steps).await;
         if let Err(e) = &tr.result {
             // Two rows swapping values of a unique index: the target's own round applies the
             // table through COPY (`in_place::update_rows`).
@@ -134,12 +157,28 @@ async fn apply_batch(
 /// One transaction on the target: the batch's rows and the progress, together.
 async fn apply_one(
     input: &RoundInput<'_>,
-    text: TextRound<'_>,
+    (work, cur): (&[TableWork], &Snapshot),
+    shared: Shared<'_>,
     counts: &mut HashMap<String, TableCounts>,
     steps: &mut Phases,
 ) -> Result<bool, PgError> {
-    let dst = text.target.name.as_str();
-    let mut client = checkout(&text.target.pool, dst).await?;
+    let target = &input.targets[0];
+    let dst = target.name.as_str();
+    let mut client = checkout(&target.pool, dst).await?;
     let ttx = begin(&mut client, dst, steps).await?;
-    apply_text(ttx, input, text, counts, steps).await
+    match shared {
+        Shared::Text(changes) => {
+            let text = TextRound {
+                target,
+                cur,
+                work,
+                changes: &changes,
+            };
+            apply_text(ttx, input, text, counts, steps).await
+        }
+        Shared::Copied(reads) => {
+            let side = CopyRound { target, cur, work };
+            apply_copy(ttx, input, side, RowsFrom::Copied(reads), counts, steps).await
+        }
+    }
 }

@@ -13,6 +13,11 @@ pub const TICK: Duration = Duration::from_millis(20);
 /// before the source actor) instead of paying for a shared read of counts first.
 pub const LARGE_PAUSE: Duration = Duration::from_secs(1);
 
+/// How long a batch of COPY data (`batch_copy`) answers the requests at its start: its read
+/// cost tens of milliseconds or more, so targets whose rounds end or start apart (a sync's
+/// targets after the daemon starts) still share it.
+pub const COPIED_KEEP: Duration = Duration::from_secs(1);
+
 /// Most batches kept for the tick (different starts: lagging targets, held tables).
 const KEPT: usize = 8;
 
@@ -29,6 +34,18 @@ pub trait Serves<R>: Clone {
     /// Whether it holds changes a target that asked `req` has not applied. One that
     /// applied them (or a batch without changes) would give that target nothing.
     fn brings(&self, req: &R) -> bool;
+    /// Memory it holds beyond its text: at most one such batch is kept after its read.
+    fn large(&self) -> bool {
+        false
+    }
+    /// How long after its read it answers requests.
+    fn keep(&self) -> Duration {
+        if self.large() {
+            COPIED_KEEP
+        } else {
+            TICK
+        }
+    }
 }
 
 impl Start for super::batch::BatchRequest {
@@ -44,6 +61,10 @@ impl Serves<super::batch::BatchRequest> for std::sync::Arc<super::batch::Batch> 
 
     fn brings(&self, req: &super::batch::BatchRequest) -> bool {
         super::batch::Batch::brings(self, &req.prevs)
+    }
+
+    fn large(&self) -> bool {
+        self.copied_bytes() > 0
     }
 }
 
@@ -65,6 +86,7 @@ pub enum Asked<R, B, W> {
 
 pub struct Sharing<R, B, W> {
     flights: Vec<Flight<R, W>>,
+    /// Batches that answer requests until their instant.
     recent: Vec<(R, Instant, B)>,
     next: u64,
 }
@@ -81,8 +103,7 @@ impl<R, B, W> Default for Sharing<R, B, W> {
 
 impl<R: Start, B: Serves<R>, W> Sharing<R, B, W> {
     pub fn ask(&mut self, req: R, waiter: W, now: Instant) -> Asked<R, B, W> {
-        self.recent
-            .retain(|(_, at, _)| now.duration_since(*at) < TICK);
+        self.recent.retain(|(_, until, _)| now < *until);
         // A kept batch without changes for the request is not given: the target that just
         // applied it would get it again, apply nothing and ask again at once, spinning until
         // the batch expired (up to a tick added to every change's lag) while newer changes
@@ -120,10 +141,14 @@ impl<R: Start, B: Serves<R>, W> Sharing<R, B, W> {
             })
             .collect();
         if let Some(b) = batch {
+            if b.large() {
+                self.recent.retain(|(_, _, k)| !k.large());
+            }
             if self.recent.len() == KEPT {
                 self.recent.remove(0);
             }
-            self.recent.push((f.start, now, b));
+            let until = now + b.keep();
+            self.recent.push((f.start, until, b));
         }
         out
     }
@@ -238,5 +263,61 @@ mod tests {
             s.done(id, Some(B(5, 9)), now),
             vec![("t1", Some(B(5, 9))), ("t2", None)]
         );
+    }
+
+    /// A batch of COPY data: (start, snapshot); serves its exact start only.
+    #[derive(Clone, Debug, PartialEq)]
+    struct L(u32, u32);
+    impl Serves<At> for L {
+        fn serves(&self, r: &At) -> bool {
+            self.0 == r.0
+        }
+
+        fn brings(&self, r: &At) -> bool {
+            self.0 == r.0
+        }
+
+        fn large(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_large_batch_serves_its_start_for_its_keep_time_and_alone() {
+        let mut s: Sharing<At, L, &str> = Sharing::default();
+        let now = Instant::now();
+        let Asked::Read(id, _) = s.ask(At(5), "t1", now) else {
+            panic!("reads")
+        };
+        s.done(id, Some(L(5, 9)), now);
+        // A target at its start well after the tick still takes it.
+        let later = now + TICK * 10;
+        assert!(matches!(
+            s.ask(At(5), "t2", later),
+            Asked::Ready(L(5, 9), "t2")
+        ));
+        // One past its start does not: COPY data cannot leave out what it applied.
+        assert!(matches!(s.ask(At(7), "t3", later), Asked::Read(..)));
+        assert!(matches!(
+            s.ask(At(5), "t4", now + COPIED_KEEP),
+            Asked::Read(..)
+        ));
+    }
+
+    #[test]
+    fn one_large_batch_is_kept_at_a_time() {
+        let mut s: Sharing<At, L, &str> = Sharing::default();
+        let now = Instant::now();
+        for (start, t) in [(5, "t1"), (1, "t2")] {
+            let Asked::Read(id, _) = s.ask(At(start), t, now) else {
+                panic!("reads")
+            };
+            s.done(id, Some(L(start, 9)), now);
+        }
+        assert!(matches!(s.ask(At(5), "t3", now), Asked::Read(..)));
+        assert!(matches!(
+            s.ask(At(1), "t4", now),
+            Asked::Ready(L(1, 9), "t4")
+        ));
     }
 }
