@@ -164,34 +164,7 @@ async fn apply_db(
         sends.push(delete_changed(ctx, &here, t, r, c).await?);
     }
     sends.reverse();
-    for ((t, r), from) in input.tables.iter().zip(ctx.rounds).zip(&sends) {
-        let c = counts.entry(t.display.clone()).or_default();
-        if t.whole_row {
-            multi_images::insert(&images(ctx, &here), t, c).await?;
-            continue;
-        }
-        if here.in_place && r.reload_from.is_none() && c.pending > 0 {
-            let from = t.temp_rows_from(dst);
-            if let Some(u) = t.update_from(&from) {
-                c.inserted += in_place::update_rows(&ttx, dst, t, u.as_str()).await?;
-            }
-            c.inserted += ttx
-                .execute(&t.insert_new(&from), &[])
-                .await
-                .map_err(|e| PgError::query(dst, format!("insert rows of {}", t.display), e))?;
-        }
-        for (w, keys) in from {
-            let from = winner(ctx, r, w, keys);
-            c.inserted += winner_rows(from, &ttx, dst, t, &t.rows_in()).await?;
-        }
-        increments::after(&ttx, dst, t, incs_to(r, dst)).await?;
-        let missing = r
-            .reload_from
-            .is_none()
-            .then(|| r.missing.get(dst))
-            .flatten();
-        increments::add_missing(&ttx, dst, t, missing).await?;
-    }
+    insert_rows(ctx, &here, &sends, counts).await?;
     conflict_log::record(&ttx, dst, (input.sync, input.strategy), ctx.conflicts).await?;
     let from: Vec<(&str, &Snapshot, Option<&str>)> = (input.sources.iter())
         .filter(|s| s.name != dst)
@@ -203,6 +176,47 @@ async fn apply_db(
     progress::record_from(&ttx, dst, input.sync, input.tables, &from).await?;
     commit_apply(ttx, &ctx.db.replica_role, dst).await?;
     Ok(true)
+}
+
+/// Rows: parents first. In place, the keys' rows loaded into the temp table are updated or
+/// inserted; then each winner's rows for the keys it sends here (`sends`, per table).
+async fn insert_rows(
+    ctx: &ApplyCtx<'_, '_, '_>,
+    here: &Here<'_>,
+    sends: &[BTreeMap<String, Vec<Key>>],
+    counts: &mut HashMap<String, TableCounts>,
+) -> Result<(), PgError> {
+    let (input, dst) = (ctx.input, here.dst);
+    for ((t, r), from) in input.tables.iter().zip(ctx.rounds).zip(sends) {
+        let c = counts.entry(t.display.clone()).or_default();
+        if t.whole_row {
+            multi_images::insert(&images(ctx, here), t, c).await?;
+            continue;
+        }
+        if here.in_place && r.reload_from.is_none() && c.pending > 0 {
+            let from = t.temp_rows_from(dst);
+            if let Some(u) = t.update_from(&from) {
+                c.inserted += in_place::update_rows(here.ttx, dst, t, u.as_str()).await?;
+            }
+            c.inserted += here
+                .ttx
+                .execute(&t.insert_new(&from), &[])
+                .await
+                .map_err(|e| PgError::query(dst, format!("insert rows of {}", t.display), e))?;
+        }
+        for (w, keys) in from {
+            let from = winner(ctx, r, w, keys);
+            c.inserted += winner_rows(from, here.ttx, dst, t, &t.rows_in()).await?;
+        }
+        increments::after(here.ttx, dst, t, incs_to(r, dst)).await?;
+        let missing = r
+            .reload_from
+            .is_none()
+            .then(|| r.missing.get(dst))
+            .flatten();
+        increments::add_missing(here.ttx, dst, t, missing).await?;
+    }
+    Ok(())
 }
 
 /// Whether an apply to a database updates rows in place (see `in_place`) rather than deleting
