@@ -211,3 +211,61 @@ fn a_large_batch_read_once_applies_exactly_in_place_and_in_replica_mode() {
         );
     }
 }
+
+#[test]
+fn batches_not_held_in_memory_go_to_each_targets_own_rounds() {
+    let targets = ["t1", "t2"];
+    let c = Cluster::start();
+    let schema = "CREATE TABLE wide (id int PRIMARY KEY, pad text)";
+    for db in ["src"].iter().chain(&targets) {
+        c.create_db(db);
+        c.psql(db, schema);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = installed(
+        dir.path(),
+        &sync_toml(&c, &["public.wide"], "", &["src"], &targets),
+    );
+    let log = [("RUST_LOG", "info,drover::round::batch_copy=debug")];
+    let mut daemon = Daemon::start_with(&cfg, &[], &log);
+    wait_for_daemon(&cfg);
+    // Over the 32 MiB a shared batch holds (60,000 rows of 1 kB), within a round's budget:
+    // the read stops halfway, its session is rolled back and pooled again, and each target
+    // reads its own.
+    c.psql(
+        "src",
+        "INSERT INTO wide SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, 60000) g",
+    );
+    let reaches = |what: &str| {
+        let want = md5(&c, "src", "wide");
+        for t in targets {
+            let what = format!("{t} to have {what}");
+            eventually(Duration::from_secs(60), &what, || {
+                md5(&c, t, "wide") == want
+            });
+        }
+    };
+    reaches("the wide batch");
+    // A TRUNCATE (all of a table's rows) is not held either.
+    c.psql(
+        "src",
+        "BEGIN; TRUNCATE wide; \
+         INSERT INTO wide SELECT g, 'after' FROM generate_series(1, 500) g; COMMIT;",
+    );
+    reaches("the truncate");
+    // The sessions that carried the dropped read still serve rounds: small and large ones.
+    c.psql("src", "UPDATE wide SET pad = 'small' WHERE id <= 10");
+    reaches("a small batch after them");
+    c.psql("src", "UPDATE wide SET pad = 'large' WHERE id > 10");
+    reaches("a large batch after them");
+    drover_wait(&cfg, "s", 60);
+    daemon.stop();
+    let log = daemon.log();
+    assert!(
+        log.contains("shared batch over 33554432 bytes"),
+        "the wide batch was not read into memory and dropped:\n{log}"
+    );
+    for level in ["WARN", "ERROR"] {
+        assert!(!log.contains(level), "a round failed:\n{log}");
+    }
+}

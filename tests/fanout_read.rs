@@ -133,7 +133,8 @@ fn four_targets_share_one_source_read_per_round_and_again_after_a_large_batch() 
         "source reads {reads} for {rounds} target rounds during the load: not shared"
     );
 
-    // A batch too large to share: each target applies it through its own round (COPY path).
+    // A batch too large for text: read once as COPY data (tests/fanout_copy.rs), or by
+    // each target's own round for a target not at its start.
     c.psql(
         "src",
         "INSERT INTO herd SELECT g, 'bulk' FROM generate_series(5000000, 5005000) g; \
@@ -142,8 +143,8 @@ fn four_targets_share_one_source_read_per_round_and_again_after_a_large_batch() 
     for t in TARGETS {
         reaches(&c, t, "a large batch");
     }
-    // The targets' own rounds left them at different progress: they converge (requests go
-    // to their own reads for a second after a large batch, `LARGE_PAUSE`) and share again.
+    // Targets that applied it through rounds of their own are at different progress: they
+    // converge and share again.
     small_writes(&c, r._dir.path(), 3_000_000);
     for t in TARGETS {
         reaches(&c, t, "the writes after the large batch");
