@@ -202,6 +202,55 @@ fn truncate_keeps_a_write_committed_during_the_reload() {
     daemon.stop();
 }
 
+/// b deletes 9 of 10 identical copies in a transaction left open while a deletes one copy:
+/// drover's delete of a's copy on b picks one of the copies b's transaction holds and waits.
+/// When b commits, READ COMMITTED skips that copy (it is gone), and a single statement would
+/// leave b one copy too many for good (what a CI run of the test above once hit). The apply
+/// deletes again, with a fresh snapshot, for the copies still wanted: all end with none.
+#[test]
+fn a_copy_deleted_by_a_local_transaction_does_not_absorb_a_remote_delete() {
+    let (c, _dir, cfg) = setup();
+    drover_ok(&cfg, &["install"]);
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    let ten = "INSERT INTO hist SELECT 9, 9, 9, 9, NULL, 'ten' FROM generate_series(1, 10)";
+    c.psql("a", ten);
+    c.psql("x", ten);
+    assert_all_expected(&c, &cfg);
+    let mut b = Command::new("psql")
+        .args(["-XAtq", "-h", "127.0.0.1", "-p", &c.port.to_string()])
+        .args(["-U", "postgres", "-d", "b", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run psql");
+    let nine =
+        "DELETE FROM hist WHERE ctid IN (SELECT ctid FROM hist WHERE filler = 'ten' LIMIT 9)";
+    writeln!(b.stdin.as_mut().unwrap(), "BEGIN; {nine};").unwrap();
+    b.stdin.as_mut().unwrap().flush().unwrap();
+    eventually(Duration::from_secs(10), "b's deletes", || {
+        c.psql("b", "SELECT count(*) FROM pg_locks WHERE mode = 'RowExclusiveLock' AND relation = 'hist'::regclass AND granted") == "1"
+    });
+    let one = "DELETE FROM hist WHERE ctid = (SELECT ctid FROM hist WHERE filler = 'ten' LIMIT 1)";
+    c.psql("a", one);
+    eventually(
+        Duration::from_secs(20),
+        "drover's delete on b to wait for b's",
+        || {
+            c.psql(
+            "b",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'drover:%' AND wait_event_type = 'Lock'",
+        ) != "0"
+        },
+    );
+    writeln!(b.stdin.as_mut().unwrap(), "COMMIT;").unwrap();
+    drop(b.stdin.take());
+    assert!(b.wait().unwrap().success(), "b's transaction");
+    c.psql("x", "DELETE FROM hist WHERE filler = 'ten'");
+    assert_all_expected(&c, &cfg);
+    daemon.stop();
+}
+
 /// Three masters, one row once on each: a and b each delete it while r inserts another copy,
 /// all in one round. Each database sums the others' changes per row before applying, so all end
 /// with the sum (1 - 1 - 1 + 1 = 0 copies); applied sender by sender, r would keep none and a

@@ -135,11 +135,18 @@ fn temps(t: &TablePlan, dst: &str) -> (String, String) {
     (t.temp_name("img", dst), t.temp_name("imgrows", dst))
 }
 
+/// Per image, the copies still to delete (`delete_net`).
+fn net_temp(t: &TablePlan, dst: &str) -> String {
+    t.temp_name("imgnet", dst)
+}
+
 fn create_temps(t: &TablePlan, dst: &str) -> String {
     let (img, rows) = temps(t, dst);
     format!(
         "CREATE TEMP TABLE IF NOT EXISTS {img} (img text, n int) ON COMMIT DELETE ROWS; \
+         CREATE TEMP TABLE IF NOT EXISTS {net} (img text, n int) ON COMMIT DELETE ROWS; \
          CREATE TEMP TABLE IF NOT EXISTS {rows} ON COMMIT DELETE ROWS AS SELECT {c} FROM {t} WITH NO DATA",
+        net = net_temp(t, dst),
         c = t.columns,
         t = t.quoted,
     )
@@ -155,18 +162,61 @@ fn net_gone(t: &TablePlan, dst: &str) -> String {
     )
 }
 
-/// Deletes the net gone copies (a table may hold identical rows: any n of them).
+/// Fills the copies to delete per image: the net gone counts (`net_gone`).
+fn fill_net_sql(t: &TablePlan, dst: &str) -> String {
+    let (img, _) = temps(t, dst);
+    let net = net_temp(t, dst);
+    format!(
+        "ANALYZE {img}; INSERT INTO {net} SELECT img, n FROM ({g}) AS g WHERE n > 0; ANALYZE {net};",
+        g = net_gone(t, dst),
+    )
+}
+
+/// Deletes up to the copies still to delete of each image (a table may hold identical rows:
+/// any n of them) and takes what went off those counts. Answers how many copies it picked
+/// and how many of those went: fewer when a concurrent transaction changed a picked copy.
 fn delete_sql(t: &TablePlan, dst: &str) -> String {
     let r = t.image(Some("r"));
+    let net = net_temp(t, dst);
     format!(
-        "DELETE FROM {tb} WHERE (tableoid, ctid) IN (SELECT x.tableoid, x.ctid FROM \
+        "WITH x AS (SELECT x.tableoid, x.ctid FROM \
          (SELECT r.tableoid, r.ctid, {r} AS img, row_number() OVER (PARTITION BY {r}) AS rn \
-         FROM {tb} AS r WHERE {r} IN (SELECT img FROM {img})) x \
-         JOIN ({net}) AS k ON k.img = x.img WHERE x.rn <= k.n)",
+         FROM {tb} AS r WHERE {r} IN (SELECT img FROM {net} WHERE n > 0)) x \
+         JOIN {net} AS k ON k.img = x.img WHERE x.rn <= k.n), \
+         d AS (DELETE FROM {tb} AS drover_d WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM x) \
+         RETURNING {dimg} AS img), \
+         u AS (UPDATE {net} SET n = {net}.n - c.n FROM (SELECT img, count(*) AS n FROM d GROUP BY img) c \
+         WHERE {net}.img = c.img) \
+         SELECT (SELECT count(*) FROM x), count(*) FROM d",
         tb = t.quoted,
-        img = temps(t, dst).0,
-        net = net_gone(t, dst),
+        dimg = t.image(Some("drover_d")),
     )
+}
+
+/// Most passes of `delete_net`; each after the first follows a concurrent delete.
+const DELETE_PASSES: usize = 8;
+
+/// Deletes the net gone copies. A local transaction that deleted or updated a copy this
+/// statement had picked (READ COMMITTED waits for it, then skips that row) would leave one
+/// copy too many: a multiset has no key to tell that the two deletes were of different
+/// copies. So while a pass deletes fewer copies than it picked, the statement runs again,
+/// with a fresh snapshot, for the copies still wanted. Returns the rows deleted.
+async fn delete_net(ttx: &Client, t: &TablePlan, dst: &str) -> Result<u64, PgError> {
+    let fail = |what: &str, e| PgError::query(dst, format!("{what} of {}", t.display), e);
+    ttx.batch_execute(&fill_net_sql(t, dst))
+        .await
+        .map_err(|e| fail("count the gone images", e))?;
+    let sql = delete_sql(t, dst);
+    let mut deleted = 0;
+    for _ in 0..DELETE_PASSES {
+        let row = (ttx.query_one(&sql, &[]).await).map_err(|e| fail("delete gone rows", e))?;
+        let (picked, went): (i64, i64) = (row.get(0), row.get(1));
+        deleted += went as u64;
+        if went == picked {
+            break;
+        }
+    }
+    Ok(deleted)
 }
 
 /// Inserts the new copies left once the gone copies of the same image are netted out.
@@ -235,12 +285,7 @@ pub(super) async fn delete(
         gone += load(h, t, (&s.name, h.txs.get(&s.name).client()), &pred, 1).await?;
     }
     if gone > 0 {
-        let (img, _) = temps(t, dst);
-        ttx.batch_execute(&format!("ANALYZE {img}"))
-            .await
-            .map_err(|e| fail("analyze the gone images", e))?;
-        c.deleted += (ttx.execute(&delete_sql(t, dst), &[]).await)
-            .map_err(|e| fail("delete gone rows", e))?;
+        c.deleted += delete_net(ttx, t, dst).await?;
     }
     Ok(())
 }
@@ -360,9 +405,11 @@ mod tests {
         t.target_oids.insert("d".into(), 7);
         let del = delete_sql(&t, "d");
         assert!(del.contains("DELETE FROM \"public\".\"h\""), "{del}");
+        assert!(del.contains("pg_temp.drover_imgnet_7"), "{del}");
+        let fill = fill_net_sql(&t, "d");
         assert!(
-            del.contains("sum(n)") && del.contains("pg_temp.drover_imgrows_7"),
-            "{del}"
+            fill.contains("sum(n)") && fill.contains("pg_temp.drover_imgrows_7"),
+            "{fill}"
         );
         let ins = insert_sql(&t, "d");
         assert!(
