@@ -157,6 +157,37 @@ fn truncate_reloads_from_the_master_and_keeps_unseen_writes() {
     daemon.stop();
 }
 
+/// A psql session on b that runs `sql` in a transaction it leaves open (holding its locks).
+fn open_on_b(c: &Cluster, sql: &str) -> std::process::Child {
+    let mut b = Command::new("psql")
+        .args(["-XAtq", "-h", "127.0.0.1", "-p", &c.port.to_string()])
+        .args(["-U", "postgres", "-d", "b", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run psql");
+    let stdin = b.stdin.as_mut().expect("psql stdin");
+    writeln!(stdin, "BEGIN; {sql};").unwrap();
+    stdin.flush().unwrap();
+    eventually(Duration::from_secs(10), "b's open transaction", || {
+        c.psql("b", "SELECT count(*) FROM pg_locks WHERE mode = 'RowExclusiveLock' AND relation = 'hist'::regclass AND granted") == "1"
+    });
+    b
+}
+
+/// Once drover's apply on b waits for a lock (`what`), commits b's open transaction.
+fn commit_when_drover_waits(c: &Cluster, mut b: std::process::Child, what: &str) {
+    eventually(Duration::from_secs(20), what, || {
+        c.psql(
+            "b",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'drover:%' AND wait_event_type = 'Lock'",
+        ) != "0"
+    });
+    writeln!(b.stdin.as_mut().unwrap(), "COMMIT;").unwrap();
+    drop(b.stdin.take());
+    assert!(b.wait().unwrap().success(), "b's transaction");
+}
+
 /// b inserts in a transaction left open while a truncates: b's round snapshot misses the
 /// insert, b's reload waits for it, and it is added back on b after the reload (and sent to
 /// the others by the next round), so every database ends with it.
@@ -168,33 +199,9 @@ fn truncate_keeps_a_write_committed_during_the_reload() {
     wait_for_daemon(&cfg);
     drover_wait(&cfg, "s", 60);
     let late = "INSERT INTO hist VALUES (44, 4, 4, 4, NULL, 'late on b')";
-    let mut b = Command::new("psql")
-        .args(["-XAtq", "-h", "127.0.0.1", "-p", &c.port.to_string()])
-        .args(["-U", "postgres", "-d", "b", "-v", "ON_ERROR_STOP=1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run psql");
-    let stdin = b.stdin.as_mut().expect("psql stdin");
-    writeln!(stdin, "BEGIN; {late};").unwrap();
-    stdin.flush().unwrap();
-    eventually(Duration::from_secs(10), "b's insert", || {
-        c.psql("b", "SELECT count(*) FROM pg_locks WHERE mode = 'RowExclusiveLock' AND relation = 'hist'::regclass AND granted") == "1"
-    });
+    let b = open_on_b(&c, late);
     c.psql("a", "TRUNCATE hist");
-    eventually(
-        Duration::from_secs(20),
-        "the reload on b to wait for b's insert",
-        || {
-            c.psql(
-            "b",
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'drover:%' AND wait_event_type = 'Lock'",
-        ) != "0"
-        },
-    );
-    writeln!(b.stdin.as_mut().unwrap(), "COMMIT;").unwrap();
-    drop(b.stdin.take());
-    assert!(b.wait().unwrap().success(), "b's transaction");
+    commit_when_drover_waits(&c, b, "the reload on b to wait for b's insert");
     c.psql("x", "TRUNCATE hist");
     c.psql("x", late);
     drover_ok(&cfg, &["kick", "s"]);
@@ -217,35 +224,12 @@ fn a_copy_deleted_by_a_local_transaction_does_not_absorb_a_remote_delete() {
     c.psql("a", ten);
     c.psql("x", ten);
     assert_all_expected(&c, &cfg);
-    let mut b = Command::new("psql")
-        .args(["-XAtq", "-h", "127.0.0.1", "-p", &c.port.to_string()])
-        .args(["-U", "postgres", "-d", "b", "-v", "ON_ERROR_STOP=1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run psql");
     let nine =
         "DELETE FROM hist WHERE ctid IN (SELECT ctid FROM hist WHERE filler = 'ten' LIMIT 9)";
-    writeln!(b.stdin.as_mut().unwrap(), "BEGIN; {nine};").unwrap();
-    b.stdin.as_mut().unwrap().flush().unwrap();
-    eventually(Duration::from_secs(10), "b's deletes", || {
-        c.psql("b", "SELECT count(*) FROM pg_locks WHERE mode = 'RowExclusiveLock' AND relation = 'hist'::regclass AND granted") == "1"
-    });
+    let b = open_on_b(&c, nine);
     let one = "DELETE FROM hist WHERE ctid = (SELECT ctid FROM hist WHERE filler = 'ten' LIMIT 1)";
     c.psql("a", one);
-    eventually(
-        Duration::from_secs(20),
-        "drover's delete on b to wait for b's",
-        || {
-            c.psql(
-            "b",
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'drover:%' AND wait_event_type = 'Lock'",
-        ) != "0"
-        },
-    );
-    writeln!(b.stdin.as_mut().unwrap(), "COMMIT;").unwrap();
-    drop(b.stdin.take());
-    assert!(b.wait().unwrap().success(), "b's transaction");
+    commit_when_drover_waits(&c, b, "drover's delete on b to wait for b's");
     c.psql("x", "DELETE FROM hist WHERE filler = 'ten'");
     assert_all_expected(&c, &cfg);
     daemon.stop();
