@@ -4,7 +4,8 @@
 //! source's work grew with the number of targets. Measured by the source's own statistics of
 //! the rows it read from the table (the daemon's sessions end before they are read: a backend
 //! reports its statistics when it exits). Also: the data read once applies exactly to targets
-//! with live foreign keys (in place), in replica mode, and to a key-less table.
+//! with live foreign keys (in place, as a role that is no superuser), in replica mode, and to a
+//! key-less table.
 
 mod support;
 
@@ -156,23 +157,33 @@ fn mixed_batch(from: u32) -> String {
 fn a_large_batch_read_once_applies_exactly_in_place_and_in_replica_mode() {
     let targets = ["plain", "fk", "plain2", "fk2"];
     let c = Cluster::start();
+    // `fk` and `fk2` belong to a role that is no superuser: it owns its tables but may not
+    // turn triggers off, so FK checks and cascades are live while drover applies.
+    c.psql(
+        "postgres",
+        "CREATE ROLE drover LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE",
+    );
     for db in ["src"].iter().chain(&targets) {
-        c.create_db(db);
-        c.psql(db, FK_SCHEMA);
+        if db.starts_with("fk") {
+            c.psql("postgres", &format!("CREATE DATABASE {db} OWNER drover"));
+            c.psql(db, &format!("SET ROLE drover; {FK_SCHEMA}"));
+        } else {
+            c.create_db(db);
+            c.psql(db, FK_SCHEMA);
+        }
     }
     c.psql("src", "ALTER TABLE parent SET (autovacuum_enabled = off)");
     let tables: Vec<String> = FK_TABLES.iter().map(|t| format!("public.{t}")).collect();
     let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
-    let toml = sync_toml(&c, &tables, "", &["src"], &targets);
-    // FKs live on `fk`: rows are updated in place, parents before children.
-    let toml = (toml.replace(
-        "[databases.fk]\n",
-        "[databases.fk]\nreplica_role = \"off\"\n",
-    ))
-    .replace(
-        "[databases.fk2]\n",
-        "[databases.fk2]\nreplica_role = \"off\"\n",
-    );
+    let mut toml = sync_toml(&c, &tables, "", &["src"], &targets);
+    // Rows are updated in place there, parents before children.
+    for db in ["fk", "fk2"] {
+        toml = toml.replace(
+            &format!("dbname = \"{db}\"\nuser = \"postgres\"\n"),
+            &format!("dbname = \"{db}\"\nuser = \"drover\"\nreplica_role = \"off\"\n"),
+        );
+    }
+    assert_eq!(toml.matches("user = \"drover\"").count(), 2, "{toml}");
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = installed(dir.path(), &toml);
     for from in [1, 5_000] {
@@ -268,4 +279,47 @@ fn batches_not_held_in_memory_go_to_each_targets_own_rounds() {
     for level in ["WARN", "ERROR"] {
         assert!(!log.contains(level), "a round failed:\n{log}");
     }
+}
+
+/// A column added while large batches flow (on the targets, then on the source: the
+/// documented order): a batch read before the change carries the old columns, one after it
+/// the new one, and every target ends equal to the source, its new column included.
+#[test]
+fn a_column_added_between_large_batches_reaches_every_target() {
+    let targets = ["t1", "t2", "t3"];
+    let c = Cluster::start();
+    for db in ["src"].iter().chain(&targets) {
+        c.create_db(db);
+        c.psql(db, "CREATE TABLE herd (id int PRIMARY KEY, v text)");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = installed(
+        dir.path(),
+        &sync_toml(&c, &["public.herd"], "", &["src"], &targets),
+    );
+    let mut daemon = Daemon::start(&cfg);
+    wait_for_daemon(&cfg);
+    c.psql(
+        "src",
+        "INSERT INTO herd SELECT g, 'v' || g FROM generate_series(1, 3000) g",
+    );
+    for db in targets {
+        c.psql(db, "ALTER TABLE herd ADD COLUMN note text");
+    }
+    c.psql("src", "ALTER TABLE herd ADD COLUMN note text");
+    c.psql("src", "UPDATE herd SET note = 'n' || id WHERE id % 2 = 0");
+    c.psql(
+        "src",
+        "INSERT INTO herd SELECT g, 'late', 'with note' FROM generate_series(3001, 4000) g",
+    );
+    drover_wait(&cfg, "s", 60);
+    let want = md5(&c, "src", "herd");
+    assert!(want.starts_with("4000:"), "{want}");
+    for t in targets {
+        let what = format!("{t} to have every batch and the new column");
+        eventually(Duration::from_secs(60), &what, || {
+            md5(&c, t, "herd") == want
+        });
+    }
+    daemon.stop();
 }
