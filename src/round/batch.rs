@@ -101,9 +101,9 @@ impl Batch {
         }
     }
 
-    /// Bytes of COPY data it holds (`batch_share` keeps at most one such batch).
-    pub fn copied_bytes(&self) -> usize {
-        self.copied.as_ref().map_or(0, |c| c.bytes)
+    /// Whether it holds COPY data (`batch_share` keeps at most one such batch).
+    pub fn is_copied(&self) -> bool {
+        self.copied.is_some()
     }
 
     /// What a target at `prevs` (which `serves` accepted) applies: each table's work after

@@ -24,7 +24,6 @@ pub const COPIED_BYTES: usize = 32 << 20;
 /// A batch's COPY reads, in `ApplySteps::source_sql` order, each in chunks.
 pub struct Copied {
     pub reads: Vec<Vec<Bytes>>,
-    pub bytes: usize,
 }
 
 /// Reads the batch's rows inside the source transaction `stx`, or None when the batch is not
@@ -61,5 +60,5 @@ pub(crate) async fn read(
         bytes += chunks.iter().map(Bytes::len).sum::<usize>();
         reads.push(chunks);
     }
-    Ok(Some(Copied { reads, bytes }))
+    Ok(Some(Copied { reads }))
 }

@@ -64,7 +64,7 @@ impl Serves<super::batch::BatchRequest> for std::sync::Arc<super::batch::Batch> 
     }
 
     fn large(&self) -> bool {
-        self.copied_bytes() > 0
+        self.is_copied()
     }
 }
 
